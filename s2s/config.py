@@ -1,0 +1,372 @@
+"""The configuration: one tree of frozen dataclasses, loaded from YAML and validated once.
+
+Every option of s2s is a field here. Loading rejects unknown keys (naming the dotted
+key and the nearest valid one), values of the wrong type, choices outside their closed
+set (listing the valid ones) and contradictory settings. ``KEY=VALUE`` overrides from
+the command line go through the same validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from s2s.errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn")
+ACTIVATIONS = ("tanh", "relu")
+STACKINGS = ("none", "residual", "dense")
+ATTENTIONS = ("none", "additive", "multiplicative")
+MULTIPLICATIVE_FORMS = ("general", "dot")
+INIT_SCHEMES = ("fan_in_uniform",)
+TOKENIZERS = ("spm", "char", "word")
+SPM_MODELS = ("unigram", "bpe")
+BATCH_UNITS = ("tokens", "sentences")
+DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam",)
+
+
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """A string field restricted to a closed set of values."""
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    scheme: str = choice("fan_in_uniform", INIT_SCHEMES)
+    # Jozefowicz et al. 2015: a forget-gate bias of 1 lets gradients flow early on.
+    forget_bias: float = 1.0
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    cell: str = choice("lstm", CELLS)
+    activation: str = choice("tanh", ACTIVATIONS)  # vanilla rnn only
+    bidirectional: bool = True
+    layers: int = 1
+    hidden_size: int = 256  # per direction
+    stacking: str = choice("none", STACKINGS)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    cell: str = choice("lstm", CELLS)
+    activation: str = choice("tanh", ACTIVATIONS)
+    layers: int = 1
+    hidden_size: int = 256
+    stacking: str = choice("none", STACKINGS)
+    # Luong et al. 2015 §3.3: feed the previous attentional vector to the next step.
+    # Off by default: without it, teacher-forced training runs one fused RNN kernel.
+    input_feeding: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embedding_size: int = 256
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    attention: str = choice("multiplicative", ATTENTIONS)
+    multiplicative_form: str = choice("general", MULTIPLICATIVE_FORMS)
+    attention_size: int = 256  # hidden size of the additive scorer
+    bridge: bool = True  # decoder state from the encoder's final state
+    dropout: float = 0.3  # between layers and on the attentional vector
+    embedding_dropout: float = 0.3
+    tie_target_embeddings: bool = True  # Press & Wolf 2017
+    init: InitConfig = field(default_factory=InitConfig)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: str = choice("spm", TOKENIZERS)
+    spm_model: str = choice("unigram", SPM_MODELS)
+    vocab_size: int = 8000
+    joint: bool = True  # one model / vocabulary for both sides
+    character_coverage: float = 1.0
+    min_freq: int = 1  # char and word vocabularies
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    # Path prefixes: files are PREFIX.LANG or PREFIX.LANG.gz. ${VAR} is expanded; a
+    # prefix naming an unset variable falls back to the hub dataset below.
+    train: str = ""
+    valid: str = ""
+    test: str = ""
+    hub: str = ""  # Hugging Face dataset name, e.g. bentrevett/multi30k
+    hub_train: str = "train"
+    hub_valid: str = "validation"
+    hub_test: str = "test"
+    encoding: str = "utf-8"
+    train_limit: int = 0  # keep the first N training pairs (0 = all)
+    valid_limit: int = 0
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    reverse_source: bool = False  # Sutskever et al. 2014
+    max_len: int = 100  # training pairs longer than this (in tokens) are dropped
+    batch_size: int = 4096
+    batch_unit: str = choice("tokens", BATCH_UNITS)
+    bucket_pool: int = 50  # batches sorted together by length before shuffling
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1
+    device: str = choice("auto", DEVICES)
+    threads: int = 0  # CPU threads (0 = torch default)
+    max_steps: int = 0  # 0 = no limit
+    max_epochs: int = 0  # 0 = no limit
+    max_minutes: float = 0.0  # training time budget (0 = no limit)
+    optimizer: str = choice("adam", OPTIMIZERS)
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    clip_grad_norm: float = 5.0  # 0 = off
+    label_smoothing: float = 0.0
+    log_every: int = 100
+    valid_every: int = 500
+    save_every: int = 500  # steps between checkpoints
+    # Learning rate x lr_decay when validation BLEU has not improved for `patience`
+    # validations, down to min_lr.
+    lr_decay: float = 0.5
+    patience: int = 2
+    min_lr: float = 1e-5
+    early_stopping: int = 0  # stop after N validations without improvement (0 = off)
+    valid_batch_size: int = 256  # sentences per decoding batch
+    max_output_ratio: float = 2.0  # decode at most ratio * source length + 10 tokens
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:
+    """Check (and lightly coerce) one leaf value against its type hint."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"config key '{key}' must be a list of {len(args)} values")
+        return tuple(_convert(v, a, key) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix or 'top level'}' must be a mapping")
+    hints = _type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), list(names), n=1)
+            hint = f" (did you mean '{prefix + '.' if prefix else ''}{near[0]}'?)" if near else ""
+            raise ConfigError(f"unknown config key '{dotted}'{hint}")
+        hint_t = hints[key]
+        if dataclasses.is_dataclass(hint_t):
+            kwargs[key] = _build(hint_t, value, dotted)
+            continue
+        value = _convert(value, hint_t, dotted)
+        choices = names[key].metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"config key '{dotted}' is '{value}'; valid values: {', '.join(choices)}"
+            )
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    """Settings that are valid alone but not together, and ranges."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    positive = {
+        "model.embedding_size": m.embedding_size,
+        "model.encoder.hidden_size": m.encoder.hidden_size,
+        "model.decoder.hidden_size": m.decoder.hidden_size,
+        "model.encoder.layers": m.encoder.layers,
+        "model.decoder.layers": m.decoder.layers,
+        "model.attention_size": m.attention_size,
+        "data.batch_size": d.batch_size,
+        "data.max_len": d.max_len,
+        "data.bucket_pool": d.bucket_pool,
+        "train.valid_every": t.valid_every,
+        "train.save_every": t.save_every,
+        "train.log_every": t.log_every,
+        "train.valid_batch_size": t.valid_batch_size,
+        "train.lr": t.lr,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {value}")
+    for key, value in {
+        "model.dropout": m.dropout,
+        "model.embedding_dropout": m.embedding_dropout,
+        "train.label_smoothing": t.label_smoothing,
+    }.items():
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1), got {value}")
+    if not 0.0 < t.lr_decay <= 1.0:
+        raise ConfigError(f"config key 'train.lr_decay' must be in (0, 1], got {t.lr_decay}")
+    enc_size = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)
+    if (
+        m.attention == "multiplicative"
+        and m.multiplicative_form == "dot"
+        and enc_size != m.decoder.hidden_size
+    ):
+        raise ConfigError(
+            "model.multiplicative_form 'dot' needs encoder output size "
+            f"({enc_size}) equal to model.decoder.hidden_size ({m.decoder.hidden_size}); "
+            "use 'general'"
+        )
+    if d.tokenizer.kind == "spm" and d.tokenizer.vocab_size < 8:
+        raise ConfigError("config key 'data.tokenizer.vocab_size' is too small for spm")
+    if not d.train:
+        raise ConfigError("config key 'data.train' is not set (a path prefix)")
+
+
+def from_dict(data: dict) -> Config:
+    cfg = _build(Config, data, "")
+    _check(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists), ready for YAML or a checkpoint."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like KEY=VALUE")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict; validation happens in from_dict."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(text: str) -> str:
+    """Expand ${VAR} where VAR is set and non-empty; leave the others in place (then
+    ``data.load_split`` falls back to the hub dataset)."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1)) or m.group(0), text)
+
+
+def unset_variables(text: str) -> list[str]:
+    return _ENV.findall(text)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {err}".splitlines()[0]
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply overrides, expand ${VAR} in data paths, validate."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    section = data.get("data")
+    if isinstance(section, dict):
+        for key in ("train", "valid", "test"):
+            if isinstance(section.get(key), str):
+                section[key] = expand_env(section[key])
+    return from_dict(data)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def diff(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                out.update(flat(v, key + "."))
+            else:
+                out[key] = v
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))

@@ -1,0 +1,99 @@
+import pytest
+
+from s2s import config
+from s2s.errors import ConfigError
+
+
+def base(**data) -> dict:
+    return {"data": {"train": "x/train", **data}}
+
+
+def test_defaults_and_roundtrip():
+    cfg = config.from_dict(base())
+    assert cfg.model.encoder.cell == "lstm"
+    again = config.from_dict(config.to_dict(cfg))
+    assert again == cfg
+    assert config.diff(cfg, again) == []
+
+
+def test_unknown_key_is_named_with_suggestion():
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'model\.encoder\.cel'.*'model\.encoder\.cell'"
+    ):
+        config.from_dict({**base(), "model": {"encoder": {"cel": "gru"}}})
+
+
+def test_unknown_top_level_section():
+    with pytest.raises(ConfigError, match="unknown config key 'trian'"):
+        config.from_dict({**base(), "trian": {}})
+
+
+def test_bad_choice_lists_valid_values():
+    with pytest.raises(
+        ConfigError,
+        match="'model.attention' is 'bahdanau'; valid values: none, additive, multiplicative",
+    ):
+        config.from_dict({**base(), "model": {"attention": "bahdanau"}})
+
+
+def test_wrong_type():
+    with pytest.raises(ConfigError, match="'train.max_steps' must be an integer"):
+        config.from_dict({**base(), "train": {"max_steps": "ten"}})
+    with pytest.raises(ConfigError, match="'model.encoder.bidirectional' must be true or false"):
+        config.from_dict({**base(), "model": {"encoder": {"bidirectional": "yes"}}})
+
+
+def test_contradiction_dot_attention_sizes():
+    with pytest.raises(ConfigError, match="dot"):
+        config.from_dict(
+            {
+                **base(),
+                "model": {
+                    "attention": "multiplicative",
+                    "multiplicative_form": "dot",
+                    "encoder": {"hidden_size": 8, "bidirectional": True},
+                    "decoder": {"hidden_size": 8},
+                },
+            }
+        )
+    ok = config.from_dict(
+        {
+            **base(),
+            "model": {
+                "attention": "multiplicative",
+                "multiplicative_form": "dot",
+                "encoder": {"hidden_size": 4, "bidirectional": True},
+                "decoder": {"hidden_size": 8},
+            },
+        }
+    )
+    assert ok.model.multiplicative_form == "dot"
+
+
+def test_overrides_are_typed_and_validated(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train}\n")
+    cfg = config.load(
+        path, ["model.encoder.cell=gru", "train.max_steps=200", "data.reverse_source=true"]
+    )
+    assert cfg.model.encoder.cell == "gru"
+    assert cfg.train.max_steps == 200
+    assert cfg.data.reverse_source is True
+    with pytest.raises(ConfigError, match="unknown config key 'model.encoder.size'"):
+        config.load(path, ["model.encoder.size=3"])
+    with pytest.raises(ConfigError, match="valid values: lstm, gru, rnn"):
+        config.load(path, ["model.decoder.cell=transformer"])
+
+
+def test_env_expansion(tmp_path, monkeypatch):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: '${MY_DATA}/train'}\n")
+    monkeypatch.setenv("MY_DATA", "/somewhere")
+    assert config.load(path).data.train == "/somewhere/train"
+    monkeypatch.delenv("MY_DATA")
+    assert config.load(path).data.train == "${MY_DATA}/train"
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        config.load(tmp_path / "nope.yaml")
