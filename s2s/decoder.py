@@ -1,0 +1,180 @@
+"""The decoder (level 2): embeddings, a recurrent stack, attention, output layer.
+
+Luong et al. 2015 layout: the recurrent stack reads the previous target token (and,
+with input feeding, the previous attentional vector); attention uses its top output as
+the query; the attentional vector h~ = tanh(W_c [h; context]) feeds the output layer.
+
+``step()`` advances one position from an explicit ``DecoderState`` (search uses it);
+``forward()`` runs teacher forcing over the whole target. Without input feeding it
+needs no step loop: one fused kernel per layer and one batched attention call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from s2s.attention import Attention
+from s2s.cells import LayerState, RecurrentStack
+from s2s.encoder import EncoderOutput
+
+
+def _reorder_layer(state: LayerState, index: torch.Tensor) -> LayerState:
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)
+
+
+@dataclass
+class DecoderState:
+    hidden: list[LayerState]  # per layer: (1, batch, hidden) or an LSTM (h, c) pair
+    feed: torch.Tensor | None = None  # (batch, out_size): previous h~ (input feeding)
+
+    def reorder(self, index: torch.Tensor) -> "DecoderState":
+        return replace(
+            self,
+            hidden=[_reorder_layer(s, index) for s in self.hidden],
+            feed=None if self.feed is None else self.feed.index_select(0, index),
+        )
+
+
+@dataclass
+class StepOutput:
+    logits: torch.Tensor  # (batch, vocab)
+    state: DecoderState
+    attention: torch.Tensor | None  # (batch, src_len)
+
+
+class Decoder(nn.Module):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embedding_size: int,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        stacking: str,
+        encoder_size: int,
+        attention: Attention | None,
+        input_feeding: bool,
+        bridge: bool,
+        dropout: float,
+        embedding_dropout: float,
+        tie_embeddings: bool,
+        activation: str = "tanh",
+        padding_idx: int = 0,
+    ):
+        super().__init__()
+        self.cell = cell
+        self.layers = layers
+        self.hidden_size = hidden_size
+        self.input_feeding = input_feeding
+        # With tied embeddings the attentional vector lives in embedding space.
+        self.out_size = embedding_size if tie_embeddings else hidden_size
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=padding_idx)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.rnn = RecurrentStack(
+            cell=cell,
+            input_size=embedding_size + (self.out_size if input_feeding else 0),
+            hidden_size=hidden_size,
+            layers=layers,
+            stacking=stacking,
+            dropout=dropout,
+            activation=activation,
+        )
+        self.attention = attention
+        if attention is not None:
+            self.combine = nn.Linear(hidden_size + encoder_size, self.out_size)
+        elif self.out_size != hidden_size:
+            self.combine = nn.Linear(hidden_size, self.out_size)
+        else:
+            self.combine = None
+        self.dropout = nn.Dropout(dropout)
+        n_states = 2 if cell == "lstm" else 1
+        # Bridge: decoder state from the encoder summary, one linear map per state kind.
+        self.bridge = (
+            nn.ModuleList(nn.Linear(encoder_size, layers * hidden_size) for _ in range(n_states))
+            if bridge
+            else None
+        )
+        self.output = nn.Linear(self.out_size, vocab_size)
+        if tie_embeddings:
+            self.output.weight = self.embedding.weight  # Press & Wolf 2017
+
+    # ------------------------------------------------------------------ state
+    def prepare(self, enc: EncoderOutput) -> EncoderOutput:
+        """Project attention keys once per source batch."""
+        if self.attention is None:
+            return enc
+        return replace(enc, prepared=self.attention.prepare(enc.states))
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        batch = enc.final.shape[0]
+        if self.bridge is None:
+            zeros = enc.final.new_zeros(self.layers, batch, self.hidden_size)
+            parts = [zeros] * (2 if self.cell == "lstm" else 1)
+        else:
+            parts = [
+                torch.tanh(lin(enc.final))
+                .view(batch, self.layers, self.hidden_size)
+                .transpose(0, 1)
+                for lin in self.bridge
+            ]  # each (layers, batch, hidden)
+        hidden: list[LayerState] = []
+        for i in range(self.layers):
+            layer = [p[i : i + 1].contiguous() for p in parts]
+            hidden.append(tuple(layer) if self.cell == "lstm" else layer[0])
+        feed = enc.final.new_zeros(batch, self.out_size) if self.input_feeding else None
+        return DecoderState(hidden=hidden, feed=feed)
+
+    # ------------------------------------------------------------------ compute
+    def _attend(
+        self, top: torch.Tensor, enc: EncoderOutput
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """top: (batch, tgt_len, hidden) -> h~ (batch, tgt_len, out_size), weights."""
+        if self.attention is None:
+            out = top if self.combine is None else self.combine(top)
+            return out, None
+        prepared = enc.prepared if enc.prepared is not None else self.attention.prepare(enc.states)
+        context, weights = self.attention(top, enc.states, prepared, enc.mask)
+        return torch.tanh(self.combine(torch.cat([top, context], dim=-1))), weights
+
+    def step(self, prev: torch.Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
+        """prev: (batch,) previous target tokens -> logits for the next one."""
+        emb = self.embedding_dropout(self.embedding(prev)).unsqueeze(1)  # (batch, 1, emb)
+        if self.input_feeding:
+            emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=-1)
+        top, hidden = self.rnn(emb, state.hidden)
+        att_vec, weights = self._attend(top, enc)  # (batch, 1, out)
+        att_vec = att_vec.squeeze(1)
+        logits = self.output(self.dropout(att_vec))
+        new_state = DecoderState(hidden=hidden, feed=att_vec if self.input_feeding else None)
+        return StepOutput(
+            logits=logits,
+            state=new_state,
+            attention=None if weights is None else weights.squeeze(1),
+        )
+
+    def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
+        """Teacher forcing. tgt_in: (batch, tgt_len) -> h~ (batch, tgt_len, out_size),
+        dropout applied; ``output`` turns it into logits."""
+        state = self.init_state(enc)
+        if self.input_feeding:
+            outs = []
+            feed = state.feed
+            hidden = state.hidden
+            emb_all = self.embedding_dropout(self.embedding(tgt_in))
+            for t in range(tgt_in.shape[1]):
+                inp = torch.cat([emb_all[:, t : t + 1], feed.unsqueeze(1)], dim=-1)
+                top, hidden = self.rnn(inp, hidden)
+                att_vec, _ = self._attend(top, enc)
+                feed = att_vec.squeeze(1)
+                outs.append(att_vec)
+            return self.dropout(torch.cat(outs, dim=1))
+        emb = self.embedding_dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
+        top, _ = self.rnn(emb, state.hidden)  # (batch, tgt_len, hidden)
+        att_vec, _ = self._attend(top, enc)
+        return self.dropout(att_vec)

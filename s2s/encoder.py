@@ -1,0 +1,83 @@
+"""The encoder (level 2): embeddings and a (bi)directional recurrent stack.
+
+Sources run packed through the fused kernels, so padding never enters the recurrence
+and the backward direction starts at each sentence's real end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from s2s.cells import RecurrentStack
+
+
+@dataclass
+class EncoderOutput:
+    states: torch.Tensor  # (batch, src_len, enc_size): attention keys and values
+    mask: torch.Tensor  # (batch, src_len) bool, True at real tokens
+    final: torch.Tensor  # (batch, enc_size): top layer's final state, directions concatenated
+    prepared: torch.Tensor | None = None  # attention keys after Attention.prepare
+
+    def reorder(self, index: torch.Tensor) -> "EncoderOutput":
+        """Select / repeat batch rows, e.g. to expand sentences into beams."""
+        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        return replace(
+            self,
+            states=pick(self.states),
+            mask=pick(self.mask),
+            final=pick(self.final),
+            prepared=pick(self.prepared),
+        )
+
+
+class Encoder(nn.Module):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embedding_size: int,
+        cell: str,
+        hidden_size: int,
+        layers: int,
+        bidirectional: bool,
+        stacking: str,
+        dropout: float,
+        embedding_dropout: float,
+        activation: str = "tanh",
+        padding_idx: int = 0,
+    ):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=padding_idx)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.rnn = RecurrentStack(
+            cell=cell,
+            input_size=embedding_size,
+            hidden_size=hidden_size,
+            layers=layers,
+            bidirectional=bidirectional,
+            stacking=stacking,
+            dropout=dropout,
+            activation=activation,
+        )
+        self.output_size = self.rnn.output_size
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
+        """src: (batch, src_len) token ids; src_lengths: (batch,), every length >= 1."""
+        emb = self.embedding_dropout(self.embedding(src))  # (batch, src_len, emb)
+        packed = pack_padded_sequence(
+            emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, finals = self.rnn(packed)
+        states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+        top = finals[-1]
+        h = top[0] if isinstance(top, tuple) else top  # (directions, batch, hidden)
+        final = torch.cat(list(h), dim=-1)  # (batch, enc_size)
+        mask = (
+            torch.arange(src.shape[1], device=src.device)[None, :]
+            < src_lengths.to(src.device)[:, None]
+        )
+        return EncoderOutput(states=states, mask=mask, final=final)

@@ -1,0 +1,87 @@
+"""The sequence-to-sequence model (level 3) and the one builder from config.
+
+``Seq2Seq`` is also the "stepper" that search drives: ``encode``, ``init_state`` and
+``step`` (log-probabilities for the next token from an explicit state).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from s2s.attention import make_attention
+from s2s.config import ModelConfig
+from s2s.decoder import Decoder, DecoderState, StepOutput
+from s2s.encoder import Encoder, EncoderOutput
+from s2s.init import initialize
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, *, encoder: Encoder, decoder: Decoder):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
+        return self.decoder.prepare(self.encoder(src, src_lengths))
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        return self.decoder.init_state(enc)
+
+    def step(self, prev: torch.Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
+        return self.decoder.step(prev, state, enc)
+
+    def forward(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced features (batch, tgt_len, out_size); see ``logits``."""
+        return self.decoder(tgt_in, self.encode(src, src_lengths))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Output layer; apply it to the non-padding positions only to save work."""
+        return self.decoder.output(features)
+
+
+def build_model(cfg: ModelConfig, *, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -> Seq2Seq:
+    """The only place where config becomes constructor arguments."""
+    e, d = cfg.encoder, cfg.decoder
+    encoder = Encoder(
+        vocab_size=src_vocab,
+        embedding_size=cfg.embedding_size,
+        cell=e.cell,
+        hidden_size=e.hidden_size,
+        layers=e.layers,
+        bidirectional=e.bidirectional,
+        stacking=e.stacking,
+        dropout=cfg.dropout,
+        embedding_dropout=cfg.embedding_dropout,
+        activation=e.activation,
+        padding_idx=pad_id,
+    )
+    attention = make_attention(
+        kind=cfg.attention,
+        query_size=d.hidden_size,
+        key_size=encoder.output_size,
+        hidden_size=cfg.attention_size,
+        form=cfg.multiplicative_form,
+    )
+    decoder = Decoder(
+        vocab_size=tgt_vocab,
+        embedding_size=cfg.embedding_size,
+        cell=d.cell,
+        hidden_size=d.hidden_size,
+        layers=d.layers,
+        stacking=d.stacking,
+        encoder_size=encoder.output_size,
+        attention=attention,
+        input_feeding=d.input_feeding,
+        bridge=cfg.bridge,
+        dropout=cfg.dropout,
+        embedding_dropout=cfg.embedding_dropout,
+        tie_embeddings=cfg.tie_target_embeddings,
+        activation=d.activation,
+        padding_idx=pad_id,
+    )
+    model = Seq2Seq(encoder=encoder, decoder=decoder)
+    initialize(model, scheme=cfg.init.scheme, forget_bias=cfg.init.forget_bias)
+    return model
