@@ -1,0 +1,257 @@
+"""Data (level 4): parallel text through Hugging Face ``datasets``, token ids, batches.
+
+Local corpora are line-aligned files ``PREFIX.LANG`` (plain or ``.gz``); a prefix that
+names an unset ``${VAR}`` falls back to the hub dataset in ``data.hub``. Lines are split
+on ``\\n`` only, so alignment never depends on exotic Unicode line separators.
+Batches are length-bucketed (by a token budget or a sentence count) and reshuffled
+every epoch from ``seed`` and the epoch number alone, so a run can resume mid-epoch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from s2s.config import DataConfig, unset_variables
+from s2s.errors import DataError
+from s2s.tokenize import BOS, EOS, PAD, Tokenizer
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
+    """All lines of a plain or gzipped text file, without line ends."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{path} line {line}: bytes that are not valid {encoding} "
+            "(set data.encoding, e.g. latin-1)"
+        ) from None
+    except LookupError:
+        raise DataError(f"unknown encoding '{encoding}'") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def find_file(prefix: str, lang: str) -> Path:
+    for candidate in (Path(f"{prefix}.{lang}"), Path(f"{prefix}.{lang}.gz")):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"file not found: {prefix}.{lang} (or {prefix}.{lang}.gz)")
+
+
+def read_parallel(src_path: Path, tgt_path: Path, encoding: str) -> tuple[list[str], list[str]]:
+    src, tgt = read_lines(src_path, encoding), read_lines(tgt_path, encoding)
+    if len(src) != len(tgt):
+        raise DataError(
+            f"line counts differ: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}"
+        )
+    return src, tgt
+
+
+def load_split(cfg: DataConfig, split: str):
+    """A ``datasets.Dataset`` with string columns ``src`` and ``tgt``."""
+    import datasets
+
+    prefix = getattr(cfg, split)
+    if not prefix:
+        raise DataError(f"data.{split} is not set")
+    missing = unset_variables(prefix)
+    if missing:
+        if not cfg.hub:
+            raise DataError(
+                f"data.{split} ({prefix}) names unset environment variable {missing[0]} "
+                "and data.hub is empty"
+            )
+        hub_split = getattr(cfg, f"hub_{split}")
+        log.info("loading %s split %s from the hub (%s unset)", cfg.hub, hub_split, missing[0])
+        try:
+            ds = datasets.load_dataset(cfg.hub, split=hub_split)
+        except Exception as err:  # the hub raises many kinds; report one line
+            raise DataError(
+                f"cannot load hub dataset {cfg.hub} split {hub_split}: "
+                f"{str(err).splitlines()[0] if str(err) else type(err).__name__} "
+                f"(set {missing[0]} to use local files)"
+            ) from None
+        for lang in (cfg.src_lang, cfg.tgt_lang):
+            if lang not in ds.column_names:
+                raise DataError(f"hub dataset {cfg.hub} has no column '{lang}'")
+        ds = ds.select_columns([cfg.src_lang, cfg.tgt_lang]).rename_columns(
+            {cfg.src_lang: "src", cfg.tgt_lang: "tgt"}
+        )
+    else:
+        src, tgt = read_parallel(
+            find_file(prefix, cfg.src_lang), find_file(prefix, cfg.tgt_lang), cfg.encoding
+        )
+        ds = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
+    limit = {"train": cfg.train_limit, "valid": cfg.valid_limit}.get(split, 0)
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    return ds
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def source_ids(tok: Tokenizer, lines: list[str], reverse: bool) -> list[list[int]]:
+    """Source token ids + EOS; reversal (Sutskever et al. 2014) is applied here, as a
+    data transform, so the model never knows about it."""
+    ids = tok.encode(lines)
+    return [(seq[::-1] if reverse else seq) + [EOS] for seq in ids]
+
+
+@dataclass
+class Corpus:
+    """Tokenized parallel data; ``tgt`` ids carry no BOS/EOS (added when batching)."""
+
+    src: list[torch.Tensor]
+    tgt: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+
+def encode_corpus(
+    ds,
+    src_tok: Tokenizer,
+    tgt_tok: Tokenizer,
+    *,
+    reverse_source: bool,
+    max_len: int = 0,
+    drop_empty: bool = False,
+    name: str = "data",
+) -> Corpus:
+    src_lines, tgt_lines = list(ds["src"]), list(ds["tgt"])
+    src_ids = source_ids(src_tok, src_lines, reverse_source)
+    tgt_ids = tgt_tok.encode(tgt_lines)
+    keep_src, keep_tgt = [], []
+    empty = too_long = 0
+    for s, t, s_line, t_line in zip(src_ids, tgt_ids, src_lines, tgt_lines):
+        if drop_empty and (not s_line.strip() or not t_line.strip()):
+            empty += 1
+            continue
+        if max_len and (len(s) - 1 > max_len or len(t) > max_len):
+            too_long += 1
+            continue
+        keep_src.append(torch.tensor(s, dtype=torch.long))
+        keep_tgt.append(torch.tensor(t, dtype=torch.long))
+    if empty or too_long:
+        log.info(
+            "%s: dropped %d empty and %d over-long (> %d tokens) pairs of %d",
+            name,
+            empty,
+            too_long,
+            max_len,
+            len(src_ids),
+        )
+    return Corpus(src=keep_src, tgt=keep_tgt)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass
+class Batch:
+    src: torch.Tensor  # (batch, src_len)
+    src_lengths: torch.Tensor  # (batch,)
+    tgt_in: torch.Tensor  # (batch, tgt_len): BOS y_1 .. y_n
+    tgt_out: torch.Tensor  # (batch, tgt_len): y_1 .. y_n EOS
+    n_tokens: int  # target tokens (non-padding positions of tgt_out)
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(
+            src=self.src.to(device),
+            src_lengths=self.src_lengths,
+            tgt_in=self.tgt_in.to(device),
+            tgt_out=self.tgt_out.to(device),
+            n_tokens=self.n_tokens,
+        )
+
+
+def collate(corpus: Corpus, indices: list[int]) -> Batch:
+    src = [corpus.src[i] for i in indices]
+    tgt = [corpus.tgt[i] for i in indices]
+    bos = torch.tensor([BOS])
+    eos = torch.tensor([EOS])
+    return Batch(
+        src=pad_sequence(src, batch_first=True, padding_value=PAD),
+        src_lengths=torch.tensor([len(s) for s in src]),
+        tgt_in=pad_sequence(
+            [torch.cat([bos, t]) for t in tgt], batch_first=True, padding_value=PAD
+        ),
+        tgt_out=pad_sequence(
+            [torch.cat([t, eos]) for t in tgt], batch_first=True, padding_value=PAD
+        ),
+        n_tokens=sum(len(t) + 1 for t in tgt),
+    )
+
+
+def length_batches(
+    lengths: list[int], *, batch_size: int, unit: str, pool: int, rng: random.Random | None
+) -> list[list[int]]:
+    """Group indices into batches of similar length.
+
+    With ``rng``: shuffle, sort within pools of about ``pool`` batches, split, and
+    shuffle the batch order (one epoch). Without: sort everything, keep order.
+    ``lengths`` is the padded cost per example (max of source and target length).
+    """
+    order = list(range(len(lengths)))
+    if rng is None:
+        chunks = [sorted(order, key=lambda i: lengths[i])]
+    else:
+        rng.shuffle(order)
+        mean = max(1.0, sum(lengths) / max(1, len(lengths)))
+        per_batch = batch_size / mean if unit == "tokens" else batch_size
+        size = max(1, int(per_batch * pool))
+        chunks = [
+            sorted(order[i : i + size], key=lambda i: lengths[i])
+            for i in range(0, len(order), size)
+        ]
+    batches: list[list[int]] = []
+    for chunk in chunks:
+        current: list[int] = []
+        longest = 0
+        for i in chunk:
+            new_longest = max(longest, lengths[i])
+            cost = new_longest * (len(current) + 1) if unit == "tokens" else len(current) + 1
+            if current and cost > batch_size:
+                batches.append(current)
+                current, new_longest = [], lengths[i]
+            current.append(i)
+            longest = new_longest
+        if current:
+            batches.append(current)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def epoch_batches(corpus: Corpus, cfg: DataConfig, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one training epoch: a pure function of (data, seed, epoch)."""
+    lengths = [max(len(s), len(t) + 1) for s, t in zip(corpus.src, corpus.tgt)]
+    rng = random.Random(seed * 1_000_003 + epoch)
+    return length_batches(
+        lengths, batch_size=cfg.batch_size, unit=cfg.batch_unit, pool=cfg.bucket_pool, rng=rng
+    )

@@ -1,0 +1,148 @@
+"""Tokenizers (level 4): SentencePiece (unigram or BPE), characters, whitespace words.
+
+Every tokenizer maps text to ids with the same special ids (pad 0, unk 1, bos 2, eos 3)
+and back, and serialises to a small state dict (the SentencePiece model as bytes), so a
+checkpoint carries its tokenizers and translates with nothing else.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+from s2s.config import TokenizerConfig
+from s2s.errors import CheckpointError, DataError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+class SpmTokenizer:
+    kind = "spm"
+
+    def __init__(self, model_proto: bytes):
+        self.proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        return self.sp.encode(lines)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.sp.decode(ids)
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(self.proto)
+
+    def state(self) -> dict:
+        return {
+            "kind": self.kind,
+            "model": torch.frombuffer(bytearray(self.proto), dtype=torch.uint8),
+        }
+
+
+class VocabTokenizer:
+    """Characters (``kind='char'``) or whitespace-separated words (``kind='word'``)."""
+
+    def __init__(self, kind: str, symbols: list[str]):
+        self.kind = kind
+        self.symbols = symbols
+        self.index = {s: i for i, s in enumerate(symbols)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.symbols)
+
+    def split(self, line: str) -> list[str]:
+        return list(line) if self.kind == "char" else line.split()
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        get = self.index.get
+        return [[get(s, UNK) for s in self.split(line)] for line in lines]
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        joiner = "" if self.kind == "char" else " "
+        out = []
+        for seq in ids:
+            out.append(joiner.join(self.symbols[i] for i in seq if i >= len(SPECIALS)))
+        return out
+
+    def save(self, path: Path) -> None:
+        path.write_text("\n".join(self.symbols[len(SPECIALS) :]) + "\n", encoding="utf-8")
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "symbols": self.symbols}
+
+
+Tokenizer = SpmTokenizer | VocabTokenizer
+
+
+def _train_spm(cfg: TokenizerConfig, lines: list[str]) -> SpmTokenizer:
+    buffer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=buffer,
+            vocab_size=cfg.vocab_size,
+            model_type=cfg.spm_model,
+            character_coverage=cfg.character_coverage,
+            pad_id=PAD,
+            unk_id=UNK,
+            bos_id=BOS,
+            eos_id=EOS,
+            num_threads=2,
+            minloglevel=2,
+            hard_vocab_limit=False,
+        )
+    except RuntimeError as err:
+        raise DataError(f"SentencePiece training failed: {err}".splitlines()[0]) from None
+    return SpmTokenizer(buffer.getvalue())
+
+
+def _build_vocab(cfg: TokenizerConfig, lines: list[str]) -> VocabTokenizer:
+    probe = VocabTokenizer(cfg.kind, list(SPECIALS))
+    counts = collections.Counter(s for line in lines for s in probe.split(line))
+    # Most frequent first, ties broken alphabetically so the vocabulary is deterministic.
+    ranked = sorted(
+        (s for s, c in counts.items() if c >= cfg.min_freq), key=lambda s: (-counts[s], s)
+    )
+    return VocabTokenizer(
+        cfg.kind, list(SPECIALS) + ranked[: max(0, cfg.vocab_size - len(SPECIALS))]
+    )
+
+
+def train_tokenizers(
+    cfg: TokenizerConfig, src_lines: list[str], tgt_lines: list[str]
+) -> tuple[Tokenizer, Tokenizer]:
+    """Fit on the training side; joint models share one tokenizer object."""
+    fit = _train_spm if cfg.kind == "spm" else _build_vocab
+    if cfg.joint:
+        tok = fit(cfg, src_lines + tgt_lines)
+        return tok, tok
+    return fit(cfg, src_lines), fit(cfg, tgt_lines)
+
+
+def from_state(state: dict) -> Tokenizer:
+    kind = state.get("kind")
+    if kind == "spm":
+        return SpmTokenizer(bytes(state["model"].numpy().tobytes()))
+    if kind in ("char", "word"):
+        return VocabTokenizer(kind, list(state["symbols"]))
+    raise CheckpointError(f"checkpoint holds an unknown tokenizer kind '{kind}'")
+
+
+def save_tokenizers(src: Tokenizer, tgt: Tokenizer, folder: Path) -> None:
+    """Human-usable copies in the run folder (the checkpoint holds them too)."""
+    suffix = ".model" if src.kind == "spm" else ".vocab"
+    if src is tgt:
+        src.save(folder / f"tokenizer.joint{suffix}")
+    else:
+        src.save(folder / f"tokenizer.src{suffix}")
+        tgt.save(folder / f"tokenizer.tgt{suffix}")

@@ -1,0 +1,120 @@
+import gzip
+import random
+
+import pytest
+from conftest import SENTENCES, write_corpus
+
+from s2s import config
+from s2s.data import (
+    encode_corpus,
+    epoch_batches,
+    length_batches,
+    load_split,
+    read_lines,
+    source_ids,
+)
+from s2s.errors import DataError
+from s2s.tokenize import EOS, train_tokenizers
+
+
+def test_read_plain_and_gz_keep_empty_lines(tmp_path):
+    text = "first\n\nthird\r\nfourth\u2028still fourth\n"
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "a.txt.gz").write_bytes(gzip.compress(text.encode()))
+    expected = ["first", "", "third", "fourth\u2028still fourth"]
+    assert read_lines(tmp_path / "a.txt") == expected
+    assert read_lines(tmp_path / "a.txt.gz") == expected
+
+
+def test_non_utf8_names_file_and_line(tmp_path):
+    (tmp_path / "b.txt").write_bytes(b"ok\nalso ok\ncaf\xe9\n")
+    with pytest.raises(DataError, match=r"b\.txt line 3: bytes that are not valid utf-8"):
+        read_lines(tmp_path / "b.txt")
+    assert read_lines(tmp_path / "b.txt", "latin-1")[2] == "café"
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_lines(tmp_path / "nope.txt")
+
+
+def test_line_count_mismatch_names_files_and_counts(tmp_path):
+    prefix = write_corpus(tmp_path, "train", SENTENCES)
+    with open(f"{prefix}.de", "a", encoding="utf-8") as handle:
+        handle.write("eine zeile mehr .\n")
+    cfg = config.from_dict({"data": {"train": prefix}}).data
+    with pytest.raises(DataError, match=r"train\.en has 8 lines, .*train\.de has 9"):
+        load_split(cfg, "train")
+
+
+def test_unset_variable_without_hub_is_an_error(monkeypatch):
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    cfg = config.from_dict({"data": {"train": "${NOT_SET_ANYWHERE}/train"}}).data
+    with pytest.raises(DataError, match="NOT_SET_ANYWHERE"):
+        load_split(cfg, "train")
+
+
+def test_train_limit(tmp_path):
+    prefix = write_corpus(tmp_path, "train", SENTENCES)
+    cfg = config.from_dict({"data": {"train": prefix, "train_limit": 3}}).data
+    ds = load_split(cfg, "train")
+    assert len(ds) == 3 and ds[0]["src"] == SENTENCES[0][0] and ds[2]["tgt"] == SENTENCES[2][1]
+
+
+def word_tok():
+    cfg = config.from_dict({"data": {"train": "x", "tokenizer": {"kind": "word"}}}).data.tokenizer
+    return train_tokenizers(cfg, [s for s, _ in SENTENCES], [t for _, t in SENTENCES])
+
+
+def test_source_reversal_is_a_data_transform():
+    src_tok, _ = word_tok()
+    plain = source_ids(src_tok, ["a dog runs ."], reverse=False)[0]
+    rev = source_ids(src_tok, ["a dog runs ."], reverse=True)[0]
+    assert plain[-1] == EOS and rev[-1] == EOS
+    assert rev[:-1] == plain[:-1][::-1]
+
+
+def test_empty_and_long_pairs_are_dropped(tmp_path):
+    src_tok, tgt_tok = word_tok()
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {
+            "src": ["a dog runs .", "", "a " * 50, "the boy jumps ."],
+            "tgt": ["ein hund rennt .", "leer", "ein " * 50, ""],
+        }
+    )
+    corpus = encode_corpus(ds, src_tok, tgt_tok, reverse_source=False, max_len=20, drop_empty=True)
+    assert len(corpus) == 1
+
+
+def test_token_budget_and_sentence_batches():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 30) for _ in range(500)]
+    batches = length_batches(lengths, batch_size=200, unit="tokens", pool=10, rng=random.Random(1))
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 200
+    by_count = length_batches(
+        lengths, batch_size=32, unit="sentences", pool=10, rng=random.Random(1)
+    )
+    assert max(len(b) for b in by_count) == 32
+    assert sorted(i for b in by_count for i in b) == list(range(500))
+
+
+def test_epoch_batches_reshuffle_and_are_reproducible(tmp_path):
+    src_tok, tgt_tok = word_tok()
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"src": [s for s, _ in SENTENCES] * 20, "tgt": [t for _, t in SENTENCES] * 20}
+    )
+    corpus = encode_corpus(ds, src_tok, tgt_tok, reverse_source=False)
+    cfg = config.from_dict({"data": {"train": "x", "batch_size": 40}}).data
+    e0, e0_again, e1 = (
+        epoch_batches(corpus, cfg, 7, 0),
+        epoch_batches(corpus, cfg, 7, 0),
+        epoch_batches(corpus, cfg, 7, 1),
+    )
+    assert e0 == e0_again
+    assert e0 != e1
