@@ -1,0 +1,277 @@
+"""End-to-end: the ``s2s`` command trains, resumes, translates, scores, and answers bad
+input with one line."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from conftest import ROOT, tiny_config_dict, write_corpus
+
+from s2s.cli import main
+
+
+def run_cli(*args, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "s2s", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def one_line_error(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("s2s: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- happy path
+
+
+def test_smoke_config_trains_writes_run_folder_and_translates(tmp_path, shared_data):
+    out = tmp_path / "run"
+    result = run_cli("train", "configs/smoke.yaml", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.jsonl", "tokenizer.joint.model"):
+        assert (out / name).is_file(), name
+    assert list(out.glob("events.out.tfevents.*")), "TensorBoard event file"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    kinds = {r["kind"] for r in records}
+    assert kinds == {"train", "valid"}
+    assert max(r["step"] for r in records) == 60
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_steps"] == 60
+
+    lines = ["A man is riding a bike.", "", "Two dogs play in the snow.", "   "]
+    tr = run_cli("translate", str(out / "best.pt"), stdin="\n".join(lines) + "\n")
+    assert tr.returncode == 0, tr.stderr
+    produced = tr.stdout.split("\n")
+    assert produced[-1] == "" and len(produced) - 1 == len(lines)
+    assert produced[1] == "" and produced[3] == ""
+    assert produced[0].strip() and produced[2].strip()
+
+    hyp = tmp_path / "hyp.txt"
+    tr = run_cli(
+        "translate",
+        str(out / "best.pt"),
+        "--input",
+        str(shared_data / "multi30k" / "val.en.gz"),
+        "--output",
+        str(hyp),
+    )
+    assert tr.returncode == 0, tr.stderr
+    assert len(hyp.read_text().split("\n")) - 1 == 1014
+    sc = run_cli("score", "--ref", str(shared_data / "multi30k" / "val.de.gz"), "--hyp", str(hyp))
+    assert sc.returncode == 0, sc.stderr
+    assert "BLEU = " in sc.stdout and "nrefs:1|case:mixed|eff:no|tok:13a" in sc.stdout
+    assert "chrF = " in sc.stdout
+
+
+def test_kill_and_rerun_resumes_from_last_checkpoint(tmp_path, tiny_corpus):
+    """SIGKILL mid-run, rerun the same command: it continues from last.pt, not step 0."""
+    from s2s import checkpoint
+
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        tiny_config_dict(
+            tiny_corpus, max_steps=100000, valid_every=100000, save_every=20, log_every=10
+        ),
+    )
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "s2s", "train", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "last.pt").is_file() and time.time() < deadline:
+            time.sleep(0.1)
+        assert (out / "last.pt").is_file()
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved_step = checkpoint.load(out / "last.pt")["progress"]["step"]
+    assert saved_step >= 20
+
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    for line in proc.stdout:  # wait until the resumed run logs a step past the checkpoint
+        lines.append(line)
+        found = re.search(r"step (\d+) loss", line)
+        if found and int(found.group(1)) > saved_step:
+            break
+    proc.send_signal(signal.SIGTERM)  # SIGTERM: save after this step, then exit
+    rest, _ = proc.communicate(timeout=120)
+    text = "".join(lines) + rest
+    assert f"resumed from {out / 'last.pt'} at step {saved_step} " in text, text
+    first_logged = int(re.findall(r"step (\d+) loss", text)[0])
+    assert first_logged == (saved_step // 10 + 1) * 10, "counting continues from the checkpoint"
+    assert proc.returncode == 2 and "interrupted at step" in text
+    assert checkpoint.load(out / "last.pt")["progress"]["step"] > saved_step
+
+
+def test_resume_continues_identically(tmp_path, tiny_corpus):
+    """6 steps straight equal 3 steps plus a rerun with the limit raised to 6."""
+    from s2s import checkpoint
+
+    def cfg(steps):
+        return str(
+            write_config(
+                tmp_path / f"c{steps}.yaml",
+                tiny_config_dict(tiny_corpus, max_steps=steps, save_every=3),
+            )
+        )
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["-q", "train", cfg(6), "--out", str(straight)]) == 0
+    assert main(["-q", "train", cfg(3), "--out", str(split)]) == 0
+    assert checkpoint.load(split / "last.pt")["progress"]["step"] == 3
+    assert main(["-q", "train", cfg(6), "--out", str(split)]) == 0
+    a = checkpoint.load(straight / "last.pt")
+    b = checkpoint.load(split / "last.pt")
+    assert b["progress"]["step"] == 6
+    for key in a["model"]:
+        assert a["model"][key].equal(b["model"][key]), key
+    valid_a = [
+        r
+        for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines())
+        if r["kind"] == "valid" and r["step"] == 6
+    ]
+    valid_b = [
+        r
+        for r in map(json.loads, (split / "metrics.jsonl").read_text().splitlines())
+        if r["kind"] == "valid" and r["step"] == 6
+    ]
+    assert valid_a[0]["loss"] == valid_b[0]["loss"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_missing_data_file(tmp_path, capsys, tiny_corpus):
+    data = tiny_config_dict(tiny_corpus)
+    data["data"]["train"] = str(tmp_path / "nowhere" / "train")
+    line = one_line_error(
+        capsys,
+        ["train", str(write_config(tmp_path / "c.yaml", data)), "--out", str(tmp_path / "run")],
+    )
+    assert "file not found" in line and "nowhere/train.en" in line
+
+
+def test_line_count_mismatch(tmp_path, capsys, tiny_corpus):
+    with open(tiny_corpus["train"] + ".de", "a", encoding="utf-8") as handle:
+        handle.write("noch eine zeile\n")
+    line = one_line_error(
+        capsys,
+        [
+            "train",
+            str(write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus))),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+    assert "train.en has 32 lines" in line and "train.de has 33" in line
+
+
+def test_unknown_config_key(tmp_path, capsys, tiny_corpus):
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus))
+    line = one_line_error(capsys, ["train", str(cfg), "model.encoder.celll=gru"])
+    assert "unknown config key 'model.encoder.celll'" in line
+
+
+def test_bad_choice(tmp_path, capsys, tiny_corpus):
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus))
+    line = one_line_error(capsys, ["train", str(cfg), "model.attention=luong"])
+    assert "valid values: none, additive, multiplicative" in line
+
+
+def test_empty_training_set(tmp_path, capsys, tiny_corpus):
+    empty = write_corpus(tmp_path / "empty", "train", [])
+    data = tiny_config_dict(tiny_corpus)
+    data["data"]["train"] = empty
+    line = one_line_error(
+        capsys,
+        ["train", str(write_config(tmp_path / "c.yaml", data)), "--out", str(tmp_path / "run")],
+    )
+    assert "training set is empty" in line
+
+
+def test_not_a_checkpoint(tmp_path, capsys):
+    fake = tmp_path / "model.pt"
+    fake.write_text("this is not a checkpoint\n")
+    line = one_line_error(capsys, ["translate", str(fake)])
+    assert "is not an s2s checkpoint" in line
+    line = one_line_error(capsys, ["translate", str(tmp_path / "missing.pt")])
+    assert "checkpoint not found" in line
+
+
+def test_run_folder_of_another_config_is_not_overwritten(tmp_path, capsys, tiny_corpus):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=3))
+    assert main(["-q", "train", str(cfg), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    line = one_line_error(capsys, ["train", str(cfg), "model.decoder.cell=gru", "--out", str(out)])
+    assert "different config" in line and "model.decoder.cell" in line
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert before == after
+
+
+def test_foreign_non_empty_folder_is_refused(tmp_path, capsys, tiny_corpus):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=3))
+    line = one_line_error(capsys, ["train", str(cfg), "--out", str(out)])
+    assert "not empty" in line
+    assert (out / "notes.txt").read_text() == "precious"
+
+
+def test_unreadable_output_folder(tmp_path, capsys, tiny_corpus):
+    if os.geteuid() == 0:
+        target = Path("/proc/s2s-run")  # not creatable even for root
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        target = locked / "run"
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=3))
+    line = one_line_error(capsys, ["train", str(cfg), "--out", str(target)])
+    assert "cannot write to output folder" in line
+
+
+def test_score_line_count_mismatch(tmp_path, capsys):
+    ref = tmp_path / "ref.txt"
+    hyp = tmp_path / "hyp.txt"
+    ref.write_text("a\nb\n")
+    hyp.write_text("a\n")
+    line = one_line_error(capsys, ["score", "--ref", str(ref), "--hyp", str(hyp)])
+    assert "1 lines but references have 2" in line
+
+
+def test_published_scoring_option(tmp_path, capsys):
+    ref = tmp_path / "ref.txt"
+    hyp = tmp_path / "hyp.txt"
+    ref.write_text("Ein Mann fährt Rad .\n")
+    hyp.write_text("ein mann fährt rad .\n")
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp), "--published"]) == 0
+    out = capsys.readouterr().out
+    assert "BLEU = 100.00" in out and "case:lc" in out and "tok:none" in out
+    assert main(["score", "--ref", str(ref), "--hyp", str(hyp)]) == 0
+    assert "BLEU = 100.00" not in capsys.readouterr().out
