@@ -1,0 +1,32 @@
+# Two entry points that set everything up on a fresh machine:
+#   make train   -- install, train the default Multi30k en->de model, score it on the test set
+#   make test    -- install, lint, run the test suite (what .ci/run calls)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= runs/base
+# Local Multi30k copy when this checkout sits next to ../shared/data; otherwise the
+# configs fall back to the Hugging Face hub dataset.
+S2S_DATA ?= $(if $(wildcard ../shared/data/multi30k),$(abspath ../shared/data),)
+export S2S_DATA
+
+.PHONY: install train test lint
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# CPU build of torch first: an open-ended torch requirement would fetch a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(VENV)/bin/s2s train configs/multi30k_en_de.yaml --out $(RUN)
+	scripts/test_bleu.sh $(RUN)/best.pt
+
+lint: install
+	$(VENV)/bin/ruff check s2s tests scripts
+
+test: install lint
+	HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q
