@@ -214,6 +214,7 @@ class Trainer:
         self.progress = Progress(lr=t.lr)
         if payload is not None:
             self._restore(payload)
+        self._trim_metrics(self.progress.step)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %d parameters on %s", n_params, self.device)
         self.stop_requested = False
@@ -260,6 +261,22 @@ class Trainer:
         checkpoint.save(self.out / name, self._payload())
 
     # ------------------------------------------------------------------ metrics
+    def _trim_metrics(self, step: int) -> None:
+        """Drop records past ``step``: those logged after the checkpoint we resume from
+        (or all, on a fresh start), so that the file tells one consistent history."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step and step > 0:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        data = "".join(kept).encode("utf-8")
+        checkpoint.atomic_write(path, lambda handle: handle.write(data))
+
     def _emit(self, record: dict) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
