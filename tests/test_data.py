@@ -118,3 +118,30 @@ def test_epoch_batches_reshuffle_and_are_reproducible(tmp_path):
     )
     assert e0 == e0_again
     assert e0 != e1
+
+
+def test_hub_fallback_loads_a_datasets_repository(tmp_path, monkeypatch):
+    """A prefix naming an unset variable loads data.hub through datasets.load_dataset
+    (here a local dataset folder, so no network is needed) and renames the language
+    columns."""
+    import json
+
+    repo = tmp_path / "hubrepo"
+    repo.mkdir()
+    for split, pairs in (("train", SENTENCES), ("validation", SENTENCES[:2])):
+        with open(repo / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            for en, de in pairs:
+                handle.write(json.dumps({"en": en, "de": de, "extra": 1}) + "\n")
+    monkeypatch.delenv("S2S_NOT_SET", raising=False)
+    cfg = config.from_dict(
+        {"data": {"train": "${S2S_NOT_SET}/train", "valid": "${S2S_NOT_SET}/val", "hub": str(repo)}}
+    ).data
+    train = load_split(cfg, "train")
+    assert train.column_names == ["src", "tgt"]
+    assert len(train) == len(SENTENCES) and train[1]["tgt"] == SENTENCES[1][1]
+    assert len(load_split(cfg, "valid")) == 2
+    bad = config.from_dict(
+        {"data": {"train": "${S2S_NOT_SET}/train", "hub": str(repo), "src_lang": "fr"}}
+    ).data
+    with pytest.raises(DataError, match="no column 'fr'"):
+        load_split(bad, "train")

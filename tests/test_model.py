@@ -189,3 +189,21 @@ def test_tiny_model_memorises_a_batch(cell):
     )
     for row, target in zip(hyp.tokens, batch.tgt_out.tolist()):
         assert row == [t for t in target if t not in (0, 3)]
+
+
+@pytest.mark.parametrize("stacking", ["none", "residual", "dense"])
+def test_bidirectional_backward_direction_ignores_padding(stacking):
+    """Each sentence encodes the same alone and inside a padded batch (both directions,
+    every position), so padding never reaches real positions."""
+    torch.manual_seed(4)
+    cfg = model_cfg(encoder={"layers": 2, "stacking": stacking, "bidirectional": True})
+    model = build_model(cfg, src_vocab=V, tgt_vocab=V).eval()
+    batch = torch.tensor([[5, 6, 7, 8, 3], [9, 10, 3, 0, 0], [11, 3, 0, 0, 0]])
+    lengths = torch.tensor([5, 3, 2])
+    with torch.no_grad():
+        together = model.encoder(batch, lengths)
+        for row in range(3):
+            n = int(lengths[row])
+            alone = model.encoder(batch[row : row + 1, :n], lengths[row : row + 1])
+            torch.testing.assert_close(together.states[row, :n], alone.states[0])
+            torch.testing.assert_close(together.final[row], alone.final[0])
