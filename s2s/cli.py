@@ -17,21 +17,10 @@ log = logging.getLogger("s2s")
 
 
 def _read_input(path: str | None, encoding: str) -> list[str]:
-    from s2s.data import read_lines
+    from s2s.data import read_lines, split_lines
 
     if path is None or path == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError as err:
-            line = data.count(b"\n", 0, err.start) + 1
-            raise DataError(
-                f"standard input line {line}: bytes that are not valid {encoding} (use --encoding)"
-            ) from None
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        return [line.rstrip("\r") for line in lines]
+        return split_lines(sys.stdin.buffer.read(), encoding, "standard input")
     return read_lines(path, encoding)
 
 

@@ -330,9 +330,7 @@ def read_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(
-            f"config file {path} is not valid YAML: {err}".splitlines()[0]
-        ) from None
+        raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

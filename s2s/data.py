@@ -30,6 +30,25 @@ SPLITS = ("train", "valid", "test")
 # --------------------------------------------------------------------------- reading
 
 
+def split_lines(raw: bytes, encoding: str, name: str) -> list[str]:
+    """Decode ``raw`` and split it on ``\\n`` (a trailing newline ends the last line;
+    a ``\\r`` before it is dropped). ``name`` says where the bytes came from."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError(
+            f"{name} line {line}: bytes that are not valid {encoding} "
+            "(set data.encoding or --encoding, e.g. latin-1)"
+        ) from None
+    except LookupError:
+        raise DataError(f"unknown encoding '{encoding}'") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
     """All lines of a plain or gzipped text file, without line ends."""
     path = Path(path)
@@ -39,20 +58,7 @@ def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"{path} line {line}: bytes that are not valid {encoding} "
-            "(set data.encoding, e.g. latin-1)"
-        ) from None
-    except LookupError:
-        raise DataError(f"unknown encoding '{encoding}'") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return split_lines(raw, encoding, str(path))
 
 
 def find_file(prefix: str, lang: str) -> Path:

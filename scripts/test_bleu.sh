@@ -13,7 +13,7 @@ hyp=${ckpt%.pt}.test.de
 start=$(date +%s.%N)
 gzip -dc "$test.en.gz" | "$bin/s2s" -q translate "$ckpt" "$@" > "$hyp"
 end=$(date +%s.%N)
-echo "translated $(wc -l < "$hyp") lines in $(echo "$end - $start" | bc) s -> $hyp"
+echo "translated $(wc -l < "$hyp") lines in $(awk "BEGIN {printf \"%.1f\", $end - $start}") s -> $hyp"
 gzip -dc "$test.de.gz" > "${hyp}.ref"
 "$bin/sacrebleu" "${hyp}.ref" -i "$hyp" -m bleu chrf -b -w 2 --short
 "$bin/sacrebleu" "${hyp}.ref" -i "$hyp" -m bleu chrf -w 2 | grep -E '"(name|score|signature)"'
