@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from s2s.errors import ConfigError
+from s2s.schedules import LR_SCHEDULES
 
 CELLS = ("lstm", "gru", "rnn")
 ACTIVATIONS = ("tanh", "relu")
@@ -31,7 +32,7 @@ TOKENIZERS = ("spm", "char", "word")
 SPM_MODELS = ("unigram", "bpe")
 BATCH_UNITS = ("tokens", "sentences")
 DEVICES = ("auto", "cpu", "cuda")
-OPTIMIZERS = ("adam",)
+OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
 def choice(default: str, choices: tuple[str, ...]) -> Any:
@@ -127,18 +128,32 @@ class TrainConfig:
     max_minutes: float = 0.0  # training time budget (0 = no limit)
     optimizer: str = choice("adam", OPTIMIZERS)
     lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd (Sutskever et al. 2013)
     weight_decay: float = 0.0
     clip_grad_norm: float = 5.0  # 0 = off
     label_smoothing: float = 0.0
     log_every: int = 100
     valid_every: int = 500
     save_every: int = 500  # steps between checkpoints
-    # Learning rate x lr_decay when validation BLEU has not improved for `patience`
-    # validations, down to min_lr.
+    # Learning-rate schedule (s2s/schedules.py). plateau: lr x lr_decay when validation
+    # BLEU has not improved for `patience` validations, down to min_lr, and training
+    # stops when a plateau comes at min_lr (if stop_at_min_lr). linear: from lr at
+    # decay_start down to min_lr over decay_steps (0 = until max_steps). exponential:
+    # x lr_gamma per step after decay_start. step: x lr_decay every lr_step_size steps
+    # after decay_start. cyclic: triangular between min_lr and lr, half-cycle
+    # lr_step_size. warmup_steps of linear warm-up go in front of any of them.
+    lr_schedule: str = choice("plateau", LR_SCHEDULES)
+    warmup_steps: int = 0
+    decay_start: int = 0
+    decay_steps: int = 0
+    lr_gamma: float = 0.9999
+    lr_step_size: int = 1000
     lr_decay: float = 0.5
     patience: int = 2
     min_lr: float = 1e-5
+    stop_at_min_lr: bool = True
     early_stopping: int = 0  # stop after N validations without improvement (0 = off)
     valid_batch_size: int = 256  # sentences per decoding batch
     max_output_ratio: float = 2.0  # decode at most ratio * source length + 10 tokens
@@ -242,6 +257,20 @@ def _check(cfg: Config) -> None:
     }.items():
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"config key '{key}' must be in [0, 1), got {value}")
+    if t.lr_schedule == "linear" and t.decay_steps <= 0 and t.max_steps <= t.decay_start:
+        raise ConfigError(
+            "train.lr_schedule 'linear' needs train.decay_steps, or train.max_steps "
+            "beyond train.decay_start"
+        )
+    if not 0.0 < t.lr_gamma <= 1.0:
+        raise ConfigError(f"config key 'train.lr_gamma' must be in (0, 1], got {t.lr_gamma}")
+    if t.lr_step_size <= 0:
+        raise ConfigError(f"config key 'train.lr_step_size' must be positive, got {t.lr_step_size}")
+    for key in ("warmup_steps", "decay_start", "decay_steps"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"config key 'train.{key}' must be >= 0")
+    if t.min_lr > t.lr:
+        raise ConfigError(f"train.min_lr ({t.min_lr}) is above train.lr ({t.lr})")
     if not 0.0 < t.lr_decay <= 1.0:
         raise ConfigError(f"config key 'train.lr_decay' must be in (0, 1], got {t.lr_decay}")
     enc_size = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)

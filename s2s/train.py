@@ -36,6 +36,7 @@ from s2s.data import (
 from s2s.errors import ConfigError, DataError, S2SError
 from s2s.evaluate import score
 from s2s.model import Seq2Seq, build_model
+from s2s.schedules import learning_rate
 from s2s.tokenize import PAD, save_tokenizers, train_tokenizers
 from s2s.translate import translate_lines
 
@@ -57,7 +58,9 @@ class Progress:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
-    lr: float = 0.0
+    lr: float = 0.0  # the current learning rate
+    plateau_lr: float = 0.0  # the level set by plateau decays (0: train.lr)
+    at_min_lr: bool = False  # a plateau came with the learning rate at train.min_lr
     best_bleu: float = -1.0
     bad_validations: int = 0  # since the last improvement or lr decay
     stale_validations: int = 0  # since the last improvement (early stopping)
@@ -134,6 +137,23 @@ def validation_loss(model: Seq2Seq, corpus: Corpus, device: torch.device, batch_
     return total / max(1, tokens)
 
 
+def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=t.lr,
+            momentum=t.momentum,
+            nesterov=t.nesterov,
+            weight_decay=t.weight_decay,
+        )
+    raise ConfigError(f"unknown optimizer {t.optimizer!r}")
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -208,10 +228,8 @@ class Trainer:
         self.model = build_model(
             cfg.model, src_vocab=self.src_tok.vocab_size, tgt_vocab=self.tgt_tok.vocab_size
         ).to(self.device)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay
-        )
-        self.progress = Progress(lr=t.lr)
+        self.optimizer = make_optimizer(self.model, t)
+        self.progress = Progress(lr=t.lr, plateau_lr=t.lr)
         if payload is not None:
             self._restore(payload)
         self._trim_metrics(self.progress.step)
@@ -243,6 +261,8 @@ class Trainer:
         torch.set_rng_state(payload["rng"]["torch"])
         if payload["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        if not self.progress.plateau_lr:
+            self.progress.plateau_lr = self.progress.lr
         self._set_lr(self.progress.lr)
         log.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
@@ -250,6 +270,21 @@ class Trainer:
             self.progress.step,
             self.progress.epoch,
             self.progress.batch_in_epoch,
+        )
+
+    def _scheduled_lr(self) -> float:
+        t = self.cfg.train
+        return learning_rate(
+            self.progress.step,
+            schedule=t.lr_schedule,
+            base=self.progress.plateau_lr,
+            min_lr=t.min_lr,
+            warmup_steps=t.warmup_steps,
+            decay_start=t.decay_start,
+            decay_steps=t.decay_steps or max(0, t.max_steps - t.decay_start),
+            factor=t.lr_decay,
+            gamma=t.lr_gamma,
+            step_size=t.lr_step_size,
         )
 
     def _set_lr(self, lr: float) -> None:
@@ -308,10 +343,13 @@ class Trainer:
         else:
             p.bad_validations += 1
             p.stale_validations += 1
-            if p.bad_validations >= t.patience and p.lr > t.min_lr:
-                self._set_lr(max(t.min_lr, p.lr * t.lr_decay))
+            if t.lr_schedule == "plateau" and p.bad_validations >= t.patience:
                 p.bad_validations = 0
-                log.info("validation BLEU stalled: learning rate now %.3g", p.lr)
+                if p.plateau_lr <= t.min_lr:
+                    p.at_min_lr = True
+                else:
+                    p.plateau_lr = max(t.min_lr, p.plateau_lr * t.lr_decay)
+                    log.info("validation BLEU stalled: learning rate now %.3g", p.plateau_lr)
         record = {
             "kind": "valid",
             "step": p.step,
@@ -349,6 +387,8 @@ class Trainer:
             return f"no validation improvement in {t.early_stopping} validations"
         if t.max_minutes and p.elapsed >= 60 * t.max_minutes:
             return f"reached train.max_minutes ({t.max_minutes})"
+        if t.stop_at_min_lr and p.at_min_lr:
+            return f"validation BLEU stalled at train.min_lr ({t.min_lr})"
         if self.stop_requested:
             return "interrupted"
         return None
@@ -374,6 +414,7 @@ class Trainer:
                 while p.batch_in_epoch < len(batches) and reason is None:
                     start = time.perf_counter()
                     batch = collate(self.train_corpus, batches[p.batch_in_epoch]).to(self.device)
+                    self._set_lr(self._scheduled_lr())
                     loss = batch_loss(self.model, batch, t.label_smoothing)
                     self.optimizer.zero_grad(set_to_none=True)
                     (loss / batch.n_tokens).backward()

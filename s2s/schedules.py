@@ -1,0 +1,87 @@
+"""Schedules (level 0): pure functions of the training step.
+
+The learning rate for the update made at ``step`` (0-based count of updates already
+done) and the teacher-forcing probability of scheduled sampling. No state lives here:
+the one stateful piece, the plateau decay, keeps its current level in the trainer's
+progress record and passes it in as ``base``.
+"""
+
+from __future__ import annotations
+
+import math
+
+LR_SCHEDULES = ("plateau", "constant", "exponential", "linear", "step", "cyclic")
+SAMPLING_DECAYS = ("constant", "linear", "exponential", "inverse_sigmoid")
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up (Goyal et al. 2017): 1/W, 2/W, ... 1 over the first W updates."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    return (step + 1) / warmup_steps
+
+
+def learning_rate(
+    step: int,
+    *,
+    schedule: str,
+    base: float,
+    min_lr: float = 0.0,
+    warmup_steps: int = 0,
+    decay_start: int = 0,
+    decay_steps: int = 0,
+    factor: float = 0.5,
+    gamma: float = 1.0,
+    step_size: int = 1,
+) -> float:
+    """Learning rate for the update made at ``step``.
+
+    - ``plateau`` and ``constant``: ``base`` (the plateau decay lowers ``base`` itself).
+    - ``exponential``: ``base * gamma ** (step - decay_start)`` after ``decay_start``.
+    - ``linear``: from ``base`` at ``decay_start`` down to ``min_lr`` over ``decay_steps``.
+    - ``step``: ``base * factor ** k`` after ``k`` whole periods of ``step_size`` past
+      ``decay_start``.
+    - ``cyclic``: triangular between ``min_lr`` and ``base``, half-cycle ``step_size``
+      (Smith 2017, "Cyclical learning rates for training neural networks").
+
+    Decays never go below ``min_lr``; a linear warm-up multiplies any of them.
+    """
+    since = max(0, step - decay_start)
+    if schedule in ("plateau", "constant"):
+        lr = base
+    elif schedule == "exponential":
+        lr = max(min_lr, base * gamma**since)
+    elif schedule == "linear":
+        done = min(1.0, since / decay_steps) if decay_steps > 0 else 0.0
+        lr = base - (base - min_lr) * done
+    elif schedule == "step":
+        lr = max(min_lr, base * factor ** (since // max(1, step_size)))
+    elif schedule == "cyclic":
+        position = step / max(1, step_size)  # half-cycles done
+        cycle = math.floor(1 + position / 2)
+        distance = abs(position - 2 * cycle + 1)  # 1 at a trough, 0 at the peak
+        lr = min_lr + (base - min_lr) * max(0.0, 1.0 - distance)
+    else:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose from {LR_SCHEDULES}")
+    return lr * warmup_factor(step, warmup_steps)
+
+
+def teacher_forcing(
+    step: int, *, decay: str, k: float = 1.0, c: float = 0.0, minimum: float = 0.0
+) -> float:
+    """Probability of feeding the true previous token (Bengio et al. 2015, §2.4).
+
+    ``constant``: k; ``linear``: max(minimum, k - c*i); ``exponential``: k**i with k < 1;
+    ``inverse_sigmoid``: k / (k + exp(i / k)) with k >= 1. Clipped to [0, 1].
+    """
+    if decay == "constant":
+        eps = k
+    elif decay == "linear":
+        eps = max(minimum, k - c * step)
+    elif decay == "exponential":
+        eps = max(minimum, k**step)
+    elif decay == "inverse_sigmoid":
+        eps = max(minimum, k / (k + math.exp(min(step / k, 700.0))))
+    else:
+        raise ValueError(f"unknown sampling decay {decay!r}; choose from {SAMPLING_DECAYS}")
+    return min(1.0, max(0.0, eps))
