@@ -1,15 +1,18 @@
 """Translation of raw text (level 5): tokenize, batch by length, search, detokenize.
 
-Output order equals input order, one line per line; an empty (or all-whitespace) input
-line gives an empty output line without reaching the model.
+Output order equals input order, one result per line; an empty (or all-whitespace)
+input line gives an empty output without reaching the model. ``beam=None`` decodes
+greedily; ``beam=K`` runs beam search (K = 1 gives the greedy output by another path).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from s2s.data import length_batches, source_ids
-from s2s.search import greedy, max_lengths
+from s2s.search import beam_search, greedy, max_lengths
 from s2s.tokenize import BOS, EOS, PAD, Tokenizer
 
 
@@ -18,8 +21,32 @@ def _clean(line: str) -> str:
     return "".join(ch if ch == "\t" or ch.isprintable() else " " for ch in line).strip()
 
 
+@dataclass
+class Translation:
+    texts: list[str]  # n-best, best first; [""] for an empty input line
+    scores: list[float]  # search scores (log-probability / length penalty)
+    alignment: str = ""  # "SRC-TGT" pairs over subword positions (see hard_alignment)
+
+
+def hard_alignment(weights: torch.Tensor, src_len: int, reverse_source: bool) -> str:
+    """Attention weights (tgt_len incl. EOS, padded src_len) -> Pharaoh-style pairs
+    "i-j": of the source tokens, target token j attends most to token i. Positions
+    count subword tokens from 0 in the original source order; EOS on either side is
+    left out."""
+    pairs = []
+    n_src = src_len - 1  # the source EOS
+    if n_src <= 0:
+        return ""
+    for j, row in enumerate(weights[:-1]):
+        i = int(row[:n_src].argmax())
+        if reverse_source:
+            i = n_src - 1 - i
+        pairs.append(f"{i}-{j}")
+    return " ".join(pairs)
+
+
 @torch.no_grad()
-def translate_lines(
+def translate(
     model,
     src_tok: Tokenizer,
     tgt_tok: Tokenizer,
@@ -30,7 +57,13 @@ def translate_lines(
     max_output_ratio: float = 2.0,
     max_src_len: int = 250,
     device: torch.device | str = "cpu",
-) -> list[str]:
+    beam: int | None = None,
+    nbest: int = 1,
+    alpha: float = 0.0,
+    normalize: bool = False,
+    min_len: int = 0,
+    alignments: bool = False,
+) -> list[Translation]:
     was_training = model.training
     model.eval()
     cleaned = [_clean(line) for line in lines]
@@ -38,7 +71,7 @@ def translate_lines(
     ids = source_ids(src_tok, [cleaned[i] for i in todo], reverse_source)
     # Very long lines are cut to the length the model can reasonably handle.
     ids = [seq[:max_src_len] if len(seq) > max_src_len else seq for seq in ids]
-    outputs = [""] * len(lines)
+    results = [Translation(texts=[""], scores=[0.0]) for _ in lines]
     order = length_batches(
         [len(s) for s in ids], batch_size=batch_size, unit="sentences", pool=1, rng=None
     )
@@ -46,15 +79,38 @@ def translate_lines(
         seqs = [torch.tensor(ids[j]) for j in batch]
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
         lengths = torch.tensor([len(s) for s in seqs])
-        hyp = greedy(
-            model,
-            src.to(device),
-            lengths,
-            bos=BOS,
-            eos=EOS,
-            max_len=max_lengths(lengths, max_output_ratio),
-        )
-        for j, text in zip(batch, tgt_tok.decode(hyp.tokens)):
-            outputs[todo[j]] = text.replace("\n", " ")
+        limit = max_lengths(lengths, max_output_ratio)
+        src = src.to(device)
+        if beam is None and nbest == 1 and not alignments:
+            hyp = greedy(model, src, lengths, bos=BOS, eos=EOS, max_len=limit)
+            found = [[t] for t in hyp.tokens], [[s] for s in hyp.scores], None
+        else:
+            nb = beam_search(
+                model,
+                src,
+                lengths,
+                bos=BOS,
+                eos=EOS,
+                beam=beam or 1,
+                max_len=limit,
+                min_len=min_len,
+                alpha=alpha,
+                normalize=normalize,
+                nbest=nbest,
+                attention=alignments,
+            )
+            found = nb.tokens, nb.scores, nb.attention
+        for k, j in enumerate(batch):
+            tokens, scores = found[0][k], found[1][k]
+            texts = [t.replace("\n", " ") for t in tgt_tok.decode(tokens)]
+            result = Translation(texts=texts, scores=scores)
+            if found[2] is not None:
+                result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
+            results[todo[j]] = result
     model.train(was_training)
-    return outputs
+    return results
+
+
+def translate_lines(model, src_tok: Tokenizer, tgt_tok: Tokenizer, lines: list[str], **options):
+    """The best translation of each line, as text (see ``translate`` for options)."""
+    return [t.texts[0] for t in translate(model, src_tok, tgt_tok, lines, **options)]

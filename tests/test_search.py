@@ -1,19 +1,24 @@
+import math
 from dataclasses import dataclass
 
+import pytest
 import torch
 
-from s2s.search import greedy, max_lengths
+from s2s.search import beam_search, greedy, length_penalty, max_lengths
+
+# vocab: 0 pad, 1 unk, 2 bos, 3 eos, 4 a, 5 b
+BOS, EOS, A, B = 2, 3, 4, 5
 
 
 @dataclass
 class Out:
     logits: torch.Tensor
     state: torch.Tensor
-    attention: None = None
+    attention: torch.Tensor | None = None
 
 
 class TableStub:
-    """Next-token log-probs depend only on the step: table[t] is (vocab,)."""
+    """Next-token probabilities depend only on the step: table[t] is (vocab,)."""
 
     def __init__(self, table):
         self.table = torch.log(torch.tensor(table, dtype=torch.float))
@@ -25,12 +30,47 @@ class TableStub:
         return torch.zeros(enc.shape[0], dtype=torch.long)
 
     def step(self, prev, t, enc):
-        row = self.table[min(int(t[0]), len(self.table) - 1)]
-        return Out(logits=row.expand(prev.shape[0], -1), state=t + 1)
+        rows = self.table[t.clamp(max=len(self.table) - 1)]
+        return Out(logits=rows, state=t + 1)
+
+
+class BigramStub:
+    """Next-token probabilities depend only on the previous token: probs[prev] (vocab,).
+    Scores of any sequence are easy to compute by hand."""
+
+    def __init__(self, probs: dict[int, list[float]], vocab: int = 6):
+        table = torch.full((vocab, vocab), 1e-9)
+        for prev, row in probs.items():
+            table[prev] = torch.tensor(row)
+        self.logp = torch.log(table / table.sum(-1, keepdim=True))
+
+    def encode(self, src, lengths):
+        return src
+
+    def init_state(self, enc):
+        return torch.zeros(enc.shape[0])
+
+    def step(self, prev, state, enc):
+        att = torch.softmax(prev.float().unsqueeze(1) * torch.ones(1, enc.shape[1]), -1)
+        return Out(logits=self.logp[prev], state=state + 1, attention=att)
+
+
+def run_beam(stub, k, n=1, batch=1, limit=10, **options):
+    src = torch.ones(batch, 3, dtype=torch.long)
+    return beam_search(
+        stub,
+        src,
+        torch.full((batch,), 3),
+        bos=BOS,
+        eos=EOS,
+        beam=k,
+        max_len=torch.full((batch,), limit),
+        nbest=n,
+        **options,
+    )
 
 
 def test_greedy_picks_argmax_until_eos_with_scores():
-    # vocab: 0 pad, 1 unk, 2 bos, 3 eos, 4 a, 5 b
     stub = TableStub(
         [
             [0.0, 0.0, 0.0, 0.1, 0.6, 0.3],
@@ -55,3 +95,105 @@ def test_greedy_respects_per_sentence_max_length():
 
 def test_max_lengths():
     assert max_lengths(torch.tensor([1, 10]), 1.5, 10).tolist() == [11, 25]
+
+
+# From BOS: a 0.6, b 0.4. After a: EOS 0.4, a 0.3, b 0.3. After b: EOS 0.9, a/b 0.05.
+# Greedy takes a, then EOS: 0.6 * 0.4 = 0.24. The best sequence is b EOS: 0.36.
+TRAP = {BOS: [0, 0, 0, 0, 0.6, 0.4], A: [0, 0, 0, 0.4, 0.3, 0.3], B: [0, 0, 0, 0.9, 0.05, 0.05]}
+
+
+def test_beam_finds_the_best_sequence_where_greedy_does_not():
+    stub = BigramStub(TRAP)
+    src = torch.ones(1, 3, dtype=torch.long)
+    g = greedy(stub, src, torch.tensor([3]), bos=BOS, eos=EOS, max_len=torch.tensor([10]))
+    assert g.tokens == [[A]]
+    assert g.scores[0] == pytest.approx(math.log(0.24), abs=1e-5)
+    nb = run_beam(stub, 2)
+    assert nb.tokens == [[[B]]]
+    assert nb.scores[0][0] == pytest.approx(math.log(0.36), abs=1e-5)
+
+
+def test_nbest_holds_distinct_hypotheses_in_score_order():
+    stub = BigramStub(TRAP)
+    nb = run_beam(stub, 3, n=3)
+    tokens, scores = nb.tokens[0], nb.scores[0]
+    assert len(tokens) == 3 and len({tuple(t) for t in tokens}) == 3
+    assert scores == sorted(scores, reverse=True)
+    # b EOS (0.36), a EOS (0.24), then a b EOS: 0.6 * 0.3 * 0.9 = 0.162.
+    assert tokens == [[B], [A], [A, B]]
+    assert scores[2] == pytest.approx(math.log(0.162), abs=1e-5)
+
+
+# From BOS: EOS 0.55 (the empty output), a 0.45. After a: EOS 0.9, a 0.1.
+# log P([]) = log 0.55 over 1 token; log P([a]) = log 0.405 over 2 tokens.
+SHORT = {BOS: [0, 0, 0, 0.55, 0.45, 0], A: [0, 0, 0, 0.9, 0.1, 0]}
+
+
+@pytest.mark.parametrize(
+    "options, winner",
+    [
+        ({}, []),  # -0.598 > -0.904
+        ({"normalize": True}, [A]),  # -0.598 / 1 < -0.904 / 2 = -0.452
+        ({"alpha": 1.0}, []),  # -0.904 / (7/6) = -0.775 < -0.598
+        ({"alpha": 3.0}, [A]),  # -0.904 / (7/6)**3 = -0.569 > -0.598
+    ],
+)
+def test_length_penalty_changes_the_winner_as_computed(options, winner):
+    nb = run_beam(BigramStub(SHORT), 2, n=2, **options)
+    assert nb.tokens[0][0] == winner
+    logp = {(): math.log(0.55), (A,): math.log(0.405)}
+    for tokens, value in zip(nb.tokens[0], nb.scores[0]):
+        n = len(tokens) + 1
+        divisor = n if options.get("normalize") else ((5 + n) / 6) ** options.get("alpha", 0.0)
+        assert value == pytest.approx(logp[tuple(tokens)] / divisor, abs=1e-5)
+
+
+def test_length_penalty_formula():
+    lengths = torch.tensor([1, 4])
+    assert length_penalty(lengths, 0.0, False).tolist() == [1.0, 1.0]
+    assert length_penalty(lengths, 0.0, True).tolist() == [1.0, 4.0]
+    assert length_penalty(lengths, 0.6, False)[1].item() == pytest.approx((9 / 6) ** 0.6)
+
+
+def test_finished_hypotheses_are_kept_while_others_go_on():
+    # The empty output finishes at step 0 and stays best although a live
+    # hypothesis (a a ...) keeps a high per-step probability for a while.
+    probs = {
+        BOS: [0, 0, 0, 0.5, 0.5, 0],
+        A: [0, 0, 0, 0.001, 0.9, 0.099],
+        B: [0, 0, 0, 0.001, 0.5, 0.499],
+    }
+    nb = run_beam(BigramStub(probs), 2, n=2, limit=6)
+    assert nb.tokens[0][0] == []
+    assert nb.scores[0][0] == pytest.approx(math.log(0.5), abs=1e-5)
+    # The other finished hypothesis is the a-run cut at the length limit: 0.5 * 0.9**5.
+    assert nb.tokens[0][1] == [A] * 6
+    assert nb.scores[0][1] == pytest.approx(math.log(0.5 * 0.9**5), abs=1e-5)
+
+
+def test_min_length_forbids_early_eos():
+    nb = run_beam(BigramStub(SHORT), 2, min_len=2)
+    assert len(nb.tokens[0][0]) >= 1  # EOS as the 2nd token at the earliest
+
+
+def test_beam_one_equals_greedy_on_the_stubs():
+    for probs in (TRAP, SHORT):
+        stub = BigramStub(probs)
+        src = torch.ones(3, 3, dtype=torch.long)
+        limit = torch.tensor([10] * 3)
+        g = greedy(stub, src, torch.tensor([3] * 3), bos=BOS, eos=EOS, max_len=limit)
+        nb = run_beam(stub, 1, batch=3)
+        assert [t[0] for t in nb.tokens] == g.tokens
+        assert [s[0] for s in nb.scores] == pytest.approx(g.scores, abs=1e-6)
+
+
+def test_beam_returns_one_alignment_row_per_output_token():
+    nb = run_beam(BigramStub(TRAP), 2, attention=True)
+    (att,) = nb.attention[0]
+    assert att.shape == (len(nb.tokens[0][0]) + 1, 3)  # tokens + EOS, src_len
+    assert torch.allclose(att.sum(-1), torch.ones(att.shape[0]))
+
+
+def test_nbest_larger_than_beam_is_refused():
+    with pytest.raises(ValueError, match="nbest"):
+        run_beam(BigramStub(TRAP), 2, n=3)

@@ -1,0 +1,249 @@
+"""Beam search, ensembles and checkpoint averaging on real (tiny) models."""
+
+import re
+
+import pytest
+import torch
+import yaml
+from conftest import SENTENCES, tiny_config_dict, write_corpus
+from test_model import V, model_cfg
+
+from s2s import checkpoint, config
+from s2s.cli import main
+from s2s.ensemble import Ensemble
+from s2s.model import build_model
+from s2s.search import beam_search, greedy, max_lengths
+from s2s.train import step_checkpoints, train
+
+
+def sources(batch=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([7 - (i % 5) for i in range(batch)])
+    src = torch.randint(4, V, (batch, int(lengths.max())), generator=g)
+    for i, n in enumerate(lengths):
+        src[i, n:] = 0
+    return src, lengths
+
+
+def sharp_model(seed, **kw):
+    """A random model with a peaked output distribution, so that outputs end early."""
+    torch.manual_seed(seed)
+    model = build_model(model_cfg(**kw), src_vocab=V, tgt_vocab=V).eval()
+    with torch.no_grad():
+        model.decoder.output.bias.normal_(0, 3)
+        model.decoder.output.bias[3] += 2.0  # EOS
+    return model
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("attention", ["none", "additive", "multiplicative"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_beam_one_equals_greedy_on_a_model(cell, attention, input_feeding):
+    model = sharp_model(
+        1,
+        attention=attention,
+        encoder={"cell": cell},
+        decoder={"cell": cell, "input_feeding": input_feeding},
+    )
+    src, lengths = sources()
+    limit = max_lengths(lengths, 2.0)
+    g = greedy(model, src, lengths, bos=2, eos=3, max_len=limit)
+    nb = beam_search(model, src, lengths, bos=2, eos=3, beam=1, max_len=limit)
+    assert [t[0] for t in nb.tokens] == g.tokens
+    assert [s[0] for s in nb.scores] == pytest.approx(g.scores, abs=1e-5)
+
+
+def test_batched_beam_equals_one_sentence_at_a_time():
+    model = sharp_model(2)
+    src, lengths = sources()
+    limit = max_lengths(lengths, 2.0)
+    batched = beam_search(model, src, lengths, bos=2, eos=3, beam=4, max_len=limit, nbest=2)
+    for i in range(src.shape[0]):
+        n = int(lengths[i])
+        alone = beam_search(
+            model,
+            src[i : i + 1, :n],
+            lengths[i : i + 1],
+            bos=2,
+            eos=3,
+            beam=4,
+            max_len=limit[i : i + 1],
+            nbest=2,
+        )
+        assert alone.tokens[0] == batched.tokens[i]
+        assert alone.scores[0] == pytest.approx(batched.scores[i], abs=1e-4)
+
+
+def test_beam_never_scores_below_greedy_under_the_model():
+    model = sharp_model(3)
+    src, lengths = sources(batch=8, seed=3)
+    limit = max_lengths(lengths, 2.0)
+    g = greedy(model, src, lengths, bos=2, eos=3, max_len=limit)
+    nb = beam_search(model, src, lengths, bos=2, eos=3, beam=5, max_len=limit)
+    for greedy_score, beam_scores in zip(g.scores, nb.scores):
+        assert beam_scores[0] >= greedy_score - 1e-5
+
+
+def test_ensemble_of_one_model_and_of_a_model_with_itself_match_the_model():
+    model = sharp_model(4)
+    src, lengths = sources()
+    limit = max_lengths(lengths, 2.0)
+    alone = beam_search(model, src, lengths, bos=2, eos=3, beam=3, max_len=limit)
+    for members in ([model], [model, model]):
+        ens = beam_search(Ensemble(members), src, lengths, bos=2, eos=3, beam=3, max_len=limit)
+        assert ens.tokens == alone.tokens
+        assert ens.scores == [pytest.approx(s, abs=1e-5) for s in alone.scores]
+
+
+def test_ensemble_step_averages_log_probabilities_of_different_architectures():
+    a = sharp_model(5)
+    b = sharp_model(6, attention="additive", decoder={"cell": "gru"})
+    src, lengths = sources()
+    ens = Ensemble([a, b])
+    prev = torch.full((src.shape[0],), 2)
+    out = ens.step(prev, ens.init_state(ens.encode(src, lengths)), ens.encode(src, lengths))
+    expected = []
+    for m in (a, b):
+        enc = m.encode(src, lengths)
+        expected.append(torch.log_softmax(m.step(prev, m.init_state(enc), enc).logits, -1))
+    assert torch.allclose(out.logits, (expected[0] + expected[1]) / 2, atol=1e-6)
+    assert torch.allclose(out.attention.sum(-1), torch.ones(src.shape[0]))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def train_tiny(tmp_path, name, corpus, **train_options) -> object:
+    cfg = config.from_dict(tiny_config_dict(corpus, **train_options))
+    out = tmp_path / name
+    train(cfg, out)
+    return out
+
+
+def test_keep_checkpoints_keeps_the_last_n(tmp_path, tiny_corpus):
+    out = train_tiny(tmp_path, "run", tiny_corpus, keep_checkpoints=2, save_every=2)
+    assert [p.name for p in step_checkpoints(out)] == ["step-4.pt", "step-6.pt"]
+    final = checkpoint.load(out / "step-6.pt")
+    last = checkpoint.load(out / "last.pt")
+    assert final["progress"]["step"] == 6
+    assert all(torch.equal(final["model"][k], last["model"][k]) for k in last["model"])
+
+
+def test_average_is_the_parameter_mean_and_translates(tmp_path, tiny_corpus, capsys):
+    out = train_tiny(tmp_path, "run", tiny_corpus, keep_checkpoints=3, save_every=2)
+    paths = [str(p) for p in step_checkpoints(out)]
+    avg = tmp_path / "avg.pt"
+    assert main(["average", *paths, "--out", str(avg)]) == 0
+    payload = checkpoint.load(avg)
+    states = [checkpoint.load(p)["model"] for p in paths]
+    for name, value in payload["model"].items():
+        mean = sum(s[name].double() for s in states) / len(states)
+        assert torch.allclose(value.double(), mean, atol=1e-6), name
+    assert "optimizer" not in payload
+    capsys.readouterr()
+    (tmp_path / "in.txt").write_text("a dog runs .\n")
+    assert main(["translate", str(avg), "--input", str(tmp_path / "in.txt")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_average_refuses_different_models(tmp_path, tiny_corpus, capsys):
+    a = train_tiny(tmp_path, "a", tiny_corpus)
+    cfg = tiny_config_dict(tiny_corpus)
+    cfg["model"]["decoder"]["hidden_size"] = 24
+    train(config.from_dict(cfg), tmp_path / "b")
+    code = main(
+        [
+            "average",
+            str(a / "last.pt"),
+            str(tmp_path / "b" / "last.pt"),
+            "--out",
+            str(tmp_path / "x.pt"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "different models (model.decoder.hidden_size)" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_translate_nbest_and_alignment_formats(tmp_path, tiny_corpus, capsys):
+    out = train_tiny(tmp_path, "run", tiny_corpus, max_steps=30)
+    inp = tmp_path / "in.txt"
+    inp.write_text("a dog runs .\n\nthe boy jumps .\n")
+    align = tmp_path / "align.txt"
+    code = main(
+        [
+            "translate",
+            str(out / "best.pt"),
+            "--input",
+            str(inp),
+            "--beam",
+            "4",
+            "--nbest",
+            "3",
+            "--min-length",
+            "1",
+            "--alignments",
+            str(align),
+        ]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 9
+    for i in range(3):
+        group = [
+            re.fullmatch(r"(\d+) \|\|\| (.*) \|\|\| (-?[\d.]+)", line)
+            for line in lines[3 * i : 3 * i + 3]
+        ]
+        assert all(m and int(m.group(1)) == i for m in group), lines
+        scores = [float(m.group(3)) for m in group]
+        assert scores == sorted(scores, reverse=True)
+        if i != 1:
+            assert len({m.group(2) for m in group}) == 3
+    pairs = align.read_text().split("\n")
+    assert len(pairs) == 4 and pairs[1] == "" and pairs[3] == ""
+    for text in (pairs[0], pairs[2]):
+        assert re.fullmatch(r"(\d+-\d+)( \d+-\d+)*", text), text
+
+
+def test_ensemble_needs_the_same_target_vocabulary(tmp_path, tiny_corpus, capsys):
+    a = train_tiny(tmp_path, "a", tiny_corpus)
+    other = write_corpus(tmp_path / "other", "train", [(s, t + " extra") for s, t in SENTENCES])
+    cfg = tiny_config_dict({**tiny_corpus, "train": other})
+    train(config.from_dict(cfg), tmp_path / "b")
+    inp = tmp_path / "in.txt"
+    inp.write_text("a dog runs .\n")
+    code = main(
+        ["translate", str(a / "last.pt"), str(tmp_path / "b" / "last.pt"), "--input", str(inp)]
+    )
+    assert code == 2
+    assert "their target vocabularies differ" in capsys.readouterr().err
+
+
+def test_ensemble_of_two_runs_translates(tmp_path, tiny_corpus, capsys):
+    a = train_tiny(tmp_path, "a", tiny_corpus, max_steps=20)
+    cfg = tiny_config_dict(tiny_corpus, max_steps=20, seed=7)
+    cfg["model"]["decoder"]["cell"] = "gru"
+    train(config.from_dict(cfg), tmp_path / "b")
+    inp = tmp_path / "in.txt"
+    inp.write_text("a dog runs .\n\nthe boy jumps .\n")
+    capsys.readouterr()
+    code = main(
+        [
+            "translate",
+            str(a / "last.pt"),
+            str(tmp_path / "b" / "last.pt"),
+            "--input",
+            str(inp),
+            "--beam",
+            "3",
+            "--min-length",
+            "1",
+        ]
+    )
+    assert code == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[0].strip()
+    assert (
+        yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["model"]["decoder"]["cell"]
+        == "gru"
+    )
