@@ -4,7 +4,12 @@ Each layer is one fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` kernel, so a whole
 sequence (padded or packed) runs without a Python step loop; the decoder calls the same
 modules on length-1 inputs when it must step. Between layers: dropout (not on the
 recurrent connections, Zaremba et al. 2014) and plain, residual or dense-residual wiring
-(Britz et al. 2017, §4.4).
+(Britz et al. 2017, §4.4), or skip connections (Graves 2013).
+
+Cells that the fused kernels do not offer run in ``LoopRNN``, a step loop with the
+same interface as a single-layer ``nn.LSTM``: the peephole LSTM (Gers et al. 2002),
+layer-normalised LSTM and GRU (Ba et al. 2016), and any cell with variational
+recurrent dropout (one mask per sequence on h, Gal & Ghahramani 2016).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Union
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from s2s.config import ACTIVATIONS, CELLS, STACKINGS
 
@@ -23,20 +28,171 @@ LayerState = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 Sequence = Union[torch.Tensor, PackedSequence]
 
 
+LSTM_CELLS = ("lstm", "peephole_lstm", "layernorm_lstm")
+
+
+def is_lstm(cell: str) -> bool:
+    """Cells whose state is an (h, c) pair."""
+    return cell in LSTM_CELLS
+
+
 def make_rnn(
-    *, cell: str, input_size: int, hidden_size: int, bidirectional: bool, activation: str
-) -> nn.RNNBase:
-    """One fused single-layer recurrent kernel."""
+    *,
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    bidirectional: bool,
+    activation: str,
+    recurrent_dropout: float = 0.0,
+) -> nn.Module:
+    """One single-layer recurrent module: a fused kernel where PyTorch has one."""
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell '{cell}'; valid values: {', '.join(CELLS)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation '{activation}'; valid: {ACTIVATIONS}")
+    if cell not in ("lstm", "gru", "rnn") or recurrent_dropout > 0:
+        return LoopRNN(
+            cell=cell,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            bidirectional=bidirectional,
+            activation=activation,
+            recurrent_dropout=recurrent_dropout,
+        )
     common = dict(batch_first=True, bidirectional=bidirectional)
     if cell == "lstm":
         return nn.LSTM(input_size, hidden_size, **common)
     if cell == "gru":
         return nn.GRU(input_size, hidden_size, **common)
-    if cell == "rnn":
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation '{activation}'; valid: {ACTIVATIONS}")
-        return nn.RNN(input_size, hidden_size, nonlinearity=activation, **common)
-    raise ValueError(f"unknown cell '{cell}'; valid values: {', '.join(CELLS)}")
+    return nn.RNN(input_size, hidden_size, nonlinearity=activation, **common)
+
+
+class LoopCell(nn.Module):
+    """One direction of a step-loop cell. Gate blocks are stacked like PyTorch's
+    (LSTM i, f, g, o; GRU r, z, n) under the same parameter names, so that
+    s2s/init.py treats them alike."""
+
+    def __init__(self, *, cell: str, input_size: int, hidden_size: int, activation: str):
+        super().__init__()
+        self.kind = "lstm" if is_lstm(cell) else cell.removeprefix("layernorm_")  # arithmetic
+        self.gates = {"lstm": 4, "gru": 3, "rnn": 1}[self.kind]
+        self.activation = torch.relu if activation == "relu" else torch.tanh
+        size = self.gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(size, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(size, hidden_size))
+        self.bias_ih = nn.Parameter(torch.zeros(size))
+        self.bias_hh = nn.Parameter(torch.zeros(size))
+        # Gers et al. 2002: the cell state looks into the input, forget and output gates.
+        self.peephole = (
+            nn.Parameter(torch.zeros(3 * hidden_size)) if cell == "peephole_lstm" else None
+        )
+        self.layer_norm = cell.startswith("layernorm_")
+        if self.layer_norm:  # Ba et al. 2016, §3.1: normalise each term, then the cell
+            self.norm_ih = nn.LayerNorm(size)
+            self.norm_hh = nn.LayerNorm(size)
+            self.norm_c = nn.LayerNorm(hidden_size) if self.kind == "lstm" else None
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
+        """x: (batch, input), h and c: (batch, hidden) -> new (h, c)."""
+        wx = x @ self.weight_ih.t()
+        wh = h @ self.weight_hh.t()
+        if self.layer_norm:
+            wx, wh = self.norm_ih(wx), self.norm_hh(wh)
+        wx, wh = wx + self.bias_ih, wh + self.bias_hh
+        if self.kind == "rnn":
+            return self.activation(wx + wh), None
+        if self.kind == "gru":
+            xr, xz, xn = wx.chunk(3, dim=-1)
+            hr, hz, hn = wh.chunk(3, dim=-1)
+            r = torch.sigmoid(xr + hr)
+            z = torch.sigmoid(xz + hz)
+            n = torch.tanh(xn + r * hn)
+            return (1 - z) * n + z * h, None
+        i, f, g, o = (wx + wh).chunk(4, dim=-1)
+        if self.peephole is not None:  # diagonal weights, one vector per gate
+            p_i, p_f, p_o = self.peephole.chunk(3)
+            i = i + p_i * c
+            f = f + p_f * c
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if self.peephole is not None:
+            o = o + p_o * c_new
+        shown = self.norm_c(c_new) if self.layer_norm else c_new
+        return torch.sigmoid(o) * torch.tanh(shown), c_new
+
+
+class LoopRNN(nn.Module):
+    """A single recurrent layer run as a Python step loop, with the call signature of a
+    batch-first single-layer ``nn.LSTM`` / ``nn.GRU``: padded or packed input, state
+    (directions, batch, hidden) or an (h, c) pair of them."""
+
+    def __init__(
+        self,
+        *,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        bidirectional: bool,
+        activation: str = "tanh",
+        recurrent_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.cell = cell
+        self.hidden_size = hidden_size
+        self.recurrent_dropout = recurrent_dropout
+        self.directions = nn.ModuleList(
+            LoopCell(
+                cell=cell, input_size=input_size, hidden_size=hidden_size, activation=activation
+            )
+            for _ in range(2 if bidirectional else 1)
+        )
+
+    def forward(self, x: Sequence, state: LayerState | None = None):
+        packed = isinstance(x, PackedSequence)
+        if packed:
+            padded, lengths = pad_packed_sequence(x, batch_first=True)
+        else:
+            padded = x
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        batch, steps, _ = padded.shape
+        lengths = lengths.to(padded.device)
+        lstm = is_lstm(self.cell)
+        outputs, finals_h, finals_c = [], [], []
+        for d, cell in enumerate(self.directions):
+            if state is None:
+                h = padded.new_zeros(batch, self.hidden_size)
+                c = padded.new_zeros(batch, self.hidden_size) if lstm else None
+            else:
+                h = (state[0] if lstm else state)[d]
+                c = state[1][d] if lstm else None
+            # Gal & Ghahramani 2016: one dropout mask on h per sequence, all steps.
+            mask = None
+            if self.training and self.recurrent_dropout > 0:
+                keep = 1.0 - self.recurrent_dropout
+                mask = torch.bernoulli(padded.new_full((batch, self.hidden_size), keep)) / keep
+            order = torch.arange(steps, device=padded.device).expand(batch, steps)
+            if d == 1:  # the backward direction reads each sequence from its real end
+                order = torch.where(order < lengths[:, None], lengths[:, None] - 1 - order, order)
+            inputs = padded.gather(1, order.unsqueeze(-1).expand_as(padded))
+            outs = []
+            for t in range(steps):
+                h_new, c_new = cell(inputs[:, t], h if mask is None else h * mask, c)
+                live = (t < lengths).unsqueeze(1)
+                h = torch.where(live, h_new, h)
+                if lstm:
+                    c = torch.where(live, c_new, c)
+                outs.append(torch.where(live, h_new, torch.zeros_like(h_new)))
+            out = torch.stack(outs, dim=1)  # (batch, steps, hidden), in reading order
+            if d == 1:
+                out = out.gather(1, order.unsqueeze(-1).expand_as(out))
+            outputs.append(out)
+            finals_h.append(h)
+            finals_c.append(c)
+        out = torch.cat(outputs, dim=-1)
+        final_h = torch.stack(finals_h)
+        final = (final_h, torch.stack(finals_c)) if lstm else final_h
+        if packed:
+            out = pack_padded_sequence(out, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return out, final
 
 
 def _data(x: Sequence) -> torch.Tensor:
@@ -52,7 +208,8 @@ class RecurrentStack(nn.Module):
 
     Wiring, with o_l the output of layer l and x_l its input (x_1 = the embeddings):
     none: x_{l+1} = o_l; residual: x_{l+1} = o_l + x_l for l >= 2 (sizes match from
-    layer 2 on); dense: x_{l+1} = o_1 + ... + o_l.
+    layer 2 on); dense: x_{l+1} = o_1 + ... + o_l; skip (Graves 2013): x_{l+1} =
+    [o_l; x_1] and the stack's output is o_1 + ... + o_L.
     """
 
     def __init__(
@@ -66,6 +223,7 @@ class RecurrentStack(nn.Module):
         stacking: str = "none",
         dropout: float = 0.0,
         activation: str = "tanh",
+        recurrent_dropout: float = 0.0,
     ):
         super().__init__()
         if stacking not in STACKINGS:
@@ -76,10 +234,13 @@ class RecurrentStack(nn.Module):
         self.layers = nn.ModuleList(
             make_rnn(
                 cell=cell,
-                input_size=input_size if i == 0 else self.output_size,
+                input_size=input_size
+                if i == 0
+                else self.output_size + (input_size if stacking == "skip" else 0),
                 hidden_size=hidden_size,
                 bidirectional=bidirectional,
                 activation=activation,
+                recurrent_dropout=recurrent_dropout,
             )
             for i in range(layers)
         )
@@ -94,13 +255,20 @@ class RecurrentStack(nn.Module):
         inp = x
         for i, rnn in enumerate(self.layers):
             rnn_in = _with_data(inp, self.dropout(_data(inp))) if i > 0 else inp
+            if self.stacking == "skip" and i > 0:  # the input reaches every layer
+                rnn_in = _with_data(rnn_in, torch.cat([_data(rnn_in), _data(x)], dim=-1))
             out, final = rnn(rnn_in, None if state is None else state[i])
             finals.append(final)
             o = _data(out)
             if self.stacking == "residual" and i > 0:
                 o = o + _data(inp)
-            elif self.stacking == "dense":
+            elif self.stacking in ("dense", "skip"):
+                # dense: each layer reads the sum of all below; skip: every layer
+                # reaches the output (Graves 2013, eq. 6), here as their sum.
                 total = o if total is None else total + o
-                o = total
+                if self.stacking == "dense":
+                    o = total
             inp = _with_data(out, o)
+        if self.stacking == "skip":
+            inp = _with_data(inp, total)
         return inp, finals

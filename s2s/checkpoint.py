@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,76 @@ def model_of(payload: dict, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
 
 def tokenizer_states(src: Tokenizer, tgt: Tokenizer) -> dict:
     return {"joint": src is tgt, "src": src.state(), "tgt": tgt.state()}
+
+
+# --------------------------------------------------------------------------- several
+
+
+@dataclass
+class Loaded:
+    """A checkpoint ready to translate with."""
+
+    path: Path
+    payload: dict
+    config: config_mod.Config
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    model: Seq2Seq
+
+
+def load_for_translation(path: str | Path) -> Loaded:
+    payload = load(path)
+    cfg = config_of(payload)
+    src_tok, tgt_tok = tokenizers_of(payload)
+    model = model_of(payload, src_tok.vocab_size, tgt_tok.vocab_size)
+    return Loaded(Path(path), payload, cfg, src_tok, tgt_tok, model)
+
+
+def check_compatible(members: list[Loaded]) -> None:
+    """Ensemble members must read the same source tokens and write the same target
+    vocabulary (architectures may differ)."""
+    first = members[0]
+    for other in members[1:]:
+        names = f"{first.path} and {other.path}"
+        if first.tgt_tok.vocabulary() != other.tgt_tok.vocabulary():
+            raise CheckpointError(f"cannot ensemble {names}: their target vocabularies differ")
+        if first.src_tok.vocabulary() != other.src_tok.vocabulary():
+            raise CheckpointError(f"cannot ensemble {names}: their source tokenizers differ")
+        if first.config.data.reverse_source != other.config.data.reverse_source:
+            raise CheckpointError(
+                f"cannot ensemble {names}: one reverses the source (data.reverse_source), "
+                "the other does not"
+            )
+
+
+def average(paths: list[str | Path]) -> dict[str, Any]:
+    """Parameter mean of checkpoints of one model (same config.model and tokenizers);
+    the result translates like any checkpoint but holds no optimizer state."""
+    payloads = [load(p) for p in paths]
+    first = payloads[0]
+    for path, payload in zip(paths[1:], payloads[1:]):
+        if payload["config"]["model"] != first["config"]["model"]:
+            changed = config_mod.diff(config_of(first), config_of(payload))
+            shown = ", ".join(k for k in changed if k.startswith("model.")) or "model"
+            raise CheckpointError(
+                f"cannot average {paths[0]} and {path}: different models ({shown})"
+            )
+        if tokenizers_of(payload)[1].vocabulary() != tokenizers_of(first)[1].vocabulary():
+            raise CheckpointError(f"cannot average {paths[0]} and {path}: vocabularies differ")
+        if payload["model"].keys() != first["model"].keys():
+            raise CheckpointError(f"cannot average {paths[0]} and {path}: parameters differ")
+    averaged = {}
+    for name, value in first["model"].items():
+        if value.is_floating_point():
+            total = torch.zeros_like(value, dtype=torch.float64)
+            for payload in payloads:
+                total += payload["model"][name].double()
+            averaged[name] = (total / len(payloads)).to(value.dtype)
+        else:
+            averaged[name] = value.clone()
+    result = {
+        k: v for k, v in payloads[-1].items() if k not in ("format", "version", "optimizer", "rng")
+    }
+    result["model"] = averaged
+    result["averaged_from"] = [str(p) for p in paths]
+    return result

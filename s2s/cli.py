@@ -1,7 +1,8 @@
 """The ``s2s`` command (level 6): argument parsing and presentation only.
 
-Subcommands: ``train``, ``translate``, ``score``. Errors that s2s raises for bad input
-(``S2SError``) are printed as one line, ``s2s: error: ...``, with exit status 2.
+Subcommands: ``train``, ``translate``, ``average``, ``score``, ``debug``. Errors that s2s
+raises for bad input (``S2SError``) are printed as one line, ``s2s: error: ...``, with
+exit status 2.
 """
 
 from __future__ import annotations
@@ -90,29 +91,95 @@ def cmd_translate(args: argparse.Namespace) -> int:
     import torch
 
     from s2s import checkpoint
+    from s2s.ensemble import Ensemble
     from s2s.train import resolve_device
-    from s2s.translate import translate_lines
+    from s2s.translate import translate
 
-    payload = checkpoint.load(args.checkpoint)
-    cfg = checkpoint.config_of(payload)
-    src_tok, tgt_tok = checkpoint.tokenizers_of(payload)
-    model = checkpoint.model_of(payload, src_tok.vocab_size, tgt_tok.vocab_size)
+    if args.nbest < 1 or (args.beam is not None and args.beam < 1):
+        raise S2SError("--beam and --nbest must be at least 1")
+    if args.nbest > (args.beam or 1):
+        raise S2SError(f"--nbest {args.nbest} needs --beam of at least {args.nbest}")
+    members = [checkpoint.load_for_translation(p) for p in args.checkpoint]
+    checkpoint.check_compatible(members)
+    if args.alignments and any(m.config.model.attention == "none" for m in members):
+        raise S2SError("--alignments needs a model with attention (model.attention is 'none')")
     device = resolve_device(args.device)
-    model.to(device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    for m in members:
+        m.model.to(device)
+    first = members[0]
+    model = first.model if len(members) == 1 else Ensemble([m.model for m in members])
     lines = _read_input(args.input, args.encoding)
-    outputs = translate_lines(
+    results = translate(
         model,
-        src_tok,
-        tgt_tok,
+        first.src_tok,
+        first.tgt_tok,
         lines,
-        reverse_source=cfg.data.reverse_source,
+        reverse_source=first.config.data.reverse_source,
         batch_size=args.batch_size,
-        max_output_ratio=cfg.train.max_output_ratio,
+        max_output_ratio=args.max_length_ratio or first.config.train.max_output_ratio,
         device=device,
+        beam=args.beam,
+        nbest=args.nbest,
+        alpha=args.length_penalty,
+        normalize=args.length_norm,
+        min_len=args.min_length,
+        alignments=bool(args.alignments),
     )
-    _write_output(args.output, outputs)
+    if args.nbest > 1:
+        out = []
+        for i, r in enumerate(results):
+            pairs = list(zip(r.texts, r.scores))
+            pairs += [pairs[-1]] * (args.nbest - len(pairs))  # empty input: N empty lines
+            out += [f"{i} ||| {text} ||| {value:.4f}" for text, value in pairs]
+    else:
+        out = [r.texts[0] for r in results]
+    if args.alignments:
+        _write_output(args.alignments, [r.alignment for r in results])
+    _write_output(args.output, out)
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from s2s import checkpoint
+
+    out = Path(args.out)
+    if out.resolve() in {Path(p).resolve() for p in args.checkpoints}:
+        raise S2SError(f"--out {out} is one of the inputs; choose another file")
+    payload = checkpoint.average(args.checkpoints)
+    checkpoint.save(out, payload)
+    log.info("averaged %d checkpoints into %s", len(args.checkpoints), out)
+    return 0
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from s2s import config, debug
+
+    cfg = config.load(args.config, args.overrides)
+    if args.check == "overfit":
+        result = debug.overfit(cfg, sentences=args.sentences, steps=args.steps)
+        verdict = "reached" if result.reached else "did NOT reach"
+        print(
+            f"overfit: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} after "
+            f"{len(result.losses)} steps on {args.sentences} sentences; {verdict} 0.05"
+        )
+        return 0 if result.reached else 1
+    if args.check == "gradcheck":
+        worst_all = 0.0
+        for cell, attention, diffs in debug.gradcheck_variants(cfg, args.all):
+            worst = max(diffs.values())
+            worst_all = max(worst_all, worst)
+            print(f"# cell {cell}, attention {attention}: max relative difference {worst:.2e}")
+            if not args.all:
+                for name, value in diffs.items():
+                    print(f"{value:.2e}  {name}")
+        ok = worst_all < 1e-5
+        print(f"gradcheck {'passed' if ok else 'FAILED'}: max relative difference {worst_all:.2e}")
+        return 0 if ok else 1
+    result = debug.lr_find(cfg, steps=args.steps)
+    debug.plot_range_test(result, Path(args.out))
+    print(f"lr-find: suggested learning rate {result.suggestion:.3g} (plot: {args.out})")
     return 0
 
 
@@ -155,15 +222,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("translate", help="translate raw text with a checkpoint")
-    p.add_argument("checkpoint")
+    p = sub.add_parser(
+        "translate", help="translate raw text with a checkpoint (several: an ensemble)"
+    )
+    p.add_argument("checkpoint", nargs="+", help="checkpoint(s); several are ensembled")
     p.add_argument("--input", help="source file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     p.add_argument("--encoding", default="utf-8", help="input encoding")
+    p.add_argument("--beam", type=int, help="beam size (default: greedy search)")
+    p.add_argument(
+        "--nbest",
+        type=int,
+        default=1,
+        help="N hypotheses per input, as lines 'INDEX ||| TEXT ||| SCORE' (needs --beam >= N)",
+    )
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="GNMT length penalty alpha (Wu et al. 2016); 0 = off",
+    )
+    p.add_argument(
+        "--length-norm",
+        action="store_true",
+        help="rank hypotheses by log-probability per token (overrides --length-penalty)",
+    )
+    p.add_argument("--min-length", type=int, default=0, help="no EOS before this many tokens")
+    p.add_argument(
+        "--max-length-ratio",
+        type=float,
+        default=0.0,
+        help="at most RATIO x source length + 10 tokens (default: the model's config)",
+    )
+    p.add_argument(
+        "--alignments",
+        metavar="FILE",
+        help="write hard attention alignments 'SRC-TGT' (subword positions) to FILE",
+    )
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("average", help="average the parameters of checkpoints of one model")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--out", required=True, help="the averaged checkpoint")
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("debug", help="checks for a model that does not learn")
+    checks = p.add_subparsers(dest="check", required=True)
+    for name, text in (
+        ("overfit", "train on one small batch: can the loss reach ~0?"),
+        ("gradcheck", "autograd against finite differences on a tiny float64 model"),
+        ("lr-find", "learning-rate range test: loss vs lr plot and a suggestion"),
+    ):
+        c = checks.add_parser(name, help=text)
+        c.add_argument("config")
+        c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+        c.set_defaults(func=cmd_debug)
+    checks.choices["overfit"].add_argument("--sentences", type=int, default=32)
+    checks.choices["overfit"].add_argument("--steps", type=int, default=500)
+    checks.choices["gradcheck"].add_argument(
+        "--all", action="store_true", help="every cell kind x attention kind"
+    )
+    checks.choices["lr-find"].add_argument("--steps", type=int, default=100)
+    checks.choices["lr-find"].add_argument("--out", default="lr_find.png", help="plot file")
 
     p = sub.add_parser("score", help="BLEU and chrF with sacrebleu")
     p.add_argument("--ref", required=True, help="reference file (plain or .gz)")

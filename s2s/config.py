@@ -20,19 +20,30 @@ from typing import Any
 import yaml
 
 from s2s.errors import ConfigError
-from s2s.schedules import LR_SCHEDULES
+from s2s.schedules import LR_SCHEDULES, SAMPLING_DECAYS
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "peephole_lstm", "layernorm_lstm", "layernorm_gru")
 ACTIVATIONS = ("tanh", "relu")
-STACKINGS = ("none", "residual", "dense")
+STACKINGS = ("none", "residual", "dense", "skip")
 ATTENTIONS = ("none", "additive", "multiplicative")
 MULTIPLICATIVE_FORMS = ("general", "dot")
-INIT_SCHEMES = ("fan_in_uniform",)
+INIT_SCHEMES = (
+    "fan_in_uniform",
+    "xavier_uniform",
+    "xavier_normal",
+    "variance_scaling",
+    "normal",
+    "scaled",
+)
+FAN_MODES = ("fan_in", "fan_out", "fan_avg")
+DISTRIBUTIONS = ("uniform", "normal")
+RECURRENT_INITS = ("same", "orthogonal", "identity")
 TOKENIZERS = ("spm", "char", "word")
 SPM_MODELS = ("unigram", "bpe")
 BATCH_UNITS = ("tokens", "sentences")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSS_NORMS = ("tokens", "sentences")
 
 
 def choice(default: str, choices: tuple[str, ...]) -> Any:
@@ -42,7 +53,18 @@ def choice(default: str, choices: tuple[str, ...]) -> Any:
 
 @dataclass(frozen=True)
 class InitConfig:
+    # Weight matrices (s2s/init.py): fan_in_uniform U(+-1/sqrt(fan_in)); xavier_* (Glorot
+    # & Bengio 2010); variance_scaling: var = scale / fan (mode), uniform or normal
+    # (scale 2, fan_in = He et al. 2015); normal: N(0, std); scaled:
+    # N(0, (scale / sqrt(fan_in))^2). Recurrent kernels are initialised per gate.
     scheme: str = choice("fan_in_uniform", INIT_SCHEMES)
+    mode: str = choice("fan_in", FAN_MODES)
+    distribution: str = choice("normal", DISTRIBUTIONS)
+    scale: float = 2.0
+    std: float = 0.02
+    # Recurrent (hidden-to-hidden) matrices: as the scheme, orthogonal per gate (Saxe et
+    # al. 2014), or identity with zero biases (IRNN, Le et al. 2015; for ReLU RNNs).
+    recurrent: str = choice("same", RECURRENT_INITS)
     # Jozefowicz et al. 2015: a forget-gate bias of 1 lets gradients flow early on.
     forget_bias: float = 1.0
 
@@ -80,6 +102,9 @@ class ModelConfig:
     bridge: bool = True  # decoder state from the encoder's final state
     dropout: float = 0.3  # between layers and on the attentional vector
     embedding_dropout: float = 0.3
+    # Variational dropout on the recurrent state h: one mask per sequence (Gal &
+    # Ghahramani 2016). Above 0, recurrent layers run as step loops (slower).
+    recurrent_dropout: float = 0.0
     tie_target_embeddings: bool = True  # Press & Wolf 2017
     init: InitConfig = field(default_factory=InitConfig)
 
@@ -112,10 +137,33 @@ class DataConfig:
     valid_limit: int = 0
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     reverse_source: bool = False  # Sutskever et al. 2014
-    max_len: int = 100  # training pairs longer than this (in tokens) are dropped
+    max_len: int = 100  # training pairs longer than this (in tokens) are ...
+    long_pairs: str = choice("drop", ("drop", "truncate"))  # ... dropped or truncated
     batch_size: int = 4096
     batch_unit: str = choice("tokens", BATCH_UNITS)
     bucket_pool: int = 50  # batches sorted together by length before shuffling
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    # Scheduled sampling (Bengio et al. 2015): eps_i, the probability of feeding the
+    # true previous token at update i. constant: k; linear: max(minimum, k - c*i);
+    # exponential: k**i (k < 1); inverse_sigmoid: k / (k + exp(i/k)) (k >= 1).
+    # The default (constant 1) is plain teacher forcing.
+    decay: str = choice("constant", SAMPLING_DECAYS)
+    k: float = 1.0
+    c: float = 0.0
+    minimum: float = 0.0
+    sample: bool = False  # feed a sample from the model's distribution, not its argmax
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    # Word-level knowledge distillation (Hinton et al. 2015; Kim & Rush 2016): the loss
+    # is (1 - weight) * CE(gold) + weight * T^2 * CE(teacher's softened distribution).
+    teacher: str = ""  # checkpoint of the teacher (same tokenizers); "" = off
+    temperature: float = 1.0
+    weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,11 +180,34 @@ class TrainConfig:
     momentum: float = 0.9  # sgd
     nesterov: bool = False  # sgd (Sutskever et al. 2013)
     weight_decay: float = 0.0
-    clip_grad_norm: float = 5.0  # 0 = off
+    clip_grad_norm: float = 5.0  # global gradient-norm clipping (0 = off)
+    clip_grad_value: float = 0.0  # clip each gradient entry to [-v, v] (0 = off)
+    loss_norm: str = choice("tokens", LOSS_NORMS)  # average the loss per token or sentence
+    accumulate: int = 1  # batches whose gradients are summed into one update
+    # Learning-rate multipliers by parameter-name prefix, e.g. {decoder.output: 2.0}
+    # (a higher rate for new layers when fine-tuning); the longest matching prefix wins.
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    l1: float = 0.0  # L1 penalty coefficient on weight matrices (summed |w|)
+    # Max-norm constraint (Srebro & Shraibman 2005; Hinton et al. 2012): rows of the
+    # embedding and output matrices are rescaled to at most this L2 norm (0 = off).
+    max_norm: float = 0.0
+    # Non-finite loss or gradients: the update is skipped and the learning rate is
+    # multiplied by bad_step_lr_factor; training stops after max_bad_steps in a row.
+    bad_step_lr_factor: float = 0.5
+    max_bad_steps: int = 5
+    # Diagnostics: per-module ||update|| / ||weight|| every N steps (0 = off), with a
+    # warning outside update_ratio_band; histograms of weights, gradients and
+    # activations to TensorBoard every N steps (0 = off).
+    diagnostics_every: int = 0
+    update_ratio_band: tuple[float, float] = (1e-4, 1e-2)
+    histograms_every: int = 0
     label_smoothing: float = 0.0
+    scheduled_sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     log_every: int = 100
     valid_every: int = 500
     save_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 0  # also keep the last N as step-STEP.pt (for s2s average)
     # Learning-rate schedule (s2s/schedules.py). plateau: lr x lr_decay when validation
     # BLEU has not improved for `patience` validations, down to min_lr, and training
     # stops when a plateau comes at min_lr (if stop_at_min_lr). linear: from lr at
@@ -176,6 +247,14 @@ def _type_hints(cls: type) -> dict[str, Any]:
 def _convert(value: Any, hint: Any, key: str) -> Any:
     """Check (and lightly coerce) one leaf value against its type hint."""
     origin = typing.get_origin(hint)
+    if origin is dict:
+        key_t, value_t = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping")
+        return {
+            _convert(k, key_t, f"{key}.{k}"): _convert(v, value_t, f"{key}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -253,6 +332,7 @@ def _check(cfg: Config) -> None:
     for key, value in {
         "model.dropout": m.dropout,
         "model.embedding_dropout": m.embedding_dropout,
+        "model.recurrent_dropout": m.recurrent_dropout,
         "train.label_smoothing": t.label_smoothing,
     }.items():
         if not 0.0 <= value < 1.0:
@@ -269,6 +349,25 @@ def _check(cfg: Config) -> None:
     for key in ("warmup_steps", "decay_start", "decay_steps"):
         if getattr(t, key) < 0:
             raise ConfigError(f"config key 'train.{key}' must be >= 0")
+    ss = t.scheduled_sampling
+    if ss.decay == "constant" and not 0.0 <= ss.k <= 1.0:
+        raise ConfigError("train.scheduled_sampling.k must be in [0, 1] for decay 'constant'")
+    if ss.decay == "exponential" and not 0.0 < ss.k <= 1.0:
+        raise ConfigError("train.scheduled_sampling.k must be in (0, 1] for decay 'exponential'")
+    if ss.decay == "inverse_sigmoid" and ss.k < 1.0:
+        raise ConfigError("train.scheduled_sampling.k must be >= 1 for decay 'inverse_sigmoid'")
+    if t.distill.teacher and not (0.0 <= t.distill.weight <= 1.0 and t.distill.temperature > 0):
+        raise ConfigError("train.distill.weight must be in [0, 1] and temperature positive")
+    if t.accumulate < 1 or t.max_bad_steps < 1:
+        raise ConfigError("train.accumulate and train.max_bad_steps must be at least 1")
+    for key in ("clip_grad_value", "l1", "max_norm", "diagnostics_every", "histograms_every"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"config key 'train.{key}' must be >= 0")
+    if not 0.0 < t.bad_step_lr_factor <= 1.0:
+        raise ConfigError("config key 'train.bad_step_lr_factor' must be in (0, 1]")
+    for prefix, value in t.lr_multipliers.items():
+        if value < 0:
+            raise ConfigError(f"train.lr_multipliers.{prefix} must be >= 0")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr ({t.min_lr}) is above train.lr ({t.lr})")
     if not 0.0 < t.lr_decay <= 1.0:

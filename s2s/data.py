@@ -70,6 +70,9 @@ def find_file(prefix: str, lang: str) -> Path:
 
 def read_parallel(src_path: Path, tgt_path: Path, encoding: str) -> tuple[list[str], list[str]]:
     src, tgt = read_lines(src_path, encoding), read_lines(tgt_path, encoding)
+    for path, lines in ((src_path, src), (tgt_path, tgt)):
+        if not lines:
+            raise DataError(f"{path} is empty")
     if len(src) != len(tgt):
         raise DataError(
             f"line counts differ: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}"
@@ -147,8 +150,12 @@ def encode_corpus(
     reverse_source: bool,
     max_len: int = 0,
     drop_empty: bool = False,
+    long_pairs: str = "drop",
     name: str = "data",
 ) -> Corpus:
+    """Token ids of a parallel dataset. Empty pairs are dropped (with ``drop_empty``)
+    and pairs over ``max_len`` tokens on either side are dropped or truncated
+    (``long_pairs``); both are counted in the log."""
     src_lines, tgt_lines = list(ds["src"]), list(ds["tgt"])
     src_ids = source_ids(src_tok, src_lines, reverse_source)
     tgt_ids = tgt_tok.encode(tgt_lines)
@@ -160,14 +167,17 @@ def encode_corpus(
             continue
         if max_len and (len(s) - 1 > max_len or len(t) > max_len):
             too_long += 1
-            continue
+            if long_pairs == "drop":
+                continue
+            s, t = s[:max_len] + [EOS] if len(s) - 1 > max_len else s, t[:max_len]
         keep_src.append(torch.tensor(s, dtype=torch.long))
         keep_tgt.append(torch.tensor(t, dtype=torch.long))
     if empty or too_long:
         log.info(
-            "%s: dropped %d empty and %d over-long (> %d tokens) pairs of %d",
+            "%s: dropped %d empty pairs and %s %d over-long (> %d tokens) pairs of %d",
             name,
             empty,
+            "truncated" if long_pairs == "truncate" else "dropped",
             too_long,
             max_len,
             len(src_ids),

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from s2s.attention import Attention
-from s2s.cells import LayerState, RecurrentStack
+from s2s.cells import LayerState, RecurrentStack, is_lstm
 from s2s.encoder import EncoderOutput
 
 
@@ -66,6 +66,7 @@ class Decoder(nn.Module):
         tie_embeddings: bool,
         activation: str = "tanh",
         padding_idx: int = 0,
+        recurrent_dropout: float = 0.0,
     ):
         super().__init__()
         self.cell = cell
@@ -84,6 +85,7 @@ class Decoder(nn.Module):
             stacking=stacking,
             dropout=dropout,
             activation=activation,
+            recurrent_dropout=recurrent_dropout,
         )
         self.attention = attention
         if attention is not None:
@@ -93,7 +95,7 @@ class Decoder(nn.Module):
         else:
             self.combine = None
         self.dropout = nn.Dropout(dropout)
-        n_states = 2 if cell == "lstm" else 1
+        n_states = 2 if is_lstm(cell) else 1
         # Bridge: decoder state from the encoder summary, one linear map per state kind.
         self.bridge = (
             nn.ModuleList(nn.Linear(encoder_size, layers * hidden_size) for _ in range(n_states))
@@ -115,7 +117,7 @@ class Decoder(nn.Module):
         batch = enc.final.shape[0]
         if self.bridge is None:
             zeros = enc.final.new_zeros(self.layers, batch, self.hidden_size)
-            parts = [zeros] * (2 if self.cell == "lstm" else 1)
+            parts = [zeros] * (2 if is_lstm(self.cell) else 1)
         else:
             parts = [
                 torch.tanh(lin(enc.final))
@@ -126,7 +128,7 @@ class Decoder(nn.Module):
         hidden: list[LayerState] = []
         for i in range(self.layers):
             layer = [p[i : i + 1].contiguous() for p in parts]
-            hidden.append(tuple(layer) if self.cell == "lstm" else layer[0])
+            hidden.append(tuple(layer) if is_lstm(self.cell) else layer[0])
         feed = enc.final.new_zeros(batch, self.out_size) if self.input_feeding else None
         return DecoderState(hidden=hidden, feed=feed)
 
@@ -157,6 +159,48 @@ class Decoder(nn.Module):
             state=new_state,
             attention=None if weights is None else weights.squeeze(1),
         )
+
+    def scheduled(
+        self,
+        tgt_in: torch.Tensor,
+        enc: EncoderOutput,
+        *,
+        teacher_prob: float,
+        sample: bool = False,
+        coins: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scheduled sampling (Bengio et al. 2015): at each position after the first,
+        feed the true previous token with probability ``teacher_prob``, else the
+        model's own prediction from the step before (its argmax, or a sample from its
+        distribution with ``sample``), decided per token; no gradient flows through
+        the choice. ``coins``: (batch, tgt_len) uniform draws (drawn here if None).
+        Returns h~ (batch, tgt_len, out_size) and the tokens fed (batch, tgt_len)."""
+        batch, length = tgt_in.shape
+        if coins is None:
+            coins = torch.rand(batch, length, device=tgt_in.device)
+        use_gold = coins < teacher_prob
+        use_gold[:, 0] = True  # BOS
+        state = self.init_state(enc)
+        outs, fed = [], []
+        prev = tgt_in[:, 0]
+        for t in range(length):
+            if t > 0:
+                with torch.no_grad():
+                    logits = self.output(outs[-1].squeeze(1)).float()
+                    if sample:
+                        guess = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
+                    else:
+                        guess = logits.argmax(-1)
+                prev = torch.where(use_gold[:, t], tgt_in[:, t], guess)
+            fed.append(prev)
+            emb = self.embedding_dropout(self.embedding(prev)).unsqueeze(1)
+            if self.input_feeding:
+                emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=-1)
+            top, hidden = self.rnn(emb, state.hidden)
+            att_vec, _ = self._attend(top, enc)  # (batch, 1, out)
+            state = DecoderState(hidden=hidden, feed=att_vec.squeeze(1))
+            outs.append(att_vec)
+        return self.dropout(torch.cat(outs, dim=1)), torch.stack(fed, dim=1)
 
     def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         """Teacher forcing. tgt_in: (batch, tgt_len) -> h~ (batch, tgt_len, out_size),

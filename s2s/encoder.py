@@ -49,6 +49,7 @@ class Encoder(nn.Module):
         embedding_dropout: float,
         activation: str = "tanh",
         padding_idx: int = 0,
+        recurrent_dropout: float = 0.0,
     ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=padding_idx)
@@ -62,6 +63,7 @@ class Encoder(nn.Module):
             stacking=stacking,
             dropout=dropout,
             activation=activation,
+            recurrent_dropout=recurrent_dropout,
         )
         self.output_size = self.rnn.output_size
 

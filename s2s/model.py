@@ -32,10 +32,21 @@ class Seq2Seq(nn.Module):
         return self.decoder.step(prev, state, enc)
 
     def forward(
-        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor
+        self,
+        src: torch.Tensor,
+        src_lengths: torch.Tensor,
+        tgt_in: torch.Tensor,
+        *,
+        teacher_prob: float = 1.0,
+        sample: bool = False,
     ) -> torch.Tensor:
-        """Teacher-forced features (batch, tgt_len, out_size); see ``logits``."""
-        return self.decoder(tgt_in, self.encode(src, src_lengths))
+        """Decoder features (batch, tgt_len, out_size) under teacher forcing, or under
+        scheduled sampling when ``teacher_prob`` < 1; see ``logits``."""
+        enc = self.encode(src, src_lengths)
+        if teacher_prob >= 1.0:
+            return self.decoder(tgt_in, enc)
+        features, _ = self.decoder.scheduled(tgt_in, enc, teacher_prob=teacher_prob, sample=sample)
+        return features
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """Output layer; apply it to the non-padding positions only to save work."""
@@ -57,6 +68,7 @@ def build_model(cfg: ModelConfig, *, src_vocab: int, tgt_vocab: int, pad_id: int
         embedding_dropout=cfg.embedding_dropout,
         activation=e.activation,
         padding_idx=pad_id,
+        recurrent_dropout=cfg.recurrent_dropout,
     )
     attention = make_attention(
         kind=cfg.attention,
@@ -81,7 +93,8 @@ def build_model(cfg: ModelConfig, *, src_vocab: int, tgt_vocab: int, pad_id: int
         tie_embeddings=cfg.tie_target_embeddings,
         activation=d.activation,
         padding_idx=pad_id,
+        recurrent_dropout=cfg.recurrent_dropout,
     )
     model = Seq2Seq(encoder=encoder, decoder=decoder)
-    initialize(model, scheme=cfg.init.scheme, forget_bias=cfg.init.forget_bias)
+    initialize(model, cfg.init)
     return model

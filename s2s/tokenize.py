@@ -41,6 +41,9 @@ class SpmTokenizer:
     def save(self, path: Path) -> None:
         path.write_bytes(self.proto)
 
+    def vocabulary(self) -> list[str]:
+        return [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
+
     def state(self) -> dict:
         return {
             "kind": self.kind,
@@ -79,6 +82,9 @@ class VocabTokenizer:
 
     def state(self) -> dict:
         return {"kind": self.kind, "symbols": self.symbols}
+
+    def vocabulary(self) -> list[str]:
+        return list(self.symbols)
 
 
 Tokenizer = SpmTokenizer | VocabTokenizer

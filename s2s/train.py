@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,10 +36,17 @@ from s2s.data import (
     length_batches,
     load_split,
 )
+from s2s.diagnostics import (
+    first_nonfinite_module,
+    nonfinite_gradients,
+    record_activations,
+    snapshot,
+    update_ratios,
+)
 from s2s.errors import ConfigError, DataError, S2SError
 from s2s.evaluate import score
 from s2s.model import Seq2Seq, build_model
-from s2s.schedules import learning_rate
+from s2s.schedules import learning_rate, teacher_forcing
 from s2s.tokenize import PAD, save_tokenizers, train_tokenizers
 from s2s.translate import translate_lines
 
@@ -66,13 +76,22 @@ class Progress:
     stale_validations: int = 0  # since the last improvement (early stopping)
     elapsed: float = 0.0  # training seconds over all sessions
     last_valid_step: int = -1
+    bad_steps: int = 0  # consecutive updates skipped for NaN/Inf
+    first_bad: str = ""  # where the first of them appeared
 
 
 # --------------------------------------------------------------------------- run folder
 
-# Stopping limits may change between sessions of one run (e.g. to train longer).
+# Stopping limits may change between sessions of one run (e.g. to train longer), and so
+# may how many step checkpoints are kept.
 LIMIT_KEYS = frozenset(
-    {"train.max_steps", "train.max_epochs", "train.max_minutes", "train.early_stopping"}
+    {
+        "train.max_steps",
+        "train.max_epochs",
+        "train.max_minutes",
+        "train.early_stopping",
+        "train.keep_checkpoints",
+    }
 )
 
 
@@ -113,14 +132,37 @@ def prepare_run_dir(cfg: Config, out: Path, force: bool) -> bool:
 # --------------------------------------------------------------------------- steps
 
 
-def batch_loss(model: Seq2Seq, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Summed cross-entropy over the target tokens of a batch (padding excluded)."""
-    features = model(batch.src, batch.src_lengths, batch.tgt_in)  # (batch, tgt_len, out)
+def batch_loss(
+    model: Seq2Seq,
+    batch: Batch,
+    label_smoothing: float = 0.0,
+    *,
+    teacher_prob: float = 1.0,
+    sample: bool = False,
+    teacher: Seq2Seq | None = None,
+    temperature: float = 1.0,
+    distill_weight: float = 0.0,
+) -> torch.Tensor:
+    """Summed cross-entropy over the target tokens of a batch (padding excluded); with a
+    ``teacher``, mixed with the cross-entropy to its softened distribution."""
+    features = model(
+        batch.src, batch.src_lengths, batch.tgt_in, teacher_prob=teacher_prob, sample=sample
+    )  # (batch, tgt_len, out)
     mask = batch.tgt_out != PAD
-    logits = model.logits(features[mask])  # (tokens, vocab): no work spent on padding
-    return F.cross_entropy(
-        logits.float(), batch.tgt_out[mask], reduction="sum", label_smoothing=label_smoothing
+    logits = model.logits(features[mask])  # (tokens, vocab): none spent on padding
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the softmax in float32 under mixed precision
+    loss = F.cross_entropy(
+        logits, batch.tgt_out[mask], reduction="sum", label_smoothing=label_smoothing
     )
+    if teacher is None or distill_weight == 0.0:
+        return loss
+    with torch.no_grad():
+        t_features = teacher(batch.src, batch.src_lengths, batch.tgt_in)
+        target = torch.softmax(teacher.logits(t_features[mask]).to(logits.dtype) / temperature, -1)
+    # Hinton et al. 2015, §2: soft-target gradients scale as 1/T^2, hence the T^2.
+    soft = -(target * torch.log_softmax(logits / temperature, dim=-1)).sum()
+    return (1.0 - distill_weight) * loss + distill_weight * temperature**2 * soft
 
 
 @torch.no_grad()
@@ -137,15 +179,61 @@ def validation_loss(model: Seq2Seq, corpus: Corpus, device: torch.device, batch_
     return total / max(1, tokens)
 
 
+def check_disk_space(out: Path, n_params: int, keep: int) -> None:
+    """Refuse to start when the folder cannot hold the checkpoints: last.pt, best.pt,
+    kept step checkpoints and one temporary copy, each about 3 x 4 bytes per
+    parameter (weights and two Adam moments)."""
+    need = 12 * n_params * (3 + keep)
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise DataError(
+            f"not enough disk space in {out}: {free / 2**20:.0f} MiB free, checkpoints "
+            f"need about {need / 2**20:.0f} MiB"
+        )
+
+
+def step_checkpoints(out: Path) -> list[Path]:
+    """The run's step-STEP.pt files, oldest first."""
+    found = []
+    for path in Path(out).glob("step-*.pt"):
+        number = path.stem.removeprefix("step-")
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
+
+
+def lr_groups(model: torch.nn.Module, multipliers: dict[str, float]) -> list[dict]:
+    """Parameter groups by learning-rate multiplier: each parameter takes the
+    multiplier of the longest prefix of its name in ``multipliers`` (else 1)."""
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in multipliers:
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            raise ConfigError(
+                f"train.lr_multipliers: '{prefix}' matches no parameter "
+                f"(parameters start with {', '.join(sorted({n.split('.')[0] for n in names}))})"
+            )
+    groups: dict[float, list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        best = max(
+            (k for k in multipliers if name == k or name.startswith(k + ".")), key=len, default=None
+        )
+        groups.setdefault(1.0 if best is None else multipliers[best], []).append(param)
+    return [{"params": ps, "lr_mult": mult} for mult, ps in groups.items()]
+
+
 def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = lr_groups(model, t.lr_multipliers)
+    for group in groups:
+        group["lr"] = t.lr * group["lr_mult"]
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        return torch.optim.Adam(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
         return torch.optim.SGD(
-            params,
+            groups,
             lr=t.lr,
             momentum=t.momentum,
             nesterov=t.nesterov,
@@ -185,6 +273,10 @@ class Trainer:
         payload = checkpoint.load(self.out / "last.pt") if resume else None
         if payload is not None:
             self.src_tok, self.tgt_tok = checkpoint.tokenizers_of(payload)
+        elif t.distill.teacher:  # a student reads and writes its teacher's tokens
+            teacher_payload = checkpoint.load(t.distill.teacher)
+            self.src_tok, self.tgt_tok = checkpoint.tokenizers_of(teacher_payload)
+            save_tokenizers(self.src_tok, self.tgt_tok, self.out)
         else:
             keep = [
                 i
@@ -206,6 +298,7 @@ class Trainer:
             reverse_source=d.reverse_source,
             max_len=d.max_len,
             drop_empty=True,
+            long_pairs=d.long_pairs,
             name="train",
         )
         if len(self.train_corpus) == 0:
@@ -228,6 +321,7 @@ class Trainer:
         self.model = build_model(
             cfg.model, src_vocab=self.src_tok.vocab_size, tgt_vocab=self.tgt_tok.vocab_size
         ).to(self.device)
+        self.teacher = self._load_teacher() if t.distill.teacher else None
         self.optimizer = make_optimizer(self.model, t)
         self.progress = Progress(lr=t.lr, plateau_lr=t.lr)
         if payload is not None:
@@ -235,7 +329,24 @@ class Trainer:
         self._trim_metrics(self.progress.step)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %d parameters on %s", n_params, self.device)
+        check_disk_space(self.out, n_params, t.keep_checkpoints)
         self.stop_requested = False
+
+    def _load_teacher(self) -> Seq2Seq:
+        path = self.cfg.train.distill.teacher
+        teacher = checkpoint.load_for_translation(path)
+        if teacher.tgt_tok.vocabulary() != self.tgt_tok.vocabulary():
+            raise ConfigError(
+                f"train.distill.teacher {path}: its target vocabulary differs from this run's"
+            )
+        if teacher.src_tok.vocabulary() != self.src_tok.vocabulary():
+            raise ConfigError(
+                f"train.distill.teacher {path}: its source tokenizer differs from this run's"
+            )
+        model = teacher.model.to(self.device).eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        return model
 
     # ------------------------------------------------------------------ state
     def _payload(self) -> dict:
@@ -287,13 +398,34 @@ class Trainer:
             step_size=t.lr_step_size,
         )
 
+    def _teacher_prob(self) -> float:
+        ss = self.cfg.train.scheduled_sampling
+        return teacher_forcing(
+            self.progress.step, decay=ss.decay, k=ss.k, c=ss.c, minimum=ss.minimum
+        )
+
     def _set_lr(self, lr: float) -> None:
         self.progress.lr = lr
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
 
     def save(self, name: str) -> None:
         checkpoint.save(self.out / name, self._payload())
+
+    def keep_step_checkpoint(self) -> None:
+        """Keep last.pt as step-STEP.pt (a hard link: no second write) and delete the
+        ones beyond train.keep_checkpoints, oldest first."""
+        keep = self.cfg.train.keep_checkpoints
+        if keep <= 0:
+            return
+        target = self.out / f"step-{self.progress.step}.pt"
+        target.unlink(missing_ok=True)
+        try:
+            os.link(self.out / "last.pt", target)
+        except OSError:
+            shutil.copyfile(self.out / "last.pt", target)
+        for old in step_checkpoints(self.out)[:-keep]:
+            old.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ metrics
     def _trim_metrics(self, step: int) -> None:
@@ -376,7 +508,6 @@ class Trainer:
             self.save("best.pt")
         return record
 
-    # ------------------------------------------------------------------ loop
     def _finished(self) -> str | None:
         t, p = self.cfg.train, self.progress
         if t.max_steps and p.step >= t.max_steps:
@@ -397,6 +528,135 @@ class Trainer:
         log.warning("signal %d: saving a checkpoint after this step", signum)
         self.stop_requested = True
 
+    # ------------------------------------------------------------------ one update
+    def _update(self, micro: list[Batch]) -> tuple[float, int, str | None]:
+        """One optimizer update from ``micro`` batches (gradient accumulation). Returns
+        the summed loss, the target tokens, and where a non-finite value first
+        appeared (None when the update was applied)."""
+        t, p = self.cfg.train, self.progress
+        eps = self._teacher_prob()
+        units = sum(b.n_tokens if t.loss_norm == "tokens" else b.src.shape[0] for b in micro)
+        histograms = bool(t.histograms_every) and (p.step + 1) % t.histograms_every == 0
+        diagnose = bool(t.diagnostics_every) and (p.step + 1) % t.diagnostics_every == 0
+        self.optimizer.zero_grad(set_to_none=True)
+        total, tokens = 0.0, 0
+        for k, batch in enumerate(micro):
+            with record_activations(self.model) if histograms and k == 0 else nullcontext() as acts:
+                loss = batch_loss(
+                    self.model,
+                    batch,
+                    t.label_smoothing,
+                    teacher_prob=eps,
+                    sample=t.scheduled_sampling.sample,
+                    teacher=self.teacher,
+                    temperature=t.distill.temperature,
+                    distill_weight=t.distill.weight,
+                )
+            (loss / units).backward()
+            total += loss.item()
+            tokens += batch.n_tokens
+            if histograms and k == 0:
+                for name, value in acts.items():
+                    self.writer.add_histogram(f"activations/{name}", value, p.step + 1)
+        if t.l1 > 0:
+            penalty = sum(w.abs().sum() for w in self._matrices())
+            (t.l1 * penalty).backward()
+        params = [q for q in self.model.parameters() if q.grad is not None]
+        if t.clip_grad_value > 0:
+            torch.nn.utils.clip_grad_value_(params, t.clip_grad_value)
+        norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm or float("inf"))
+        if not (math.isfinite(total) and math.isfinite(float(norm))):
+            return total, tokens, self._locate_nonfinite(micro[0], eps, total)
+        if histograms:
+            for name, q in self.model.named_parameters():
+                self.writer.add_histogram(f"weights/{name}", q.detach().float().cpu(), p.step + 1)
+                self.writer.add_histogram(f"gradients/{name}", q.grad.float().cpu(), p.step + 1)
+        before = snapshot(self.model) if diagnose else None
+        self.optimizer.step()
+        if t.max_norm > 0:
+            self._apply_max_norm()
+        if before is not None:
+            self._report_update_ratios(before, float(norm))
+        return total, tokens, None
+
+    def _matrices(self) -> list[torch.Tensor]:
+        seen, out = set(), []
+        for q in self.model.parameters():
+            if q.dim() >= 2 and id(q) not in seen:
+                seen.add(id(q))
+                out.append(q)
+        return out
+
+    @torch.no_grad()
+    def _apply_max_norm(self) -> None:
+        """Rescale rows of embedding and output matrices to L2 norm <= train.max_norm."""
+        limit = self.cfg.train.max_norm
+        for module in self.model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.weight.renorm_(2, 0, limit)
+        self.model.decoder.output.weight.renorm_(2, 0, limit)
+
+    def _locate_nonfinite(self, batch: Batch, eps: float, loss: float) -> str:
+        """Name where the first NaN/Inf appeared: a module in the forward pass (found
+        by re-running it with hooks, RNG state kept), else the loss, else the
+        gradients of named parameters."""
+        rng = torch.get_rng_state()
+        where = first_nonfinite_module(
+            self.model,
+            lambda: batch_loss(self.model, batch, self.cfg.train.label_smoothing, teacher_prob=eps),
+        )
+        torch.set_rng_state(rng)
+        if where is not None:
+            return where
+        if not math.isfinite(loss):
+            return "the loss"
+        names = nonfinite_gradients(self.model)
+        shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+        return f"the gradients of {shown}" if names else "the gradients"
+
+    def _report_update_ratios(self, before: dict, grad_norm: float) -> None:
+        t, p = self.cfg.train, self.progress
+        ratios = update_ratios(before, self.model)
+        record = {"kind": "diag", "step": p.step + 1, "grad_norm": grad_norm}
+        record.update({f"update_ratio/{k}": v for k, v in ratios.items()})
+        self._emit(record)
+        low, high = t.update_ratio_band
+        for group, ratio in ratios.items():
+            if not low <= ratio <= high:
+                log.warning(
+                    "step %d: update/weight ratio of %s is %.2g, outside [%.0e, %.0e]"
+                    " (learning rate too %s?)",
+                    p.step + 1,
+                    group,
+                    ratio,
+                    low,
+                    high,
+                    "high" if ratio > high else "low",
+                )
+
+    def _bad_step(self, where: str) -> str | None:
+        t, p = self.cfg.train, self.progress
+        p.bad_steps += 1
+        if p.bad_steps == 1:
+            p.first_bad = where
+        p.plateau_lr = max(t.min_lr, p.plateau_lr * t.bad_step_lr_factor)
+        log.warning(
+            "step %d: non-finite value, first in %s; update skipped (%d in a row), "
+            "learning rate now %.3g",
+            p.step,
+            where,
+            p.bad_steps,
+            p.plateau_lr,
+        )
+        self._emit({"kind": "bad_step", "step": p.step, "where": where})
+        if p.bad_steps >= t.max_bad_steps:
+            return (
+                f"{p.bad_steps} steps in a row with NaN/Inf (the first in {p.first_bad}); "
+                "last.pt and best.pt hold the last good state"
+            )
+        return None
+
+    # ------------------------------------------------------------------ loop
     def run(self) -> dict:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -407,34 +667,39 @@ class Trainer:
         }
         self.model.train()
         window_tokens, window_loss, window_seconds = 0, 0.0, 0.0
+        broken = None
         try:
             reason = self._finished()
             while reason is None:
                 batches = epoch_batches(self.train_corpus, self.cfg.data, t.seed, p.epoch)
                 while p.batch_in_epoch < len(batches) and reason is None:
                     start = time.perf_counter()
-                    batch = collate(self.train_corpus, batches[p.batch_in_epoch]).to(self.device)
+                    chunk = batches[p.batch_in_epoch : p.batch_in_epoch + t.accumulate]
+                    micro = [collate(self.train_corpus, idx).to(self.device) for idx in chunk]
                     self._set_lr(self._scheduled_lr())
-                    loss = batch_loss(self.model, batch, t.label_smoothing)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    (loss / batch.n_tokens).backward()
-                    if t.clip_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
-                    self.optimizer.step()
+                    eps = self._teacher_prob()
+                    loss, tokens, where = self._update(micro)
                     p.step += 1
-                    p.batch_in_epoch += 1
+                    p.batch_in_epoch += len(chunk)
                     seconds = time.perf_counter() - start
                     p.elapsed += seconds
-                    window_seconds += seconds
-                    window_tokens += batch.n_tokens
-                    window_loss += loss.item()
-                    if p.step % t.log_every == 0:
+                    if where is not None:
+                        broken = self._bad_step(where)
+                        if broken:
+                            break
+                    else:
+                        p.bad_steps = 0
+                        window_seconds += seconds
+                        window_tokens += tokens
+                        window_loss += loss
+                    if p.step % t.log_every == 0 and window_tokens:
                         record = {
                             "kind": "train",
                             "step": p.step,
                             "epoch": p.epoch,
                             "loss": window_loss / max(1, window_tokens),
                             "lr": p.lr,
+                            "teacher_prob": eps,
                             "tokens_per_s": window_tokens / max(window_seconds, 1e-9),
                             "elapsed": p.elapsed,
                         }
@@ -447,11 +712,16 @@ class Trainer:
                     reason = self._finished()
                     if p.step % t.save_every == 0 or reason is not None:
                         self.save("last.pt")
+                        if p.step % t.save_every == 0:
+                            self.keep_step_checkpoint()
+                if broken:
+                    reason = broken
+                    break
                 if p.batch_in_epoch >= len(batches):
                     p.epoch += 1
                     p.batch_in_epoch = 0
                     reason = reason or self._finished()
-            if p.last_valid_step != p.step and reason != "interrupted":
+            if p.last_valid_step != p.step and reason != "interrupted" and not broken:
                 self.validate()
                 self.save("last.pt")
         finally:
@@ -461,6 +731,8 @@ class Trainer:
         log.info("training stopped at step %d: %s", p.step, reason)
         if reason == "interrupted":
             raise S2SError(f"interrupted at step {p.step}; rerun the same command to resume")
+        if broken:
+            raise S2SError(f"training stopped at step {p.step}: {broken}")
         return {"step": p.step, "best_bleu": p.best_bleu, "reason": reason}
 
 

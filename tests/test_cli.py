@@ -210,7 +210,7 @@ def test_empty_training_set(tmp_path, capsys, tiny_corpus):
         capsys,
         ["train", str(write_config(tmp_path / "c.yaml", data)), "--out", str(tmp_path / "run")],
     )
-    assert "training set is empty" in line
+    assert "train.en is empty" in line
 
 
 def test_not_a_checkpoint(tmp_path, capsys):

@@ -1,0 +1,267 @@
+"""Step-loop cells (peephole, layer-normalised, variational dropout), skip stacking,
+and every initialiser."""
+
+import math
+
+import pytest
+import torch
+from test_model import V, model_cfg, toy_batch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from s2s import config
+from s2s.cells import LoopRNN, RecurrentStack
+from s2s.init import initialize
+from s2s.model import build_model
+from s2s.train import batch_loss
+
+LOOP_CELLS = ["peephole_lstm", "layernorm_lstm", "layernorm_gru"]
+
+
+def copy_fused_into_loop(fused: torch.nn.Module, loop: LoopRNN) -> None:
+    with torch.no_grad():
+        for d, cell in enumerate(loop.directions):
+            suffix = "_l0" + ("_reverse" if d else "")
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(cell, name).copy_(getattr(fused, name + suffix))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_loop_rnn_matches_the_fused_kernel_on_packed_input(cell, bidirectional):
+    torch.manual_seed(0)
+    kinds = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+    fused = kinds[cell](5, 4, batch_first=True, bidirectional=bidirectional)
+    loop = LoopRNN(cell=cell, input_size=5, hidden_size=4, bidirectional=bidirectional)
+    copy_fused_into_loop(fused, loop)
+    x = torch.randn(3, 6, 5)
+    lengths = torch.tensor([6, 2, 4])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out_f, fin_f = fused(packed)
+    out_l, fin_l = loop(packed)
+    pf, _ = pad_packed_sequence(out_f, batch_first=True)
+    pl, _ = pad_packed_sequence(out_l, batch_first=True)
+    assert torch.allclose(pf, pl, atol=1e-5)
+    for a, b in zip(fin_f if cell == "lstm" else [fin_f], fin_l if cell == "lstm" else [fin_l]):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_peephole_weights_change_the_output():
+    torch.manual_seed(0)
+    rnn = LoopRNN(cell="peephole_lstm", input_size=3, hidden_size=4, bidirectional=False)
+    x = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        for p in rnn.parameters():
+            p.uniform_(-0.5, 0.5)
+        rnn.directions[0].peephole.zero_()
+    before, _ = rnn(x)
+    with torch.no_grad():
+        rnn.directions[0].peephole.fill_(1.0)
+    after, _ = rnn(x)
+    assert not torch.allclose(before, after)
+    assert rnn.directions[0].peephole.shape == (12,)  # i, f, o: one diagonal each
+
+
+@pytest.mark.parametrize("cell", ["layernorm_lstm", "layernorm_gru"])
+def test_layer_norm_cells_are_invariant_to_input_scale(cell):
+    # Layer normalisation of W_x x makes the cell blind to the scale of x.
+    torch.manual_seed(0)
+    rnn = LoopRNN(cell=cell, input_size=3, hidden_size=4, bidirectional=False)
+    with torch.no_grad():
+        for name, p in rnn.named_parameters():
+            if "norm" not in name:
+                p.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 5, 3)
+    a, _ = rnn(x)
+    b, _ = rnn(10 * x)
+    assert torch.allclose(a, b, atol=1e-3)  # up to LayerNorm's epsilon
+
+
+def test_variational_dropout_keeps_one_mask_across_time():
+    torch.manual_seed(0)
+    rnn = LoopRNN(
+        cell="rnn", input_size=2, hidden_size=50, bidirectional=False, recurrent_dropout=0.5
+    )
+    with torch.no_grad():
+        rnn.directions[0].weight_ih.zero_()
+        rnn.directions[0].bias_ih.fill_(0.3)  # constant input drive
+        rnn.directions[0].bias_hh.zero_()
+        rnn.directions[0].weight_hh.copy_(torch.eye(50))
+    seen = []
+    cell = rnn.directions[0]
+    real = cell.forward
+
+    def spy(x, h, c):
+        seen.append(h.clone())
+        return real(x, h, c)
+
+    cell.forward = spy
+    rnn.train()
+    rnn(torch.zeros(1, 6, 2))
+    # h is masked before it enters the cell: the zeroed units are the same at every step
+    zero_sets = [set((h[0] == 0).nonzero().flatten().tolist()) for h in seen[1:]]
+    assert zero_sets[0] and all(z == zero_sets[0] for z in zero_sets)
+    assert 10 < len(zero_sets[0]) < 40
+    seen.clear()
+    rnn.eval()
+    rnn(torch.zeros(1, 6, 2))
+    assert all(bool((h[0, :] != 0).all()) for h in seen[1:])
+
+
+@pytest.mark.parametrize("cell", LOOP_CELLS)
+@pytest.mark.parametrize("attention", ["none", "additive", "multiplicative"])
+def test_loop_cells_build_train_and_decode(cell, attention):
+    torch.manual_seed(0)
+    model = build_model(
+        model_cfg(attention=attention, encoder={"cell": cell}, decoder={"cell": cell}),
+        src_vocab=V,
+        tgt_vocab=V,
+    )
+    batch = toy_batch()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss = batch_loss(model, batch) / batch.n_tokens
+    loss.backward()
+    opt.step()
+    moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+    assert sum(moved) >= len(moved) - 2  # all but, at most, unused padding rows
+    # teacher forcing equals stepping
+    model.eval()
+    enc = model.encode(batch.src, batch.src_lengths)
+    features = model(batch.src, batch.src_lengths, batch.tgt_in)
+    state = model.init_state(enc)
+    for t in range(batch.tgt_in.shape[1]):
+        out = model.step(batch.tgt_in[:, t], state, enc)
+        assert torch.allclose(model.logits(features[:, t]), out.logits, atol=1e-4)
+        state = out.state
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_skip_stacking_feeds_the_input_to_every_layer_and_sums_outputs(bidirectional):
+    torch.manual_seed(0)
+    stack = RecurrentStack(
+        cell="gru",
+        input_size=5,
+        hidden_size=4,
+        layers=3,
+        stacking="skip",
+        bidirectional=bidirectional,
+    )
+    d = 2 if bidirectional else 1
+    assert stack.layers[1].input_size == 4 * d + 5 and stack.layers[2].input_size == 4 * d + 5
+    x = torch.randn(2, 7, 5)
+    out, finals = stack(x)
+    inp, total = x, 0
+    for i, layer in enumerate(stack.layers):
+        o, _ = layer(inp if i == 0 else torch.cat([inp, x], -1))
+        total = total + o
+        inp = o
+    assert torch.allclose(out, total, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- init
+
+
+def init_model(**init):
+    torch.manual_seed(0)
+    cfg = model_cfg(
+        embedding_size=64,
+        encoder={"hidden_size": 32, "cell": init.pop("cell", "lstm")},
+        decoder={"hidden_size": 64},
+        init=init,
+    )
+    return build_model(cfg, src_vocab=200, tgt_vocab=200)
+
+
+def gate_blocks(model):
+    w = model.encoder.rnn.layers[0].weight_ih_l0  # (4 * 32, 64): fan_in 64, fan_out 32
+    return w.chunk(4, dim=0)
+
+
+def test_xavier_uniform_bounds_per_gate():
+    bound = math.sqrt(6 / (64 + 32))
+    for block in gate_blocks(init_model(scheme="xavier_uniform")):
+        assert float(block.abs().max()) <= bound and float(block.abs().max()) > 0.95 * bound
+
+
+def test_xavier_normal_std():
+    blocks = torch.cat(gate_blocks(init_model(scheme="xavier_normal")))
+    assert float(blocks.std()) == pytest.approx(math.sqrt(2 / (64 + 32)), rel=0.05)
+
+
+@pytest.mark.parametrize("mode, n", [("fan_in", 64), ("fan_out", 32), ("fan_avg", 48)])
+@pytest.mark.parametrize("distribution", ["uniform", "normal"])
+def test_variance_scaling(mode, n, distribution):
+    blocks = torch.cat(
+        gate_blocks(
+            init_model(scheme="variance_scaling", mode=mode, distribution=distribution, scale=2.0)
+        )
+    )
+    assert float(blocks.std()) == pytest.approx(math.sqrt(2.0 / n), rel=0.05)
+
+
+def test_normal_002_also_for_embeddings():
+    model = init_model(scheme="normal", std=0.02)
+    assert float(model.decoder.combine.weight.std()) == pytest.approx(0.02, rel=0.05)
+    assert float(model.encoder.embedding.weight[1:].std()) == pytest.approx(0.02, rel=0.05)
+
+
+def test_scaled_init():
+    model = init_model(scheme="scaled", scale=0.5)
+    w = model.decoder.combine.weight  # fan_in = hidden + encoder size = 64 + 64
+    assert float(w.std()) == pytest.approx(0.5 / math.sqrt(128), rel=0.05)
+
+
+def test_orthogonal_recurrent_per_gate():
+    model = init_model(recurrent="orthogonal")
+    for block in model.encoder.rnn.layers[0].weight_hh_l0.chunk(4, dim=0):
+        assert torch.allclose(block @ block.t(), torch.eye(32), atol=1e-5)
+    # input matrices keep the scheme
+    assert float(model.encoder.rnn.layers[0].weight_ih_l0.abs().max()) <= 1 / 8
+
+
+def test_identity_recurrent_init_for_relu_rnn():
+    model = init_model(cell="rnn", recurrent="identity")
+    rnn = model.encoder.rnn.layers[0]
+    assert torch.equal(rnn.weight_hh_l0, torch.eye(32))
+    assert float(rnn.bias_hh_l0.abs().sum()) == 0.0 and float(rnn.bias_ih_l0.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("cell", ["peephole_lstm", "layernorm_lstm"])
+def test_forget_bias_and_layer_norm_gains_in_loop_cells(cell):
+    torch.manual_seed(0)
+    cfg = model_cfg(encoder={"cell": cell}, decoder={"cell": cell}, init={"forget_bias": 2.0})
+    model = build_model(cfg, src_vocab=V, tgt_vocab=V)
+    cell0 = model.encoder.rnn.layers[0].directions[0]
+    h = cell0.weight_hh.shape[1]
+    assert torch.all(cell0.bias_ih[h : 2 * h] == 2.0) and torch.all(cell0.bias_hh == 0.0)
+    if cell == "layernorm_lstm":
+        assert torch.all(cell0.norm_ih.weight == 1.0) and torch.all(cell0.norm_c.weight == 1.0)
+    else:
+        assert float(cell0.peephole.abs().sum()) == 0.0
+
+
+def test_default_init_draws_like_the_original_fan_in_scheme():
+    # Seeded runs must reproduce across versions: the default scheme draws each matrix
+    # once, in parameter order, with no per-gate second pass.
+    model = build_model(model_cfg(), src_vocab=V, tgt_vocab=V)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                bound = 1 / math.sqrt(p.shape[-1])
+                p.uniform_(-bound, bound)
+            else:
+                p.zero_()
+        for m in model.modules():
+            if isinstance(m, torch.nn.Embedding):
+                m.weight.uniform_(-1, 1)
+                m.weight[0].zero_()
+            if isinstance(m, torch.nn.LSTM):
+                for name, p in m.named_parameters():
+                    if name.startswith("bias_ih"):
+                        p[p.shape[0] // 4 : p.shape[0] // 2] = 1.0
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+    torch.manual_seed(1)
+    initialize(model, config.InitConfig())
+    for name, p in model.named_parameters():
+        assert torch.equal(p, expected[name]), name

@@ -1,0 +1,87 @@
+"""``s2s debug``: overfit, gradcheck, lr-find."""
+
+import pytest
+from conftest import tiny_config_dict
+from test_cli import write_config
+
+from s2s import config
+from s2s.cli import main
+from s2s.config import ATTENTIONS, CELLS
+from s2s.debug import gradcheck
+
+
+def test_overfit_smoke_config(capsys, shared_data):
+    code = main(["-q", "debug", "overfit", "configs/smoke.yaml"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "reached 0.05" in out
+
+
+def test_overfit_reports_failure_when_the_model_cannot_learn(tmp_path, capsys, tiny_corpus):
+    cfg = tiny_config_dict(tiny_corpus, lr=1e-9, min_lr=0.0)
+    path = write_config(tmp_path / "c.yaml", cfg)
+    code = main(["-q", "debug", "overfit", str(path), "--sentences", "8", "--steps", "5"])
+    assert code == 1 and "did NOT reach" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_gradcheck_every_cell_and_attention(cell, attention):
+    cfg = config.from_dict(
+        {
+            "data": {"train": "x"},
+            "model": {
+                "attention": attention,
+                "encoder": {"cell": cell},
+                "decoder": {"cell": cell},
+            },
+        }
+    )
+    diffs = gradcheck(cfg)
+    assert max(diffs.values()) < 1e-5, {k: v for k, v in diffs.items() if v >= 1e-5}
+
+
+def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
+    # A deliberately broken backward (a custom op with a scaled gradient) must fail.
+    import torch
+
+    class Wrong(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 1.5 * grad
+
+    import s2s.decoder as decoder_mod
+
+    real = decoder_mod.Decoder._attend
+
+    def broken(self, top, enc):
+        out, w = real(self, top, enc)
+        return Wrong.apply(out), w
+
+    monkeypatch.setattr(decoder_mod.Decoder, "_attend", broken)
+    cfg = config.from_dict({"data": {"train": "x"}})
+    assert max(gradcheck(cfg).values()) > 1e-3
+
+
+def test_gradcheck_command(capsys):
+    from conftest import ROOT
+
+    code = main(["debug", "gradcheck", str(ROOT / "configs" / "smoke.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0 and "gradcheck passed" in out
+    assert "decoder.output.bias" in out
+
+
+def test_lr_find_writes_a_plot_and_suggests_a_rate(tmp_path, capsys, tiny_corpus):
+    path = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus))
+    out = tmp_path / "lr.png"
+    code = main(["-q", "debug", "lr-find", str(path), "--steps", "30", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rate = float(text.split("suggested learning rate ")[1].split()[0])
+    assert 1e-6 <= rate <= 1.0

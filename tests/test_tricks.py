@@ -1,0 +1,392 @@
+"""Training tricks: each option changes what it says it changes."""
+
+import pytest
+import torch
+from conftest import tiny_config_dict
+from test_model import V, model_cfg, toy_batch
+
+from s2s import config
+from s2s.errors import ConfigError
+from s2s.model import build_model
+from s2s.train import Trainer, batch_loss, make_optimizer
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return build_model(model_cfg(**kw), src_vocab=V, tgt_vocab=V)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_teacher_prob_one_reproduces_teacher_forcing_exactly():
+    model = tiny(dropout=0.3, embedding_dropout=0.3)
+    batch = toy_batch()
+    torch.manual_seed(5)
+    a = batch_loss(model, batch, teacher_prob=1.0)
+    torch.manual_seed(5)
+    b = batch_loss(model, batch)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_scheduled_sampling_feeds_predictions_where_the_coin_says(input_feeding):
+    model = tiny(decoder={"input_feeding": input_feeding}).eval()
+    batch = toy_batch(batch=6, tgt_len=8)
+    enc = model.encode(batch.src, batch.src_lengths)
+    coins = torch.rand(batch.tgt_in.shape, generator=torch.Generator().manual_seed(3))
+    features, fed = model.decoder.scheduled(batch.tgt_in, enc, teacher_prob=0.5, coins=coins)
+    gold = (coins < 0.5) | (torch.arange(coins.shape[1]) == 0)
+    assert torch.equal(fed[gold], batch.tgt_in[gold])
+    # Where the coin chose the model, the fed token is the argmax of the previous step.
+    predicted = model.logits(features).argmax(-1)  # (batch, tgt_len)
+    chosen = ~gold
+    assert chosen.any()
+    assert torch.equal(fed[:, 1:][chosen[:, 1:]], predicted[:, :-1][chosen[:, 1:]])
+    # and the features are what stepping with those inputs gives
+    state = model.init_state(enc)
+    for t in range(fed.shape[1]):
+        out = model.step(fed[:, t], state, enc)
+        assert torch.allclose(model.logits(features[:, t]), out.logits, atol=1e-5)
+        state = out.state
+
+
+def test_scheduled_sampling_with_eps_zero_is_free_running_greedy():
+    model = tiny().eval()
+    batch = toy_batch()
+    enc = model.encode(batch.src, batch.src_lengths)
+    _, fed = model.decoder.scheduled(batch.tgt_in, enc, teacher_prob=0.0)
+    assert not torch.equal(fed[:, 1:], batch.tgt_in[:, 1:])
+    state, prev = model.init_state(enc), batch.tgt_in[:, 0]
+    for t in range(1, fed.shape[1]):
+        out = model.step(prev, state, enc)
+        prev, state = out.logits.argmax(-1), out.state
+        assert torch.equal(fed[:, t], prev)
+
+
+def test_scheduled_sampling_gradient_does_not_flow_through_the_choice():
+    model = tiny()
+    batch = toy_batch()
+    loss = batch_loss(model, batch, teacher_prob=0.0)
+    loss.backward()  # argmax / multinomial choices are not differentiable: no error
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.zero_grad()
+    batch_loss(model, batch, teacher_prob=0.0, sample=True).backward()
+
+
+def test_trainer_logs_the_teacher_forcing_probability(tmp_path, tiny_corpus):
+    import json
+
+    cfg = tiny_config_dict(tiny_corpus, max_steps=4, log_every=1)
+    cfg["train"]["scheduled_sampling"] = {"decay": "linear", "k": 1.0, "c": 0.1}
+    trainer = Trainer(config.from_dict(cfg), tmp_path / "run")
+    trainer.run()
+    records = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n") if x
+    ]
+    probs = [r["teacher_prob"] for r in records if r["kind"] == "train"]
+    assert probs == pytest.approx([1.0, 0.9, 0.8, 0.7])
+
+
+def test_sampling_config_is_checked():
+    with pytest.raises(ConfigError, match="inverse_sigmoid"):
+        config.from_dict(
+            {
+                "data": {"train": "x"},
+                "train": {"scheduled_sampling": {"decay": "inverse_sigmoid", "k": 0.5}},
+            }
+        )
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+@pytest.mark.parametrize(
+    "options, kind",
+    [
+        ({}, torch.optim.Adam),
+        ({"optimizer": "adamw", "weight_decay": 0.01}, torch.optim.AdamW),
+        ({"optimizer": "sgd", "momentum": 0.9, "nesterov": True}, torch.optim.SGD),
+    ],
+)
+def test_optimizer_choice(options, kind):
+    cfg = config.from_dict({"data": {"train": "x"}, "train": {"lr": 0.1, **options}})
+    opt = make_optimizer(tiny(), cfg.train)
+    assert type(opt) is kind
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.1
+    if kind is torch.optim.SGD:
+        assert group["momentum"] == 0.9 and group["nesterov"] is True
+    if kind is torch.optim.AdamW:
+        assert group["weight_decay"] == 0.01
+
+
+def test_trainer_follows_the_lr_schedule(tmp_path, tiny_corpus):
+    import json
+
+    cfg = tiny_config_dict(tiny_corpus, max_steps=6, log_every=1, lr=0.01)
+    cfg["train"].update(
+        {"lr_schedule": "linear", "decay_start": 2, "min_lr": 0.001, "warmup_steps": 2}
+    )
+    Trainer(config.from_dict(cfg), tmp_path / "run").run()
+    records = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n") if x
+    ]
+    lrs = [r["lr"] for r in records if r["kind"] == "train"]
+    # steps 0..5: warm-up 1/2, 2/2, then linear from 0.01 at step 2 to 0.001 at step 6
+    assert lrs == pytest.approx([0.005, 0.01, 0.01, 0.00775, 0.0055, 0.00325])
+
+
+def test_plateau_stops_at_min_lr(tmp_path, tiny_corpus):
+    cfg = tiny_config_dict(
+        tiny_corpus, max_steps=200, valid_every=1, lr=1e-5, min_lr=1e-5, patience=1
+    )
+    cfg["train"]["lr_decay"] = 0.5
+    result = Trainer(config.from_dict(cfg), tmp_path / "run").run()
+    assert "min_lr" in result["reason"] and result["step"] < 200
+
+
+# --------------------------------------------------------------------------- one update
+
+
+def make_trainer(tmp_path, corpus, name="run", **train_options) -> Trainer:
+    cfg = tiny_config_dict(corpus, **train_options)
+    return Trainer(config.from_dict(cfg), tmp_path / name)
+
+
+def sgd(lr=1.0, **kw):
+    return dict(optimizer="sgd", momentum=0.0, lr=lr, clip_grad_norm=0.0, **kw)
+
+
+def updated(trainer, rows=(0, 1, 2, 3)):
+    from s2s.data import collate
+
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer._set_lr(trainer._scheduled_lr())
+    _, _, where = trainer._update([collate(trainer.train_corpus, list(rows))])
+    assert where is None
+    return {n: p.detach() - before[n] for n, p in trainer.model.named_parameters()}, before
+
+
+def test_clip_grad_value_bounds_every_entry(tmp_path, tiny_corpus):
+    delta, _ = updated(make_trainer(tmp_path, tiny_corpus, **sgd(clip_grad_value=1e-4)))
+    biggest = max(float(d.abs().max()) for d in delta.values())
+    assert biggest == pytest.approx(1e-4, rel=1e-3)
+
+
+def test_loss_norm_per_sentence_scales_gradients_by_tokens_per_sentence(tmp_path, tiny_corpus):
+    from s2s.data import collate
+
+    per_token, _ = updated(make_trainer(tmp_path, tiny_corpus, "a", **sgd(lr=1e-3)))
+    trainer = make_trainer(tmp_path, tiny_corpus, "b", **sgd(lr=1e-3, loss_norm="sentences"))
+    per_sentence, _ = updated(trainer)
+    batch = collate(trainer.train_corpus, [0, 1, 2, 3])
+    factor = batch.n_tokens / 4
+    name = "decoder.output.bias"
+    assert torch.allclose(per_sentence[name], per_token[name] * factor, atol=1e-6)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, tiny_corpus):
+    from s2s.data import collate
+
+    one = make_trainer(tmp_path, tiny_corpus, "a", **sgd(lr=0.1))
+    two = make_trainer(tmp_path, tiny_corpus, "b", **sgd(lr=0.1, accumulate=2))
+    one._update([collate(one.train_corpus, [0, 1, 2, 3])])
+    two._update([collate(two.train_corpus, [0, 1]), collate(two.train_corpus, [2, 3])])
+    for (name, a), b in zip(one.model.named_parameters(), two.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_accumulate_consumes_that_many_batches_per_step(tmp_path, tiny_corpus):
+    trainer = make_trainer(tmp_path, tiny_corpus, accumulate=3, max_steps=1, valid_every=100)
+    trainer.run()  # 4 batches of 8 sentences per epoch
+    assert trainer.progress.step == 1 and trainer.progress.batch_in_epoch == 3
+
+
+def test_l1_adds_lr_times_l1_times_sign(tmp_path, tiny_corpus):
+    plain, before = updated(make_trainer(tmp_path, tiny_corpus, "a", **sgd(lr=0.01)))
+    with_l1, _ = updated(make_trainer(tmp_path, tiny_corpus, "b", **sgd(lr=0.01, l1=0.5)))
+    w = "encoder.rnn.layers.0.weight_hh_l0"
+    expected = plain[w] - 0.01 * 0.5 * torch.sign(before[w])
+    assert torch.allclose(with_l1[w], expected, atol=1e-6)
+    bias = "encoder.rnn.layers.0.bias_hh_l0"  # biases carry no penalty
+    assert torch.allclose(with_l1[bias], plain[bias], atol=1e-7)
+
+
+def test_max_norm_caps_embedding_and_output_rows(tmp_path, tiny_corpus):
+    trainer = make_trainer(tmp_path, tiny_corpus, **sgd(lr=0.01, max_norm=0.5))
+    updated(trainer)
+    for weight in (trainer.model.encoder.embedding.weight, trainer.model.decoder.output.weight):
+        norms = weight.norm(dim=1)
+        assert float(norms.max()) <= 0.5 + 1e-5
+        assert float(norms.max()) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_lr_multipliers_make_groups(tmp_path, tiny_corpus):
+    trainer = make_trainer(tmp_path, tiny_corpus, lr=0.01, lr_multipliers={"decoder.combine": 3.0})
+    trainer._set_lr(0.01)
+    by_mult = {g["lr_mult"]: g for g in trainer.optimizer.param_groups}
+    assert by_mult[3.0]["lr"] == pytest.approx(0.03) and by_mult[1.0]["lr"] == 0.01
+    out = {id(p) for p in trainer.model.decoder.combine.parameters()}
+    assert {id(p) for p in by_mult[3.0]["params"]} == out
+
+
+def test_lr_multiplier_prefix_must_match(tmp_path, tiny_corpus):
+    from s2s.errors import S2SError
+
+    with pytest.raises(S2SError, match="'decoder.outptu' matches no parameter"):
+        make_trainer(tmp_path, tiny_corpus, lr_multipliers={"decoder.outptu": 2.0})
+
+
+# --------------------------------------------------------------------------- NaN / Inf
+
+
+def test_a_nan_loss_skips_the_update_and_training_goes_on(tmp_path, tiny_corpus, monkeypatch):
+    import json
+
+    import s2s.train as train_mod
+
+    real, calls = train_mod.batch_loss, []
+
+    def flaky(model, batch, *args, **kw):
+        loss = real(model, batch, *args, **kw)
+        calls.append(1)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(train_mod, "batch_loss", flaky)
+    trainer = make_trainer(tmp_path, tiny_corpus, max_steps=6, log_every=1)
+    weights = []
+    trainer.on_step = lambda record: weights.append(
+        (record["step"], trainer.model.decoder.output.bias.detach().clone())
+    )
+    result = trainer.run()
+    assert result["step"] == 6
+    records = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n") if x
+    ]
+    bad = [r for r in records if r["kind"] == "bad_step"]
+    assert [r["step"] for r in bad] == [3] and bad[0]["where"] == "the loss"
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    # the skipped update changed nothing; the learning rate was cut
+    assert 3 not in [s for s, _ in weights]
+    assert trainer.progress.plateau_lr == pytest.approx(1e-3 * 0.5)
+
+
+def test_nan_weights_stop_training_naming_the_module(tmp_path, tiny_corpus, monkeypatch):
+    import s2s.train as train_mod
+    from s2s import checkpoint
+    from s2s.errors import S2SError
+
+    real = train_mod.batch_loss
+    trainer = make_trainer(tmp_path, tiny_corpus, max_steps=20, max_bad_steps=3)
+
+    def poison(model, batch, *args, **kw):
+        if model.training and trainer.progress.step == 3:  # after the checkpoint at 3
+            with torch.no_grad():
+                model.decoder.rnn.layers[0].weight_hh_l0[0, 0] = float("nan")
+        return real(model, batch, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "batch_loss", poison)
+    with pytest.raises(
+        S2SError,
+        match=r"3 steps in a row with NaN/Inf \(the first in "
+        r"decoder\.rnn\.layers\.0 \(its weights\)\)",
+    ):
+        trainer.run()
+    payload = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert payload["progress"]["step"] == 3
+    assert all(torch.isfinite(v).all() for v in payload["model"].values())
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def test_update_ratio_formula():
+    from s2s.diagnostics import snapshot, update_ratios
+
+    model = tiny()
+    before = snapshot(model)
+    with torch.no_grad():
+        model.decoder.combine.weight.mul_(1.01)
+    ratios = update_ratios(before, model)
+    combine = [before["decoder.combine.weight"], before["decoder.combine.bias"]]
+    expected = 0.01 * combine[0].norm() / torch.sqrt(sum(w.pow(2).sum() for w in combine))
+    assert ratios["decoder.combine"] == pytest.approx(float(expected), rel=1e-4)
+    assert ratios["encoder.rnn"] == 0.0
+
+
+def test_update_ratios_are_logged_and_warned_about(tmp_path, tiny_corpus, caplog):
+    import json
+    import logging
+
+    trainer = make_trainer(
+        tmp_path, tiny_corpus, max_steps=2, diagnostics_every=1, update_ratio_band=[1e-9, 1e-8]
+    )
+    with caplog.at_level(logging.WARNING):
+        trainer.run()
+    records = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n") if x
+    ]
+    diag = [r for r in records if r["kind"] == "diag"]
+    assert [r["step"] for r in diag] == [1, 2]
+    assert diag[0]["update_ratio/decoder.output"] > 1e-8
+    assert "update/weight ratio of" in caplog.text and "too high" in caplog.text
+
+
+def test_histograms_go_to_tensorboard(tmp_path, tiny_corpus):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_trainer(tmp_path, tiny_corpus, max_steps=2, histograms_every=2).run()
+    acc = EventAccumulator(str(tmp_path / "run"), size_guidance={"histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()["histograms"]
+    assert "weights/decoder.combine.weight" in tags
+    assert "gradients/encoder.embedding.weight" in tags
+    assert "activations/encoder.rnn" in tags and "activations/decoder.output" in tags
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_label_smoothing_changes_the_loss_by_the_computed_amount():
+    model = tiny().eval()
+    batch = toy_batch()
+    eps = 0.1
+    features = model(batch.src, batch.src_lengths, batch.tgt_in)
+    mask = batch.tgt_out != 0
+    logp = torch.log_softmax(model.logits(features[mask]), -1)
+    nll = -logp.gather(1, batch.tgt_out[mask].unsqueeze(1)).sum()
+    uniform = -logp.mean(-1).sum()  # cross-entropy to the uniform distribution
+    expected = (1 - eps) * nll + eps * uniform
+    assert float(batch_loss(model, batch, eps)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(batch_loss(model, batch, 0.0)) == pytest.approx(float(nll), rel=1e-5)
+
+
+def test_distillation_mixes_teacher_distributions():
+    student, batch = tiny().eval(), toy_batch()
+    torch.manual_seed(9)
+    teacher = build_model(model_cfg(), src_vocab=V, tgt_vocab=V).eval()
+    mask = batch.tgt_out != 0
+    s_logits = student.logits(student(batch.src, batch.src_lengths, batch.tgt_in)[mask])
+    t_logits = teacher.logits(teacher(batch.src, batch.src_lengths, batch.tgt_in)[mask])
+    T, w = 2.0, 0.3
+    ce = torch.nn.functional.cross_entropy(s_logits, batch.tgt_out[mask], reduction="sum")
+    soft = -(torch.softmax(t_logits / T, -1) * torch.log_softmax(s_logits / T, -1)).sum()
+    expected = (1 - w) * ce + w * T * T * soft
+    got = batch_loss(student, batch, teacher=teacher, temperature=T, distill_weight=w)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    plain = batch_loss(student, batch, teacher=teacher, temperature=T, distill_weight=0.0)
+    assert float(plain) == pytest.approx(float(ce), rel=1e-5)
+
+
+def test_distillation_run_uses_the_teachers_tokenizers(tmp_path, tiny_corpus):
+    teacher = make_trainer(tmp_path, tiny_corpus, "teacher", max_steps=3)
+    teacher.run()
+    cfg = tiny_config_dict(tiny_corpus, max_steps=3)
+    cfg["model"]["decoder"]["hidden_size"] = 16  # a smaller student
+    cfg["train"]["distill"] = {"teacher": str(tmp_path / "teacher" / "last.pt"), "weight": 0.5}
+    student = Trainer(config.from_dict(cfg), tmp_path / "student")
+    assert student.teacher is not None
+    assert student.tgt_tok.vocabulary() == teacher.tgt_tok.vocabulary()
+    assert not any(p.requires_grad for p in student.teacher.parameters())
+    assert student.run()["step"] == 3
