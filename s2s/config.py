@@ -155,6 +155,10 @@ class SamplingConfig:
     c: float = 0.0
     minimum: float = 0.0
     sample: bool = False  # feed a sample from the model's distribution, not its argmax
+    # sequential: Bengio et al.'s step loop (guesses from the model's own mixed prefix);
+    # parallel: guesses from one extra teacher-forced pass, fused kernels throughout
+    # (Duckworth et al. 2019), about 2x faster on CPU.
+    mode: str = choice("sequential", ("sequential", "parallel"))
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,10 @@ class TrainConfig:
     # Learning-rate multipliers by parameter-name prefix, e.g. {decoder.output: 2.0}
     # (a higher rate for new layers when fine-tuning); the longest matching prefix wins.
     lr_multipliers: dict[str, float] = field(default_factory=dict)
+    # Exponential moving average of the weights (Polyak & Juditsky 1992; OpenNMT-py's
+    # average_decay): validation, best.pt and translation use the average. The decay at
+    # update t is min(ema_decay, (1 + t) / (10 + t)). 0 = off.
+    ema_decay: float = 0.0
     l1: float = 0.0  # L1 penalty coefficient on weight matrices (summed |w|)
     # Max-norm constraint (Srebro & Shraibman 2005; Hinton et al. 2012): rows of the
     # embedding and output matrices are rescaled to at most this L2 norm (0 = off).
@@ -363,6 +371,8 @@ def _check(cfg: Config) -> None:
     for key in ("clip_grad_value", "l1", "max_norm", "diagnostics_every", "histograms_every"):
         if getattr(t, key) < 0:
             raise ConfigError(f"config key 'train.{key}' must be >= 0")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"config key 'train.ema_decay' must be in [0, 1), got {t.ema_decay}")
     if not 0.0 < t.bad_step_lr_factor <= 1.0:
         raise ConfigError("config key 'train.bad_step_lr_factor' must be in (0, 1]")
     for prefix, value in t.lr_multipliers.items():

@@ -27,6 +27,22 @@ def _reorder_layer(state: LayerState, index: torch.Tensor) -> LayerState:
     return state.index_select(1, index)
 
 
+def _coin_tosses(tgt_in: torch.Tensor, teacher_prob: float, coins: torch.Tensor | None):
+    """True where the gold previous token is fed (always at BOS); one coin per token."""
+    if coins is None:
+        coins = torch.rand(tgt_in.shape, device=tgt_in.device)
+    use_gold = coins < teacher_prob
+    use_gold[:, 0] = True
+    return use_gold
+
+
+def _guess(logits: torch.Tensor, sample: bool) -> torch.Tensor:
+    """(rows, vocab) -> (rows,): the argmax, or a sample from the softmax."""
+    if sample:
+        return torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(1)
+    return logits.argmax(-1)
+
+
 @dataclass
 class DecoderState:
     hidden: list[LayerState]  # per layer: (1, batch, hidden) or an LSTM (h, c) pair
@@ -175,22 +191,14 @@ class Decoder(nn.Module):
         distribution with ``sample``), decided per token; no gradient flows through
         the choice. ``coins``: (batch, tgt_len) uniform draws (drawn here if None).
         Returns h~ (batch, tgt_len, out_size) and the tokens fed (batch, tgt_len)."""
-        batch, length = tgt_in.shape
-        if coins is None:
-            coins = torch.rand(batch, length, device=tgt_in.device)
-        use_gold = coins < teacher_prob
-        use_gold[:, 0] = True  # BOS
+        use_gold = _coin_tosses(tgt_in, teacher_prob, coins)
         state = self.init_state(enc)
         outs, fed = [], []
         prev = tgt_in[:, 0]
-        for t in range(length):
+        for t in range(tgt_in.shape[1]):
             if t > 0:
                 with torch.no_grad():
-                    logits = self.output(outs[-1].squeeze(1)).float()
-                    if sample:
-                        guess = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
-                    else:
-                        guess = logits.argmax(-1)
+                    guess = _guess(self.output(outs[-1].squeeze(1)), sample)
                 prev = torch.where(use_gold[:, t], tgt_in[:, t], guess)
             fed.append(prev)
             emb = self.embedding_dropout(self.embedding(prev)).unsqueeze(1)
@@ -201,6 +209,27 @@ class Decoder(nn.Module):
             state = DecoderState(hidden=hidden, feed=att_vec.squeeze(1))
             outs.append(att_vec)
         return self.dropout(torch.cat(outs, dim=1)), torch.stack(fed, dim=1)
+
+    def scheduled_parallel(
+        self,
+        tgt_in: torch.Tensor,
+        enc: EncoderOutput,
+        *,
+        teacher_prob: float,
+        sample: bool = False,
+        coins: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parallel scheduled sampling (Duckworth et al. 2019): the model's guesses come
+        from one teacher-forced pass (no gradient) instead of its own sampled prefix, so
+        both passes run the fused kernels. Same coins and return values as ``scheduled``."""
+        use_gold = _coin_tosses(tgt_in, teacher_prob, coins)
+        with torch.no_grad():
+            logits = self.output(self.forward(tgt_in, enc))  # (batch, len, vocab)
+            guess = _guess(logits.view(-1, logits.shape[-1]), sample).view(tgt_in.shape)
+        fed = tgt_in.clone()
+        fed[:, 1:] = torch.where(use_gold[:, 1:], tgt_in[:, 1:], guess[:, :-1])
+        fed = torch.where(tgt_in == self.embedding.padding_idx, tgt_in, fed)  # padding stays
+        return self.forward(fed, enc), fed
 
     def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         """Teacher forcing. tgt_in: (batch, tgt_len) -> h~ (batch, tgt_len, out_size),

@@ -39,13 +39,16 @@ class Seq2Seq(nn.Module):
         *,
         teacher_prob: float = 1.0,
         sample: bool = False,
+        parallel: bool = False,
     ) -> torch.Tensor:
         """Decoder features (batch, tgt_len, out_size) under teacher forcing, or under
-        scheduled sampling when ``teacher_prob`` < 1; see ``logits``."""
+        scheduled sampling when ``teacher_prob`` < 1 (step by step, or ``parallel``);
+        see ``logits``."""
         enc = self.encode(src, src_lengths)
         if teacher_prob >= 1.0:
             return self.decoder(tgt_in, enc)
-        features, _ = self.decoder.scheduled(tgt_in, enc, teacher_prob=teacher_prob, sample=sample)
+        run = self.decoder.scheduled_parallel if parallel else self.decoder.scheduled
+        features, _ = run(tgt_in, enc, teacher_prob=teacher_prob, sample=sample)
         return features
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:

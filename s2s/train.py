@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -139,6 +139,7 @@ def batch_loss(
     *,
     teacher_prob: float = 1.0,
     sample: bool = False,
+    parallel: bool = False,
     teacher: Seq2Seq | None = None,
     temperature: float = 1.0,
     distill_weight: float = 0.0,
@@ -146,7 +147,12 @@ def batch_loss(
     """Summed cross-entropy over the target tokens of a batch (padding excluded); with a
     ``teacher``, mixed with the cross-entropy to its softened distribution."""
     features = model(
-        batch.src, batch.src_lengths, batch.tgt_in, teacher_prob=teacher_prob, sample=sample
+        batch.src,
+        batch.src_lengths,
+        batch.tgt_in,
+        teacher_prob=teacher_prob,
+        sample=sample,
+        parallel=parallel,
     )  # (batch, tgt_len, out)
     mask = batch.tgt_out != PAD
     logits = model.logits(features[mask])  # (tokens, vocab): none spent on padding
@@ -324,6 +330,9 @@ class Trainer:
         self.teacher = self._load_teacher() if t.distill.teacher else None
         self.optimizer = make_optimizer(self.model, t)
         self.progress = Progress(lr=t.lr, plateau_lr=t.lr)
+        self.ema = None
+        if t.ema_decay > 0:
+            self.ema = [p.detach().clone() for p in self._unique_params()]
         if payload is not None:
             self._restore(payload)
         self._trim_metrics(self.progress.step)
@@ -349,11 +358,52 @@ class Trainer:
         return model
 
     # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ weight average
+    def _update_ema(self) -> None:
+        t = self.cfg.train
+        step = self.progress.step
+        decay = min(t.ema_decay, (1 + step) / (10 + step))
+        params = [p.detach() for p in self._unique_params()]
+        torch._foreach_lerp_(self.ema, params, 1.0 - decay)
+
+    def _unique_params(self) -> list[torch.Tensor]:
+        seen, out = set(), []
+        for p in self.model.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    @contextmanager
+    def averaged_weights(self):
+        """Inside: the model holds the moving average of its weights (if kept)."""
+        if self.ema is None:
+            yield
+            return
+        params = self._unique_params()
+        backup = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, e in zip(params, self.ema):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, b in zip(params, backup):
+                    p.copy_(b)
+
     def _payload(self) -> dict:
+        model = self.model.state_dict()
+        extra = {}
+        if self.ema is not None:  # "model" translates; "train_model" resumes
+            with self.averaged_weights():
+                averaged = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            model, extra = averaged, {"train_model": model}
         return {
             "config": config_mod.to_dict(self.cfg),
             "tokenizers": checkpoint.tokenizer_states(self.src_tok, self.tgt_tok),
-            "model": self.model.state_dict(),
+            "model": model,
+            **extra,
             "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress),
             "rng": {
@@ -364,7 +414,10 @@ class Trainer:
 
     def _restore(self, payload: dict) -> None:
         try:
-            self.model.load_state_dict(payload["model"])
+            if self.ema is not None and "train_model" in payload:
+                self.model.load_state_dict(payload["model"])
+                self.ema = [p.detach().clone() for p in self._unique_params()]
+            self.model.load_state_dict(payload.get("train_model", payload["model"]))
             self.optimizer.load_state_dict(payload["optimizer"])
             self.progress = Progress(**payload["progress"])
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
@@ -454,17 +507,18 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict:
         t = self.cfg.train
-        loss = validation_loss(self.model, self.valid_corpus, self.device, t.valid_batch_size)
-        hyps = translate_lines(
-            self.model,
-            self.src_tok,
-            self.tgt_tok,
-            self.valid_src,
-            reverse_source=self.cfg.data.reverse_source,
-            batch_size=t.valid_batch_size,
-            max_output_ratio=t.max_output_ratio,
-            device=self.device,
-        )
+        with self.averaged_weights():
+            loss = validation_loss(self.model, self.valid_corpus, self.device, t.valid_batch_size)
+            hyps = translate_lines(
+                self.model,
+                self.src_tok,
+                self.tgt_tok,
+                self.valid_src,
+                reverse_source=self.cfg.data.reverse_source,
+                batch_size=t.valid_batch_size,
+                max_output_ratio=t.max_output_ratio,
+                device=self.device,
+            )
         scores = score(hyps, self.valid_ref)
         p = self.progress
         p.last_valid_step = p.step
@@ -548,6 +602,7 @@ class Trainer:
                     t.label_smoothing,
                     teacher_prob=eps,
                     sample=t.scheduled_sampling.sample,
+                    parallel=t.scheduled_sampling.mode == "parallel",
                     teacher=self.teacher,
                     temperature=t.distill.temperature,
                     distill_weight=t.distill.weight,
@@ -575,6 +630,8 @@ class Trainer:
         self.optimizer.step()
         if t.max_norm > 0:
             self._apply_max_norm()
+        if self.ema is not None:
+            self._update_ema()
         if before is not None:
             self._report_update_ratios(before, float(norm))
         return total, tokens, None

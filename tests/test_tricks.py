@@ -51,6 +51,23 @@ def test_scheduled_sampling_feeds_predictions_where_the_coin_says(input_feeding)
         state = out.state
 
 
+def test_parallel_scheduled_sampling_feeds_teacher_forced_guesses():
+    model = tiny().eval()
+    batch = toy_batch(batch=6, tgt_len=8)
+    enc = model.encode(batch.src, batch.src_lengths)
+    coins = torch.rand(batch.tgt_in.shape, generator=torch.Generator().manual_seed(4))
+    features, fed = model.decoder.scheduled_parallel(
+        batch.tgt_in, enc, teacher_prob=0.5, coins=coins
+    )
+    guesses = model.logits(model.decoder(batch.tgt_in, enc)).argmax(-1)
+    gold = (coins < 0.5) | (torch.arange(coins.shape[1]) == 0) | (batch.tgt_in == 0)
+    assert torch.equal(fed[gold], batch.tgt_in[gold])
+    chosen = ~gold
+    assert chosen[:, 1:].any()
+    assert torch.equal(fed[:, 1:][chosen[:, 1:]], guesses[:, :-1][chosen[:, 1:]])
+    assert torch.allclose(features, model.decoder(fed, enc))
+
+
 def test_scheduled_sampling_with_eps_zero_is_free_running_greedy():
     model = tiny().eval()
     batch = toy_batch()
@@ -390,3 +407,50 @@ def test_distillation_run_uses_the_teachers_tokenizers(tmp_path, tiny_corpus):
     assert student.tgt_tok.vocabulary() == teacher.tgt_tok.vocabulary()
     assert not any(p.requires_grad for p in student.teacher.parameters())
     assert student.run()["step"] == 3
+
+
+# --------------------------------------------------------------------------- weight average
+
+
+def test_ema_is_the_moving_average_used_for_translation(tmp_path, tiny_corpus):
+    from s2s import checkpoint
+
+    trainer = make_trainer(
+        tmp_path,
+        tiny_corpus,
+        ema_decay=0.5,
+        max_steps=4,
+        log_every=1,
+        valid_every=100,
+        save_every=4,
+    )
+    names = [n for n, _ in trainer.model.named_parameters()]
+    ema = [p.detach().clone() for p in trainer._unique_params()]
+    raws = []
+    trainer.on_step = lambda r: raws.append([p.detach().clone() for p in trainer._unique_params()])
+    trainer.run()
+    assert len(raws) == 4
+    for t, raw in enumerate(raws):
+        d = min(0.5, (1 + t) / (10 + t))
+        ema = [e + (1 - d) * (r - e) for e, r in zip(ema, raw)]
+    payload = checkpoint.load(tmp_path / "run" / "last.pt")
+    for name, expected, raw in zip(names, ema, raws[-1]):
+        assert torch.allclose(payload["model"][name], expected, atol=1e-6), name
+        assert torch.equal(payload["train_model"][name], raw), name
+
+
+def test_ema_resumes_exactly(tmp_path, tiny_corpus):
+    from s2s import checkpoint
+
+    def run(name, steps):
+        cfg = tiny_config_dict(tiny_corpus, ema_decay=0.9, max_steps=steps, save_every=2)
+        Trainer(config.from_dict(cfg), tmp_path / name).run()
+
+    run("straight", 4)
+    run("split", 2)
+    run("split", 4)
+    a = checkpoint.load(tmp_path / "straight" / "last.pt")
+    b = checkpoint.load(tmp_path / "split" / "last.pt")
+    for part in ("model", "train_model"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
