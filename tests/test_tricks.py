@@ -454,3 +454,29 @@ def test_ema_resumes_exactly(tmp_path, tiny_corpus):
     for part in ("model", "train_model"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), (part, key)
+
+
+def test_clip_grad_norm_bounds_the_update(tmp_path, tiny_corpus):
+    options = sgd(lr=1.0) | {"clip_grad_norm": 1e-3}
+    delta, _ = updated(make_trainer(tmp_path, tiny_corpus, **options))
+    norm = torch.sqrt(sum(d.pow(2).sum() for d in delta.values()))  # tied weights once
+    assert float(norm) == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.parametrize("key", ["dropout", "embedding_dropout"])
+def test_dropout_options_act_in_training_only(key):
+    model = tiny(**{key: 0.5})
+    batch = toy_batch()
+    model.train()
+    a = model(batch.src, batch.src_lengths, batch.tgt_in)
+    b = model(batch.src, batch.src_lengths, batch.tgt_in)
+    assert not torch.allclose(a, b)
+    model.eval()
+    a = model(batch.src, batch.src_lengths, batch.tgt_in)
+    b = model(batch.src, batch.src_lengths, batch.tgt_in)
+    assert torch.equal(a, b)
+    plain = tiny()
+    plain.train()
+    c = plain(batch.src, batch.src_lengths, batch.tgt_in)
+    d = plain(batch.src, batch.src_lengths, batch.tgt_in)
+    assert torch.equal(c, d)  # with both at 0, training mode is deterministic
