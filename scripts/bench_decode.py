@@ -32,6 +32,19 @@ def read(path: Path) -> list[str]:
         return handle.read().split("\n")[:-1]
 
 
+def multi30k() -> Path:
+    return Path(os.environ.get("S2S_DATA", ROOT / ".." / "shared" / "data")) / "multi30k"
+
+
+def load_stepper(paths: list[str]):
+    """The first checkpoint (tokenizers, config) and a stepper: its model, or an
+    ensemble of all of them."""
+    members = [checkpoint.load_for_translation(p) for p in paths]
+    checkpoint.check_compatible(members)
+    model = members[0].model if len(members) == 1 else Ensemble([m.model for m in members])
+    return members[0], model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoints", nargs="+")
@@ -44,13 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = Path(os.environ.get("S2S_DATA", ROOT / ".." / "shared" / "data")) / "multi30k"
+    data = multi30k()
     src = read(data / f"{args.split}.en.gz")
     ref = read(data / f"{args.split}.de.gz")
-    members = [checkpoint.load_for_translation(p) for p in args.checkpoints]
-    checkpoint.check_compatible(members)
-    first = members[0]
-    model = first.model if len(members) == 1 else Ensemble([m.model for m in members])
+    first, model = load_stepper(args.checkpoints)
     print(
         f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {len(src)} sentences, batch {args.batch_size}"

@@ -9,21 +9,11 @@ Data: $S2S_DATA/multi30k (default ../shared/data).
 from __future__ import annotations
 
 import argparse
-import gzip
-import os
-from pathlib import Path
 
-from s2s import checkpoint
-from s2s.ensemble import Ensemble
+from bench_decode import load_stepper, multi30k, read
+
 from s2s.evaluate import score
 from s2s.translate import translate_lines
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def read(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return handle.read().split("\n")[:-1]
 
 
 def main() -> None:
@@ -32,17 +22,14 @@ def main() -> None:
     parser.add_argument("--beam", type=int)
     parser.add_argument("--ensemble", action="store_true")
     args = parser.parse_args()
-    data = Path(os.environ.get("S2S_DATA", ROOT / ".." / "shared" / "data")) / "multi30k"
+    data = multi30k()
     splits = {
         name: (read(data / f"{name}.en.gz"), read(data / f"{name}.de.gz"))
         for name in ("val", "test_2016_flickr")
     }
-    members = [checkpoint.load_for_translation(p) for p in args.checkpoints]
-    groups = [members] if args.ensemble else [[m] for m in members]
+    groups = [args.checkpoints] if args.ensemble else [[p] for p in args.checkpoints]
     for group in groups:
-        checkpoint.check_compatible(group)
-        first = group[0]
-        model = first.model if len(group) == 1 else Ensemble([m.model for m in group])
+        first, model = load_stepper(group)
         row = []
         for name, (src, ref) in splits.items():
             hyps = translate_lines(
@@ -56,7 +43,7 @@ def main() -> None:
             )
             s = score(hyps, ref)
             row.append(f"{name} BLEU {s.bleu:.2f} chrF {s.chrf:.2f}")
-        label = " + ".join(str(m.path) for m in group)
+        label = " + ".join(group)
         print(f"{label}: {'  '.join(row)}  ({'beam ' + str(args.beam) if args.beam else 'greedy'})")
 
 
