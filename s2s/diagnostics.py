@@ -21,11 +21,7 @@ def group_of(name: str) -> str:
 
 def parameter_groups(model: nn.Module) -> dict[str, list[tuple[str, torch.Tensor]]]:
     groups: dict[str, list[tuple[str, torch.Tensor]]] = {}
-    seen = set()
-    for name, param in model.named_parameters():
-        if id(param) in seen:  # tied weights count once
-            continue
-        seen.add(id(param))
+    for name, param in model.named_parameters():  # tied weights appear once
         groups.setdefault(group_of(name), []).append((name, param))
     return groups
 

@@ -367,12 +367,7 @@ class Trainer:
         torch._foreach_lerp_(self.ema, params, 1.0 - decay)
 
     def _unique_params(self) -> list[torch.Tensor]:
-        seen, out = set(), []
-        for p in self.model.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                out.append(p)
-        return out
+        return list(self.model.parameters())  # tied weights appear once
 
     @contextmanager
     def averaged_weights(self):
@@ -637,12 +632,7 @@ class Trainer:
         return total, tokens, None
 
     def _matrices(self) -> list[torch.Tensor]:
-        seen, out = set(), []
-        for q in self.model.parameters():
-            if q.dim() >= 2 and id(q) not in seen:
-                seen.add(id(q))
-                out.append(q)
-        return out
+        return [q for q in self.model.parameters() if q.dim() >= 2]
 
     @torch.no_grad()
     def _apply_max_norm(self) -> None:
