@@ -203,6 +203,26 @@ def _with_data(x: Sequence, data: torch.Tensor) -> Sequence:
     return x._replace(data=data) if isinstance(x, PackedSequence) else data
 
 
+def _float_state(state):
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.float()
+    return tuple(_float_state(s) for s in state)
+
+
+def run_layer(rnn: nn.Module, inp: Sequence, state) -> tuple[Sequence, LayerState]:
+    """One recurrent layer. Under CPU autocast (train.precision: bf16) it runs in
+    float32: oneDNN's bfloat16 LSTM kernel fails on CPUs without avx512_bf16 and runs
+    packed input in float32 anyway, so this keeps results the same on every CPU. On
+    CUDA the fused kernels take the autocast dtype."""
+    data = _data(inp)
+    if data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return rnn(_with_data(inp, data.float()), _float_state(state))
+    return rnn(inp, state)
+
+
 class RecurrentStack(nn.Module):
     """``layers`` recurrent layers; returns the top output and every layer's final state.
 
@@ -257,7 +277,7 @@ class RecurrentStack(nn.Module):
             rnn_in = _with_data(inp, self.dropout(_data(inp))) if i > 0 else inp
             if self.stacking == "skip" and i > 0:  # the input reaches every layer
                 rnn_in = _with_data(rnn_in, torch.cat([_data(rnn_in), _data(x)], dim=-1))
-            out, final = rnn(rnn_in, None if state is None else state[i])
+            out, final = run_layer(rnn, rnn_in, None if state is None else state[i])
             finals.append(final)
             o = _data(out)
             if self.stacking == "residual" and i > 0:

@@ -44,6 +44,7 @@ BATCH_UNITS = ("tokens", "sentences")
 DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSS_NORMS = ("tokens", "sentences")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def choice(default: str, choices: tuple[str, ...]) -> Any:
@@ -175,6 +176,11 @@ class TrainConfig:
     seed: int = 1
     device: str = choice("auto", DEVICES)
     threads: int = 0  # CPU threads (0 = torch default)
+    # Mixed precision: forward and backward passes under torch.autocast in bfloat16 or
+    # float16; weights, optimizer state and checkpoints stay float32, the softmax and
+    # loss are float32. fp16 adds dynamic loss scaling: a step whose gradients overflow
+    # is skipped and the scale halved. Validation and translation run in float32.
+    precision: str = choice("fp32", PRECISIONS)
     max_steps: int = 0  # 0 = no limit
     max_epochs: int = 0  # 0 = no limit
     max_minutes: float = 0.0  # training time budget (0 = no limit)

@@ -52,6 +52,8 @@ from s2s.translate import translate_lines
 
 log = logging.getLogger(__name__)
 
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -82,10 +84,14 @@ class Progress:
 
 # --------------------------------------------------------------------------- run folder
 
-# Stopping limits may change between sessions of one run (e.g. to train longer), and so
-# may how many step checkpoints are kept.
+# Keys that may change between sessions of one run: stopping limits (e.g. to train
+# longer), how many step checkpoints are kept, and where and how the arithmetic runs
+# (resume a CPU run on a GPU, or in mixed precision).
 LIMIT_KEYS = frozenset(
     {
+        "train.device",
+        "train.threads",
+        "train.precision",
         "train.max_steps",
         "train.max_epochs",
         "train.max_minutes",
@@ -329,6 +335,9 @@ class Trainer:
         ).to(self.device)
         self.teacher = self._load_teacher() if t.distill.teacher else None
         self.optimizer = make_optimizer(self.model, t)
+        self.amp_dtype = AMP_DTYPES[t.precision]
+        # fp16 needs loss scaling (its range is narrow); bf16 has float32's range
+        self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.progress = Progress(lr=t.lr, plateau_lr=t.lr)
         self.ema = None
         if t.ema_decay > 0:
@@ -401,6 +410,7 @@ class Trainer:
             **extra,
             "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -415,6 +425,8 @@ class Trainer:
             self.model.load_state_dict(payload.get("train_model", payload["model"]))
             self.optimizer.load_state_dict(payload["optimizer"])
             self.progress = Progress(**payload["progress"])
+            if self.scaler is not None and "scaler" in payload:
+                self.scaler.load_state_dict(payload["scaler"])
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise S2SError(f"cannot resume from {self.out / 'last.pt'}: {err}") from None
         torch.set_rng_state(payload["rng"]["torch"])
@@ -590,7 +602,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
         for k, batch in enumerate(micro):
-            with record_activations(self.model) if histograms and k == 0 else nullcontext() as acts:
+            with (
+                record_activations(self.model) if histograms and k == 0 else nullcontext() as acts,
+                self._autocast(),
+            ):
                 loss = batch_loss(
                     self.model,
                     batch,
@@ -602,7 +617,7 @@ class Trainer:
                     temperature=t.distill.temperature,
                     distill_weight=t.distill.weight,
                 )
-            (loss / units).backward()
+            self._backward(loss / units)
             total += loss.item()
             tokens += batch.n_tokens
             if histograms and k == 0:
@@ -610,19 +625,37 @@ class Trainer:
                     self.writer.add_histogram(f"activations/{name}", value, p.step + 1)
         if t.l1 > 0:
             penalty = sum(w.abs().sum() for w in self._matrices())
-            (t.l1 * penalty).backward()
+            self._backward(t.l1 * penalty)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clipping and the checks see true gradients
         params = [q for q in self.model.parameters() if q.grad is not None]
         if t.clip_grad_value > 0:
             torch.nn.utils.clip_grad_value_(params, t.clip_grad_value)
         norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm or float("inf"))
         if not (math.isfinite(total) and math.isfinite(float(norm))):
+            if self.scaler is not None:
+                self.scaler.update()  # lowers the loss scale; the update is not applied
+                if math.isfinite(total):  # an fp16 gradient overflow, not a broken run
+                    log.info(
+                        "step %d: fp16 gradients overflowed; update skipped, loss scale now %g",
+                        p.step + 1,
+                        self.scaler.get_scale(),
+                    )
+                    self._emit(
+                        {"kind": "overflow", "step": p.step + 1, "scale": self.scaler.get_scale()}
+                    )
+                    return total, tokens, None
             return total, tokens, self._locate_nonfinite(micro[0], eps, total)
         if histograms:
             for name, q in self.model.named_parameters():
                 self.writer.add_histogram(f"weights/{name}", q.detach().float().cpu(), p.step + 1)
                 self.writer.add_histogram(f"gradients/{name}", q.grad.float().cpu(), p.step + 1)
         before = snapshot(self.model) if diagnose else None
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         if t.max_norm > 0:
             self._apply_max_norm()
         if self.ema is not None:
@@ -630,6 +663,15 @@ class Trainer:
         if before is not None:
             self._report_update_ratios(before, float(norm))
         return total, tokens, None
+
+    def _autocast(self):
+        """train.precision: the forward pass under autocast (float32 weights kept)."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def _matrices(self) -> list[torch.Tensor]:
         return [q for q in self.model.parameters() if q.dim() >= 2]

@@ -1,0 +1,89 @@
+"""Mixed precision (train.precision): autocast in training, float32 weights and checkpoints,
+dynamic loss scaling for fp16."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config_dict
+from test_tricks import make_trainer, sgd, updated
+
+from s2s import checkpoint, config
+from s2s.errors import ConfigError
+from s2s.train import Trainer
+
+
+def one_update(tmp_path, corpus, name, **options):
+    trainer = make_trainer(tmp_path, corpus, name, **options)
+    dtypes = []
+    hook = trainer.model.decoder.output.register_forward_hook(
+        lambda module, inputs, output: dtypes.append(output.dtype)
+    )
+    delta, _ = updated(trainer)
+    hook.remove()
+    return trainer, delta, dtypes
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_mixed_precision_computes_in_half_and_keeps_float32_weights(
+    tmp_path, tiny_corpus, precision, dtype
+):
+    _, reference, ref_dtypes = one_update(tmp_path, tiny_corpus, "fp32", **sgd(lr=0.1))
+    trainer, delta, dtypes = one_update(
+        tmp_path, tiny_corpus, precision, precision=precision, **sgd(lr=0.1)
+    )
+    assert ref_dtypes == [torch.float32] and dtypes == [dtype]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    # the same update up to half-precision rounding, but not bitwise the fp32 one
+    ours = torch.cat([d.flatten() for d in delta.values()])
+    fp32 = torch.cat([d.flatten() for d in reference.values()])
+    assert not torch.equal(ours, fp32)
+    assert (ours - fp32).norm() / fp32.norm() < 0.05
+    trainer.save("last.pt")
+    payload = checkpoint.load(tmp_path / precision / "last.pt")
+    assert all(v.dtype == torch.float32 for v in payload["model"].values() if v.is_floating_point())
+
+
+def test_fp16_overflow_skips_the_update_and_halves_the_loss_scale(tmp_path, tiny_corpus):
+    trainer = make_trainer(tmp_path, tiny_corpus, precision="fp16", max_steps=2, log_every=1)
+    # a scale so large that the scaled loss overflows float32: gradients are inf
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    start = trainer.model.decoder.output.bias.detach().clone()
+    biases = []
+    trainer.on_step = lambda record: biases.append(trainer.model.decoder.output.bias.clone())
+    result = trainer.run()
+    assert result["step"] == 2
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    overflows = [r for r in records if r["kind"] == "overflow"]
+    assert [r["scale"] for r in overflows[:2]] == [2.0**126, 2.0**125]
+    assert not [r for r in records if r["kind"] == "bad_step"]  # not counted as a broken step
+    assert torch.equal(biases[0], start) and trainer.progress.bad_steps == 0
+    assert trainer.progress.lr == pytest.approx(1e-3)  # the learning rate is not cut
+
+
+def test_fp16_loss_scale_is_saved_and_resumed(tmp_path, tiny_corpus):
+    cfg = config.from_dict(tiny_config_dict(tiny_corpus, precision="fp16", max_steps=2))
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run()
+    path = tmp_path / "run" / "last.pt"
+    payload = checkpoint.load(path)
+    assert payload["scaler"]["scale"] == trainer.scaler.get_scale()
+    payload["scaler"]["scale"] = 1024.0
+    checkpoint.save(path, {k: v for k, v in payload.items() if k not in ("format", "version")})
+    cfg4 = config.from_dict(tiny_config_dict(tiny_corpus, precision="fp16", max_steps=4))
+    resumed = Trainer(cfg4, tmp_path / "run")
+    assert resumed.progress.step == 2 and resumed.scaler.get_scale() == 1024.0
+
+
+def test_precision_and_device_may_change_when_resuming(tmp_path, tiny_corpus):
+    Trainer(config.from_dict(tiny_config_dict(tiny_corpus, max_steps=2)), tmp_path / "run").run()
+    options = dict(precision="bf16", device="cpu", threads=1, max_steps=4)
+    resumed = Trainer(config.from_dict(tiny_config_dict(tiny_corpus, **options)), tmp_path / "run")
+    assert resumed.progress.step == 2
+    assert resumed.run()["step"] == 4
+
+
+def test_unknown_precision_names_the_choices(tiny_corpus):
+    with pytest.raises(ConfigError, match=r"train\.precision.*fp32.*bf16.*fp16"):
+        config.from_dict(tiny_config_dict(tiny_corpus, precision="fp8"))
