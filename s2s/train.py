@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from s2s import checkpoint
+from s2s import checkpoint, distributed
 from s2s import config as config_mod
 from s2s.config import Config
 from s2s.data import (
@@ -271,11 +271,16 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out)
         self.on_step = on_step
-        resume = prepare_run_dir(cfg, self.out, force)
         t = cfg.train
+        self.dist = distributed.from_env()
+        if not self.dist.main:  # one log, from rank 0
+            logging.getLogger("s2s").setLevel(logging.WARNING)
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device)
+        self.device = distributed.start(self.dist, resolve_device(t.device))
+        resume = distributed.broadcast(
+            self.dist, prepare_run_dir(cfg, self.out, force) if self.dist.main else None
+        )
         torch.manual_seed(t.seed)
 
         train_ds = load_split(cfg.data, "train")
@@ -288,7 +293,11 @@ class Trainer:
         elif t.distill.teacher:  # a student reads and writes its teacher's tokens
             teacher_payload = checkpoint.load(t.distill.teacher)
             self.src_tok, self.tgt_tok = checkpoint.tokenizers_of(teacher_payload)
-            save_tokenizers(self.src_tok, self.tgt_tok, self.out)
+            if self.dist.main:
+                save_tokenizers(self.src_tok, self.tgt_tok, self.out)
+        elif not self.dist.main:  # rank 0 trains them
+            states = distributed.broadcast(self.dist, None)
+            self.src_tok, self.tgt_tok = checkpoint.tokenizers_of({"tokenizers": states})
         else:
             keep = [
                 i
@@ -302,6 +311,9 @@ class Trainer:
                 cfg.data.tokenizer, list(sub["src"]), list(sub["tgt"])
             )
             save_tokenizers(self.src_tok, self.tgt_tok, self.out)
+            distributed.broadcast(
+                self.dist, checkpoint.tokenizer_states(self.src_tok, self.tgt_tok)
+            )
         d = cfg.data
         self.train_corpus = encode_corpus(
             train_ds,
@@ -342,12 +354,17 @@ class Trainer:
         self.ema = None
         if t.ema_decay > 0:
             self.ema = [p.detach().clone() for p in self._unique_params()]
+        if self.dist.active:  # same initial weights (same seed), different dropout masks
+            torch.manual_seed(t.seed + self.dist.rank)
         if payload is not None:
             self._restore(payload)
-        self._trim_metrics(self.progress.step)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %d parameters on %s", n_params, self.device)
-        check_disk_space(self.out, n_params, t.keep_checkpoints)
+        if self.dist.main:
+            self._trim_metrics(self.progress.step)
+            check_disk_space(self.out, n_params, t.keep_checkpoints)
+        if self.dist.active:
+            log.info("data parallel: %d processes, this is rank 0", self.dist.world)
         self.stop_requested = False
 
     def _load_teacher(self) -> Seq2Seq:
@@ -429,7 +446,9 @@ class Trainer:
                 self.scaler.load_state_dict(payload["scaler"])
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise S2SError(f"cannot resume from {self.out / 'last.pt'}: {err}") from None
-        torch.set_rng_state(payload["rng"]["torch"])
+        ranks = payload["rng"].get("ranks", [])
+        own = ranks[self.dist.rank] if len(ranks) == self.dist.world else None
+        torch.set_rng_state(own if own is not None else payload["rng"]["torch"])
         if payload["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         if not self.progress.plateau_lr:
@@ -470,7 +489,16 @@ class Trainer:
             group["lr"] = lr * group.get("lr_mult", 1.0)
 
     def save(self, name: str) -> None:
-        checkpoint.save(self.out / name, self._payload())
+        """Rank 0 writes. ``last.pt`` is a collective: it holds every rank's RNG state,
+        so that a resumed data-parallel run continues each rank's dropout stream."""
+        ranks = None
+        if name == "last.pt" and self.dist.active:
+            ranks = distributed.gather(self.dist, torch.get_rng_state())
+        if self.dist.main:
+            payload = self._payload()
+            if ranks is not None:
+                payload["rng"]["ranks"] = ranks
+            checkpoint.save(self.out / name, payload)
 
     def keep_step_checkpoint(self) -> None:
         """Keep last.pt as step-STEP.pt (a hard link: no second write) and delete the
@@ -505,6 +533,8 @@ class Trainer:
         checkpoint.atomic_write(path, lambda handle: handle.write(data))
 
     def _emit(self, record: dict) -> None:
+        if not self.dist.main:
+            return
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         for key, value in record.items():
@@ -569,7 +599,25 @@ class Trainer:
             self.save("best.pt")
         return record
 
+    def _validate_everywhere(self) -> None:
+        """Rank 0 validates; every rank takes on what it decided (plateau learning
+        rate, best BLEU, early-stopping counts)."""
+        if self.dist.main:
+            self.validate()
+        if self.dist.active:
+            decided = distributed.broadcast(self.dist, asdict(self.progress))
+            for key, value in decided.items():  # in place: run() holds a reference
+                setattr(self.progress, key, value)
+
     def _finished(self) -> str | None:
+        """Why training should stop now (None: go on); all ranks agree, rank 0 first."""
+        reason = self._local_finished()
+        if self.dist.active:
+            reasons = distributed.gather(self.dist, reason)
+            reason = reasons[0] or next((r for r in reasons if r), None)
+        return reason
+
+    def _local_finished(self) -> str | None:
         t, p = self.cfg.train, self.progress
         if t.max_steps and p.step >= t.max_steps:
             return f"reached train.max_steps ({t.max_steps})"
@@ -597,7 +645,11 @@ class Trainer:
         t, p = self.cfg.train, self.progress
         eps = self._teacher_prob()
         units = sum(b.n_tokens if t.loss_norm == "tokens" else b.src.shape[0] for b in micro)
-        histograms = bool(t.histograms_every) and (p.step + 1) % t.histograms_every == 0
+        # data parallel: normalise by the units of all ranks' batches
+        units = distributed.sum_floats(self.dist, [units], self.device)[0]
+        histograms = (
+            bool(t.histograms_every) and (p.step + 1) % t.histograms_every == 0 and self.dist.main
+        )
         diagnose = bool(t.diagnostics_every) and (p.step + 1) % t.diagnostics_every == 0
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
@@ -623,9 +675,15 @@ class Trainer:
             if histograms and k == 0:
                 for name, value in acts.items():
                     self.writer.add_histogram(f"activations/{name}", value, p.step + 1)
-        if t.l1 > 0:
+        if t.l1 > 0 and self.dist.main:  # once, not once per rank
             penalty = sum(w.abs().sum() for w in self._matrices())
             self._backward(t.l1 * penalty)
+        if self.dist.active:
+            distributed.sum_gradients(
+                self.dist, [q for q in self.model.parameters() if q.requires_grad]
+            )
+            total, tokens = distributed.sum_floats(self.dist, [total, tokens], self.device)
+            tokens = int(tokens)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clipping and the checks see true gradients
         params = [q for q in self.model.parameters() if q.grad is not None]
@@ -645,6 +703,8 @@ class Trainer:
                         {"kind": "overflow", "step": p.step + 1, "scale": self.scaler.get_scale()}
                     )
                     return total, tokens, None
+            if not micro:
+                return total, tokens, "another rank's batch"
             return total, tokens, self._locate_nonfinite(micro[0], eps, total)
         if histograms:
             for name, q in self.model.named_parameters():
@@ -750,7 +810,7 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         t, p = self.cfg.train, self.progress
-        self.writer = SummaryWriter(log_dir=str(self.out))
+        self.writer = SummaryWriter(log_dir=str(self.out)) if self.dist.main else None
         previous = {
             s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
         }
@@ -763,8 +823,12 @@ class Trainer:
                 batches = epoch_batches(self.train_corpus, self.cfg.data, t.seed, p.epoch)
                 while p.batch_in_epoch < len(batches) and reason is None:
                     start = time.perf_counter()
-                    chunk = batches[p.batch_in_epoch : p.batch_in_epoch + t.accumulate]
-                    micro = [collate(self.train_corpus, idx).to(self.device) for idx in chunk]
+                    share = t.accumulate * self.dist.world
+                    chunk = batches[p.batch_in_epoch : p.batch_in_epoch + share]
+                    micro = [
+                        collate(self.train_corpus, idx).to(self.device)
+                        for idx in distributed.shard(chunk, self.dist)
+                    ]
                     self._set_lr(self._scheduled_lr())
                     eps = self._teacher_prob()
                     loss, tokens, where = self._update(micro)
@@ -797,11 +861,11 @@ class Trainer:
                             self.on_step(record)
                         window_tokens, window_loss, window_seconds = 0, 0.0, 0.0
                     if p.step % t.valid_every == 0:
-                        self.validate()
+                        self._validate_everywhere()
                     reason = self._finished()
                     if p.step % t.save_every == 0 or reason is not None:
                         self.save("last.pt")
-                        if p.step % t.save_every == 0:
+                        if p.step % t.save_every == 0 and self.dist.main:
                             self.keep_step_checkpoint()
                 if broken:
                     reason = broken
@@ -811,12 +875,14 @@ class Trainer:
                     p.batch_in_epoch = 0
                     reason = reason or self._finished()
             if p.last_valid_step != p.step and reason != "interrupted" and not broken:
-                self.validate()
+                self._validate_everywhere()
                 self.save("last.pt")
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
+            distributed.stop(self.dist)
         log.info("training stopped at step %d: %s", p.step, reason)
         if reason == "interrupted":
             raise S2SError(f"interrupted at step {p.step}; rerun the same command to resume")

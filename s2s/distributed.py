@@ -1,0 +1,126 @@
+"""Data-parallel training across processes with ``torch.distributed`` (level 5, for train).
+
+``torchrun --nproc_per_node N -m s2s train CONFIG --out RUN`` starts N processes; each
+reads ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` from its environment. Every process
+holds the whole model; each update, rank r takes batches r, r + N, ... of the update's
+share of the (identically shuffled) epoch, and the gradients are summed across ranks
+before the optimizer step, so N processes with ``train.accumulate: A`` compute the
+same update as one process with ``accumulate: N * A``. Only rank 0 writes files and
+validates; it broadcasts what validation decides (learning rate, stopping).
+
+Without those variables (or with ``WORLD_SIZE=1``) every function here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from s2s.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def from_env() -> Context:
+    """The process's place in a ``torchrun`` launch (rank 0 of 1 without one)."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} and WORLD_SIZE={world} do not fit together")
+    return Context(rank=rank, world=world, local_rank=_env_int("LOCAL_RANK", rank))
+
+
+def start(ctx: Context, device: torch.device) -> torch.device:
+    """Join the process group (NCCL on CUDA, Gloo on CPU); returns this rank's device."""
+    if not ctx.active:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def stop(ctx: Context) -> None:
+    if ctx.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.active:
+        dist.barrier()
+
+
+def broadcast(ctx: Context, value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object), on every rank."""
+    if not ctx.active:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(ctx: Context, value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if not ctx.active:
+        return [value]
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, value)
+    return out
+
+
+def sum_floats(ctx: Context, values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (float64, so token counts stay exact)."""
+    if not ctx.active:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def sum_gradients(ctx: Context, params: list[torch.Tensor]) -> None:
+    """Replace each parameter's gradient by its sum over ranks, in one flat all-reduce.
+    A parameter without a gradient on this rank (e.g. a rank with no batch at the end
+    of an epoch) contributes zeros."""
+    if not ctx.active:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+
+
+def shard(chunk: list, ctx: Context) -> list:
+    """This rank's share of an update's batches: every world-th, from its rank."""
+    return chunk[ctx.rank :: ctx.world]

@@ -1,0 +1,87 @@
+"""Data-parallel training with torchrun (Gloo on CPU): N processes compute the update one
+process computes with N times the accumulation; only rank 0 writes; resume is exact."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import tiny_config_dict
+
+from s2s import checkpoint, config, distributed
+from s2s.errors import ConfigError
+from s2s.train import Trainer
+
+
+def torchrun(tmp_path, cfg: dict, out, processes=2):
+    path = tmp_path / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={processes}", "-m", "s2s", "train", str(path), "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+def records(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_compute_the_update_of_one_accumulating_two(tmp_path, tiny_corpus):
+    options = dict(max_steps=6, threads=1, seed=3)
+    one = tmp_path / "one"
+    Trainer(config.from_dict(tiny_config_dict(tiny_corpus, accumulate=2, **options)), one).run()
+    two = tmp_path / "two"
+    torchrun(tmp_path, tiny_config_dict(tiny_corpus, **options), two)
+    a, b = checkpoint.load(one / "last.pt"), checkpoint.load(two / "last.pt")
+    assert a["progress"]["step"] == b["progress"]["step"] == 6
+    assert a["progress"]["batch_in_epoch"] == b["progress"]["batch_in_epoch"]
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], rtol=1e-5, atol=1e-6), key
+    # only rank 0 wrote: one TensorBoard file, each record once, the same losses and BLEU
+    assert len(list(two.glob("events.out.tfevents.*"))) == 1
+    ra, rb = records(one), records(two)
+    assert [(r["kind"], r["step"]) for r in ra] == [(r["kind"], r["step"]) for r in rb]
+    for x, y in zip(ra, rb):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5)
+        if x["kind"] == "valid":
+            assert x["bleu"] == pytest.approx(y["bleu"])
+    assert len(b["rng"]["ranks"]) == 2  # each rank's RNG state, for exact resume
+
+
+def test_a_data_parallel_run_resumes_exactly(tmp_path, tiny_corpus):
+    cfg = tiny_config_dict(tiny_corpus, max_steps=6, threads=1)
+    cfg["model"].update(dropout=0.3, embedding_dropout=0.2)  # per-rank random masks
+    torchrun(tmp_path, cfg, tmp_path / "straight")
+    cfg["train"]["max_steps"] = 3
+    torchrun(tmp_path, cfg, tmp_path / "split")
+    cfg["train"]["max_steps"] = 6
+    torchrun(tmp_path, cfg, tmp_path / "split")
+    a = checkpoint.load(tmp_path / "straight" / "last.pt")
+    b = checkpoint.load(tmp_path / "split" / "last.pt")
+    assert b["progress"]["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_context_from_the_environment(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.from_env() == distributed.Context(0, 1, 0)
+    assert not distributed.from_env().active
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    ctx = distributed.from_env()
+    assert (ctx.rank, ctx.world, ctx.local_rank, ctx.main, ctx.active) == (3, 4, 1, False, True)
+    assert distributed.shard(list(range(10)), ctx) == [3, 7]
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ConfigError, match="RANK=4 and WORLD_SIZE=4"):
+        distributed.from_env()
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ConfigError, match="RANK='one' is not an integer"):
+        distributed.from_env()
