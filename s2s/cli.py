@@ -196,6 +196,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from s2s.compare import compare, markdown, plan, read_sweep
+
+    sweep = read_sweep(args.sweep)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.sweep).stem
+    if args.dry_run:
+        for run in plan(sweep, out):
+            changes = {**sweep.settings, **sweep.variants[run.variant]}
+            shown = " ".join(f"{k}={v}" for k, v in changes.items()) or "(base config)"
+            print(f"{run.folder}\tseed {run.seed}\t{shown}")
+        return 0
+    print(markdown(compare(sweep, out)), end="")
+    log.info("report: %s", out / "report.md")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -288,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checks.choices["lr-find"].add_argument("--steps", type=int, default=100)
     checks.choices["lr-find"].add_argument("--out", default="lr_find.png", help="plot file")
+
+    p = sub.add_parser(
+        "compare", help="train variants x seeds and compare their BLEU (mean, std, tests)"
+    )
+    p.add_argument("sweep", help="sweep file: base config, variants / grid / random, seeds")
+    p.add_argument("--out", help="sweep folder (default runs/<sweep name>)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs and their settings; train nothing"
+    )
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("score", help="BLEU and chrF with sacrebleu")
     p.add_argument("--ref", required=True, help="reference file (plain or .gz)")

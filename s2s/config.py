@@ -438,19 +438,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def set_key(data: dict, path: list[str], value: Any, what: str) -> None:
+    """Set a dotted key (as its parts) in a nested dict; ``what`` names it in errors."""
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what}: '{part}' is not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Set dotted keys in a nested dict; validation happens in from_dict."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{part}' is not a section")
-            node = child
-        node[path[-1]] = value
+        set_key(data, path, value, f"override '{text}'")
     return data
 
 
@@ -484,7 +489,12 @@ def read_yaml(path: str | Path) -> dict:
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config, apply overrides, expand ${VAR} in data paths, validate."""
-    data = apply_overrides(read_yaml(path), overrides or [])
+    return from_data(apply_overrides(read_yaml(path), overrides or []))
+
+
+def from_data(data: dict) -> Config:
+    """A config from a nested dict as read from YAML: ${VAR} in data paths expanded,
+    then validated."""
     section = data.get("data")
     if isinstance(section, dict):
         for key in ("train", "valid", "test"):

@@ -1,0 +1,161 @@
+"""s2s compare: variants x seeds as ordinary run folders, resumable, and an honest report."""
+
+import json
+import math
+import statistics
+
+import pytest
+import yaml
+from conftest import SENTENCES, tiny_config_dict, write_corpus
+
+from s2s import compare as cmp
+from s2s.cli import main
+from s2s.errors import ConfigError
+from s2s.evaluate import score
+
+
+@pytest.fixture
+def sweep_file(tmp_path, tiny_corpus):
+    write_corpus(tiny_corpus["dir"], "test", SENTENCES[2:7])
+    base = tiny_config_dict(tiny_corpus, max_steps=3, valid_every=3, threads=1)
+    base["data"]["test"] = str(tiny_corpus["dir"] / "test")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {
+        "base": "base.yaml",
+        "seeds": [1, 2],
+        "set": {"train.lr": 0.01},
+        "variants": {"plain": {}, "wide": {"model.decoder.hidden_size": 48}},
+        "samples": 200,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_compare_trains_every_run_and_reports_mean_std_and_tests(tmp_path, sweep_file):
+    out = tmp_path / "out"
+    report = cmp.compare(cmp.read_sweep(sweep_file), out)
+    refs = [t for _, t in SENTENCES[2:7]]
+    results = {}
+    for variant in ("plain", "wide"):
+        for seed in (1, 2):
+            folder = out / variant / f"seed-{seed}"
+            result = json.loads((folder / "result.json").read_text())
+            assert (folder / "best.pt").is_file() and (folder / "metrics.jsonl").is_file()
+            hyps = (folder / "test.hyp").read_text().split("\n")[:-1]
+            assert result["bleu"] == pytest.approx(score(hyps, refs).bleu)  # computed, not kept
+            assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["seed"] == seed
+            results[(variant, seed)] = result
+    rows = {row["variant"]: row for row in report["variants"]}
+    for variant, row in rows.items():
+        bleu = [results[(variant, s)]["bleu"] for s in (1, 2)]
+        assert row["bleu"] == bleu and row["bleu_max"] == max(bleu)
+        assert row["bleu_mean"] == pytest.approx(statistics.fmean(bleu))
+        assert row["bleu_std"] == pytest.approx(statistics.stdev(bleu))
+    assert rows["plain"]["p_values"] == [] and report["baseline"] == "plain"
+    assert len(rows["wide"]["p_values"]) == 2
+    assert all(0.0 <= p <= 1.0 for p in rows["wide"]["p_values"])
+    assert rows["wide"]["delta"] == pytest.approx(
+        rows["wide"]["bleu_mean"] - rows["plain"]["bleu_mean"]
+    )
+    page = (out / "report.md").read_text()
+    assert "| wide |" in page and "baseline" in page and "nrefs:1" in page
+    assert (out / "compare.png").stat().st_size > 1000
+    assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
+
+
+def test_rerunning_skips_finished_runs(tmp_path, sweep_file):
+    out = tmp_path / "out"
+    sweep = cmp.read_sweep(sweep_file)
+    first = cmp.compare(sweep, out)
+    (out / "wide" / "seed-2" / "result.json").unlink()
+    trained = []
+    second = cmp.compare(
+        sweep, out, train_run=lambda cfg, folder: trained.append(folder.relative_to(out))
+    )
+    assert [str(f) for f in trained] == ["wide/seed-2"]  # only the unfinished one
+    assert second["variants"] == first["variants"]
+
+
+def test_a_bad_variant_fails_before_anything_trains(tmp_path, sweep_file):
+    data = yaml.safe_load(sweep_file.read_text())
+    data["variants"]["typo"] = {"model.decoder.hiden_size": 48}
+    sweep_file.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"sweep variant 'typo': .*hiden_size.*hidden_size"):
+        cmp.compare(cmp.read_sweep(sweep_file), out)
+    assert not out.exists()
+
+
+def test_dry_run_lists_runs_and_trains_nothing(tmp_path, sweep_file, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", str(sweep_file), "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and "wide/seed-2" in lines[3]
+    assert "model.decoder.hidden_size=48" in lines[3] and "train.lr=0.01" in lines[3]
+    assert not out.exists()
+
+
+def test_grid_names_every_combination():
+    variants = cmp.grid_variants(
+        {"model.encoder.cell": ["lstm", "gru"], "model.decoder.cell": ["lstm"], "train.lr": [0.001]}
+    )
+    assert list(variants) == [
+        "model.encoder.cell=lstm,model.decoder.cell=lstm,lr=0.001",
+        "model.encoder.cell=gru,model.decoder.cell=lstm,lr=0.001",
+    ]
+    assert variants["model.encoder.cell=gru,model.decoder.cell=lstm,lr=0.001"] == {
+        "model.encoder.cell": "gru",
+        "model.decoder.cell": "lstm",
+        "train.lr": 0.001,
+    }
+
+
+def test_random_search_draws_in_range_and_is_seeded():
+    spec = {
+        "trials": 20,
+        "seed": 7,
+        "space": {
+            "train.lr": {"log_uniform": [1e-4, 1e-2]},
+            "model.dropout": {"uniform": [0.1, 0.5]},
+            "model.encoder.layers": {"int": [1, 3]},
+            "model.encoder.cell": {"choice": ["lstm", "gru"]},
+        },
+    }
+    a, b = cmp.random_variants(spec), cmp.random_variants(spec)
+    assert a == b and len(a) == 20 and "trial-01" in a
+    lrs = [v["train.lr"] for v in a.values()]
+    assert all(1e-4 <= x <= 1e-2 for x in lrs)
+    # log-uniform: about half the draws below the geometric mean 1e-3
+    assert 4 <= sum(x < 1e-3 for x in lrs) <= 16
+    assert all(0.1 <= v["model.dropout"] <= 0.5 for v in a.values())
+    assert {v["model.encoder.layers"] for v in a.values()} <= {1, 2, 3}
+    assert cmp.random_variants(spec | {"seed": 8}) != a
+    with pytest.raises(ConfigError, match="train.lr"):
+        cmp.random_variants({"trials": 2, "space": {"train.lr": {"log_uniform": [0, 1]}}})
+
+
+def test_paired_test_separates_a_better_system_from_chance():
+    refs = [f"the {w} sat on the mat number {i} today ." for i, w in enumerate("abcdefghij" * 4)]
+    good = list(refs)
+    bad = [" ".join(r.split()[:3]) for r in refs]
+    assert cmp.paired_p_value(bad, good, refs, "ar", 500) < 0.01
+    assert cmp.paired_p_value(good, list(good), refs, "ar", 500) == 1.0
+    assert cmp.paired_p_value(bad, good, refs, "bs", 200) < 0.05
+    assert not math.isnan(cmp.paired_p_value(bad, bad[:-1] + [good[-1]], refs, "ar", 200))
+
+
+def test_sweep_file_errors_name_the_problem(tmp_path):
+    path = tmp_path / "s.yaml"
+    for data, message in (
+        ({"base": "b.yaml"}, "exactly one of variants, grid, random"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "grid": {}}, "exactly one of"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "seeds": [1, 1]}, "seeds repeat"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "baseline": "z"}, "baseline 'z'"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "split": "train"}, "split must be"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "seed": [1]}, "unknown key 'seed'"),
+        ({"variants": {"a": {}}}, "needs base"),
+    ):
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(ConfigError, match=message):
+            cmp.read_sweep(path)
