@@ -274,7 +274,11 @@ def _finished_result(run: Run, split: str, beam: int) -> dict | None:
         return None
     fresh = (run.folder / f"{split}.hyp").is_file() and (run.folder / "best.pt").is_file()
     same = result.get("split") == split and result.get("beam") == beam
-    return result if fresh and same else None
+    if not (fresh and same):
+        return None
+    # a sweep file edited since: train() then names the difference
+    trained = config_mod.from_data(config_mod.read_yaml(run.folder / "config.yaml"))
+    return None if config_mod.diff(trained, run.cfg) else result
 
 
 # --------------------------------------------------------------------------- report

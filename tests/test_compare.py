@@ -159,3 +159,13 @@ def test_sweep_file_errors_name_the_problem(tmp_path):
         path.write_text(yaml.safe_dump(data))
         with pytest.raises(ConfigError, match=message):
             cmp.read_sweep(path)
+
+
+def test_an_edited_sweep_does_not_reuse_old_results(tmp_path, sweep_file):
+    out = tmp_path / "out"
+    cmp.compare(cmp.read_sweep(sweep_file), out)
+    data = yaml.safe_load(sweep_file.read_text())
+    data["set"]["train.lr"] = 0.02
+    sweep_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"belongs to a different config \(differs in train\.lr"):
+        cmp.compare(cmp.read_sweep(sweep_file), out)
