@@ -8,8 +8,9 @@ recurrent connections, Zaremba et al. 2014) and plain, residual or dense-residua
 
 Cells that the fused kernels do not offer run in ``LoopRNN``, a step loop with the
 same interface as a single-layer ``nn.LSTM``: the peephole LSTM (Gers et al. 2002),
-layer-normalised LSTM and GRU (Ba et al. 2016), and any cell with variational
-recurrent dropout (one mask per sequence on h, Gal & Ghahramani 2016).
+layer-normalised LSTM and GRU (Ba et al. 2016), the multiplicative LSTM (Krause et al.
+2016), and any cell with variational recurrent dropout (one mask per sequence on h,
+Gal & Ghahramani 2016).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ LayerState = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 Sequence = Union[torch.Tensor, PackedSequence]
 
 
-LSTM_CELLS = ("lstm", "peephole_lstm", "layernorm_lstm")
+LSTM_CELLS = ("lstm", "peephole_lstm", "layernorm_lstm", "mlstm")
 
 
 def is_lstm(cell: str) -> bool:
@@ -86,6 +87,12 @@ class LoopCell(nn.Module):
         self.peephole = (
             nn.Parameter(torch.zeros(3 * hidden_size)) if cell == "peephole_lstm" else None
         )
+        # Krause et al. 2016, eq. 18-19: an input-dependent recurrent transition,
+        # m = (W_mx x) * (W_mh h), takes h's place in the gates.
+        self.multiplicative = cell == "mlstm"
+        if self.multiplicative:
+            self.weight_mx = nn.Parameter(torch.empty(hidden_size, input_size))
+            self.weight_mh = nn.Parameter(torch.empty(hidden_size, hidden_size))
         self.layer_norm = cell.startswith("layernorm_")
         if self.layer_norm:  # Ba et al. 2016, §3.1: normalise each term, then the cell
             self.norm_ih = nn.LayerNorm(size)
@@ -95,7 +102,10 @@ class LoopCell(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
         """x: (batch, input), h and c: (batch, hidden) -> new (h, c)."""
         wx = x @ self.weight_ih.t()
-        wh = h @ self.weight_hh.t()
+        if self.multiplicative:
+            wh = ((x @ self.weight_mx.t()) * (h @ self.weight_mh.t())) @ self.weight_hh.t()
+        else:
+            wh = h @ self.weight_hh.t()
         if self.layer_norm:
             wx, wh = self.norm_ih(wx), self.norm_hh(wh)
         wx, wh = wx + self.bias_ih, wh + self.bias_hh

@@ -116,6 +116,8 @@ class Loaded:
 
 def load_for_translation(path: str | Path) -> Loaded:
     payload = load(path)
+    if payload.get("kind", "seq2seq") != "seq2seq":
+        raise CheckpointError(f"{path} is a {payload['kind']} checkpoint, not a translation model")
     cfg = config_of(payload)
     src_tok, tgt_tok = tokenizers_of(payload)
     model = model_of(payload, src_tok.vocab_size, tgt_tok.vocab_size)

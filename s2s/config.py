@@ -22,7 +22,7 @@ import yaml
 from s2s.errors import ConfigError
 from s2s.schedules import LR_SCHEDULES, SAMPLING_DECAYS
 
-CELLS = ("lstm", "gru", "rnn", "peephole_lstm", "layernorm_lstm", "layernorm_gru")
+CELLS = ("lstm", "gru", "rnn", "peephole_lstm", "layernorm_lstm", "layernorm_gru", "mlstm")
 ACTIVATIONS = ("tanh", "relu")
 STACKINGS = ("none", "residual", "dense", "skip")
 ATTENTIONS = ("none", "additive", "multiplicative")
@@ -45,6 +45,8 @@ DEVICES = ("auto", "cpu", "cuda")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSS_NORMS = ("tokens", "sentences")
 PRECISIONS = ("fp32", "bf16", "fp16")
+LM_UNITS = ("byte", "char")
+LM_SCHEDULES = ("constant", "exponential", "linear", "step", "cyclic")
 
 
 def choice(default: str, choices: tuple[str, ...]) -> Any:
@@ -249,6 +251,118 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- char LM
+# ``s2s charlm``: a character / byte language model, its own small config tree.
+
+
+@dataclass(frozen=True)
+class LMModelConfig:
+    # byte: the 256 byte values, whatever the file's encoding (Latin-1 text included);
+    # char: the characters of the training text (decoded with data.encoding)
+    unit: str = choice("byte", LM_UNITS)
+    embedding_size: int = 64
+    cell: str = choice("lstm", CELLS)  # mlstm: Krause et al. 2016
+    activation: str = choice("tanh", ACTIVATIONS)
+    layers: int = 1
+    hidden_size: int = 512
+    stacking: str = choice("none", STACKINGS)
+    dropout: float = 0.0  # on embeddings, between layers and before the output layer
+    recurrent_dropout: float = 0.0
+    init: InitConfig = field(default_factory=InitConfig)
+
+
+@dataclass(frozen=True)
+class LMDataConfig:
+    text: str = ""  # a text file (plain or .gz); ${VAR} expanded
+    encoding: str = "utf-8"  # model.unit char: how to decode it
+    valid_fraction: float = 0.1  # the last part of the text validates
+    limit: int = 0  # the first N bytes only (0 = all)
+
+
+@dataclass(frozen=True)
+class LMTrainConfig:
+    seed: int = 1
+    device: str = choice("auto", DEVICES)
+    threads: int = 0
+    max_steps: int = 2000
+    max_minutes: float = 0.0
+    batch_size: int = 32  # parallel streams through the text
+    bptt: int = 100  # truncated backpropagation through time: units per update
+    optimizer: str = choice("adam", OPTIMIZERS)
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    clip_grad_norm: float = 5.0
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    lr_schedule: str = choice("constant", LM_SCHEDULES)
+    warmup_steps: int = 0
+    decay_start: int = 0
+    decay_steps: int = 0  # linear: 0 = until max_steps
+    lr_gamma: float = 0.9999
+    lr_step_size: int = 1000
+    lr_decay: float = 0.5
+    min_lr: float = 1e-5
+    log_every: int = 100
+    valid_every: int = 500
+    save_every: int = 500
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    model: LMModelConfig = field(default_factory=LMModelConfig)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+
+
+def _check_lm(cfg: LMConfig) -> None:
+    m, d, t = cfg.model, cfg.data, cfg.train
+    for key, value in {
+        "model.embedding_size": m.embedding_size,
+        "model.layers": m.layers,
+        "model.hidden_size": m.hidden_size,
+        "train.max_steps": t.max_steps,
+        "train.batch_size": t.batch_size,
+        "train.bptt": t.bptt,
+        "train.lr": t.lr,
+        "train.log_every": t.log_every,
+        "train.valid_every": t.valid_every,
+        "train.save_every": t.save_every,
+    }.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{key}' must be positive, got {value}")
+    for key, value in {
+        "model.dropout": m.dropout,
+        "model.recurrent_dropout": m.recurrent_dropout,
+    }.items():
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"config key '{key}' must be in [0, 1), got {value}")
+    if not 0.0 < d.valid_fraction < 1.0:
+        raise ConfigError(
+            f"config key 'data.valid_fraction' must be in (0, 1), got {d.valid_fraction}"
+        )
+    if not d.text:
+        raise ConfigError("config key 'data.text' is not set (a text file)")
+    if t.min_lr > t.lr:
+        raise ConfigError(f"train.min_lr ({t.min_lr}) is above train.lr ({t.lr})")
+
+
+def lm_from_dict(data: dict) -> LMConfig:
+    cfg = _build(LMConfig, data, "")
+    _check_lm(cfg)
+    return cfg
+
+
+def load_lm(path: str | Path, overrides: list[str] | None = None) -> LMConfig:
+    """A char-LM config from YAML, with overrides and ${VAR} in data.text expanded."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    section = data.get("data")
+    if isinstance(section, dict) and isinstance(section.get("text"), str):
+        section["text"] = expand_env(section["text"])
+    return lm_from_dict(data)
 
 
 # --------------------------------------------------------------------------- loading
@@ -507,7 +621,7 @@ def dump(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def diff(a: Config, b: Config) -> list[str]:
+def diff(a: Any, b: Any) -> list[str]:
     """Dotted keys whose values differ between two configs."""
 
     def flat(d: dict, prefix: str = "") -> dict:

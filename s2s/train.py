@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -101,8 +101,11 @@ LIMIT_KEYS = frozenset(
 )
 
 
-def prepare_run_dir(cfg: Config, out: Path, force: bool) -> bool:
-    """Create or check the run folder; return True when it holds a run to resume."""
+def prepare_run_dir(
+    cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any] = config_mod.from_dict
+) -> bool:
+    """Create or check the run folder; return True when it holds a run to resume.
+    ``parse`` turns the folder's config.yaml into a config (of the type of ``cfg``)."""
     cfg_path = out / "config.yaml"
     if out.exists() and not out.is_dir():
         raise DataError(f"output path {out} exists and is not a folder")
@@ -114,7 +117,7 @@ def prepare_run_dir(cfg: Config, out: Path, force: bool) -> bool:
                     "choose another --out or pass --force"
                 )
         else:
-            old = config_mod.from_dict(config_mod.read_yaml(cfg_path))
+            old = parse(config_mod.read_yaml(cfg_path))
             changed = [k for k in config_mod.diff(old, cfg) if k not in LIMIT_KEYS]
             if changed and not force:
                 shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")

@@ -14,7 +14,7 @@ from s2s.init import initialize
 from s2s.model import build_model
 from s2s.train import batch_loss
 
-LOOP_CELLS = ["peephole_lstm", "layernorm_lstm", "layernorm_gru"]
+LOOP_CELLS = ["peephole_lstm", "layernorm_lstm", "layernorm_gru", "mlstm"]
 
 
 def copy_fused_into_loop(fused: torch.nn.Module, loop: LoopRNN) -> None:
@@ -265,3 +265,25 @@ def test_default_init_draws_like_the_original_fan_in_scheme():
     initialize(model, config.InitConfig())
     for name, p in model.named_parameters():
         assert torch.equal(p, expected[name]), name
+
+
+def test_multiplicative_lstm_follows_krause_et_al():
+    """m = (W_mx x) * (W_mh h); gates = W_x x + W_h m + b (Krause et al. 2016, eq. 18-23)."""
+    from s2s.cells import LoopCell
+
+    torch.manual_seed(0)
+    cell = LoopCell(cell="mlstm", input_size=3, hidden_size=4, activation="tanh")
+    for p in cell.parameters():
+        torch.nn.init.normal_(p)
+    x, h, c = torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4)
+    m = (x @ cell.weight_mx.t()) * (h @ cell.weight_mh.t())
+    gates = x @ cell.weight_ih.t() + cell.bias_ih + m @ cell.weight_hh.t() + cell.bias_hh
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(c_new)
+    got_h, got_c = cell(x, h, c)
+    assert torch.allclose(got_h, h_new, atol=1e-6) and torch.allclose(got_c, c_new, atol=1e-6)
+    # the recurrent transition depends on the input: a plain LSTM's would not
+    with torch.no_grad():
+        cell.weight_mx.zero_()
+    assert torch.allclose(cell(x, h, c)[1], cell(x, torch.zeros_like(h), c)[1])

@@ -1,0 +1,160 @@
+"""s2s charlm: units, truncated BPTT with a carried state, exact resume, sampling,
+features and the logistic-regression probe."""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from s2s import config
+from s2s.charlm import Units, build_lm, sample, sequence_features
+from s2s.cli import main
+from s2s.errors import ConfigError
+from s2s.lmtrain import LMTrainer, load_lm, logistic_accuracy, probe, train_lm
+
+
+def lm_config(text_path, **train):
+    return config.lm_from_dict(
+        {
+            "model": {"embedding_size": 8, "hidden_size": 32, "unit": "char"},
+            "data": {"text": str(text_path), "valid_fraction": 0.2},
+            "train": {
+                "batch_size": 4,
+                "bptt": 8,
+                "lr": 0.01,
+                "max_steps": 6,
+                "log_every": 2,
+                "valid_every": 3,
+                "save_every": 3,
+                **train,
+            },
+        }
+    )
+
+
+@pytest.fixture
+def periodic(tmp_path):
+    path = tmp_path / "abcd.txt"
+    path.write_text("abcd" * 400, encoding="utf-8")
+    return path
+
+
+def test_units_bytes_and_chars():
+    raw = "héllo".encode("latin-1")
+    byte = Units.fit("byte", raw, "utf-8")
+    assert byte.size == 256 and byte.encode_raw(raw) == list(raw)  # the file's bytes as they are
+    assert byte.decode(byte.encode("héllo")) == "héllo"
+    char = Units.fit("char", raw, "latin-1")
+    assert char.chars[0] == "\ufffd" and set(char.chars[1:]) == set("hélo")
+    assert char.decode(char.encode("hollé")) == "hollé"
+    assert char.encode("hex")[2] == 0  # unseen: the unknown id
+    assert Units.from_state(char.state()) == char
+
+
+def test_a_model_with_zero_weights_scores_log2_vocabulary_bits(tmp_path, periodic):
+    trainer = LMTrainer(lm_config(periodic, threads=1), tmp_path / "run")
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.zero_()
+    assert trainer.evaluate() == pytest.approx(math.log2(trainer.units.size), rel=1e-6)
+
+
+def test_the_state_is_carried_between_updates_and_reset_at_an_epoch(tmp_path, periodic):
+    trainer = LMTrainer(lm_config(periodic, threads=1), tmp_path / "run")
+    seen = []
+    real = trainer.model.forward
+
+    def spy(ids, state=None):
+        seen.append(state)
+        return real(ids, state)
+
+    trainer.model.forward = spy
+    trainer._update()
+    first = trainer.carry
+    trainer._update()
+    assert seen[0] is None and seen[1] is first  # the second window starts where the first ended
+    assert not first[0][0].requires_grad  # detached: gradients stop at the window
+    width = trainer.train_data.shape[1]
+    trainer.progress.position = width - 1
+    assert trainer._update() is None  # streams read: the loop starts a new epoch
+
+
+def test_tbptt_learns_a_periodic_text_and_samples_it(tmp_path, periodic):
+    result = train_lm(lm_config(periodic, max_steps=150, valid_every=150), tmp_path / "run")
+    assert result["best_bits"] < 0.1  # log2(5) = 2.3 bits at chance
+    model, units, _ = load_lm(tmp_path / "run" / "best.pt")
+    assert sample(model, units, prime="abc", length=9, temperature=0) == "dabcdabcd"
+    a = sample(model, units, prime="ab", length=20, generator=torch.Generator().manual_seed(3))
+    b = sample(model, units, prime="ab", length=20, generator=torch.Generator().manual_seed(3))
+    assert a == b and len(a) == 20
+
+
+def test_resume_is_exact(tmp_path, periodic):
+    def run(name, steps):
+        cfg = lm_config(periodic, max_steps=steps, threads=1)
+        cfg = config.lm_from_dict(
+            config.to_dict(cfg) | {"model": config.to_dict(cfg.model) | {"dropout": 0.3}}
+        )
+        train_lm(cfg, tmp_path / name)
+
+    run("straight", 6)
+    run("split", 3)
+    run("split", 6)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert all(torch.equal(x, y) for x, y in zip(a["carry"][0], b["carry"][0]))
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "straight" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_features_are_the_final_hidden_state():
+    torch.manual_seed(0)
+    cfg = config.LMModelConfig(embedding_size=8, hidden_size=16, layers=2)
+    model = build_lm(cfg, 256).eval()
+    seqs = [list(b"good film"), list(b"bad"), []]
+    features = sequence_features(model, seqs)
+    assert features.shape == (3, 16)
+    for row, seq in zip(features, seqs):
+        _, state = model(torch.tensor([seq or [0]]))
+        assert torch.allclose(row, state[-1][0][0, 0], atol=1e-6)  # top layer, h
+
+
+def test_probe_finds_a_separable_signal_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g)
+    labels = (x[:, 2] > 0).long().tolist()
+    assert min(probe(x, labels, folds=5)) >= 0.9
+    noise = torch.randint(0, 2, (200,), generator=g).tolist()
+    assert abs(sum(probe(x, noise, folds=5)) / 5 - 0.5) < 0.15
+    assert logistic_accuracy(x, torch.tensor(labels), x, torch.tensor(labels), l2=0.0) > 0.97
+
+
+def test_commands_train_sample_probe_and_refuse_the_wrong_checkpoint(tmp_path, periodic, capsys):
+    cfg = config.to_dict(lm_config(periodic))
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["-q", "charlm", "train", str(tmp_path / "lm.yaml"), "--out", str(out)]) == 0
+    assert main(["charlm", "sample", str(out / "best.pt"), "--prime", "ab", "--length", "5"]) == 0
+    assert capsys.readouterr().out.startswith("ab")
+    (tmp_path / "pos").write_bytes("très bon\nbon\nabcd\n".encode("latin-1") * 4)
+    (tmp_path / "neg").write_bytes("mauvais\ndcba\nnul\n".encode("latin-1") * 4)
+    probe_args = ["charlm", "probe", str(out / "best.pt"), "--folds", "3"]
+    probe_args += ["--pos", str(tmp_path / "pos"), "--neg", str(tmp_path / "neg")]
+    assert main(probe_args) == 2  # a char LM fitted on UTF-8 meets Latin-1 bytes
+    assert "not valid utf-8" in capsys.readouterr().err
+    assert main(probe_args + ["--encoding", "latin-1"]) == 0
+    assert "probe accuracy" in capsys.readouterr().out
+    assert main(["translate", str(out / "best.pt")]) == 2
+    assert "is a charlm checkpoint, not a translation model" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="data.text"):
+        config.lm_from_dict({})
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.bpt'.*bptt"):
+        config.lm_from_dict({"data": {"text": "x"}, "train": {"bpt": 5}})
+    with pytest.raises(ConfigError, match="valid_fraction"):
+        config.lm_from_dict({"data": {"text": "x", "valid_fraction": 1.0}})
