@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from s2s.cells import RecurrentStack, is_lstm
 from s2s.config import LMModelConfig
+from s2s.errors import ConfigError
 from s2s.init import initialize
 
 UNKNOWN = "\ufffd"  # char units: id 0, for characters the training text lacked
@@ -178,3 +179,41 @@ def sequence_features(
             ids[i, : len(s)] = torch.tensor(s)
         rows.append(model.features(ids.to(device), lengths).float().cpu())
     return torch.cat(rows)
+
+
+@torch.no_grad()
+def copy_into(
+    lm: CharLM,
+    units: Units,
+    *,
+    rnn: RecurrentStack,
+    embedding: nn.Embedding,
+    vocabulary: list[str],
+    where: str,
+) -> int:
+    """Copy the LM's recurrent stack into ``rnn`` (parameters of the same names: a
+    bidirectional stack takes it in its forward direction) and its embedding rows into
+    the rows of ``vocabulary``'s single characters that are one LM unit. Returns the
+    number of rows copied; a size mismatch is an error that names the parameter."""
+    mine = dict(rnn.named_parameters())
+    for name, value in lm.rnn.named_parameters():
+        target = mine.get(name)
+        if target is None or target.shape != value.shape:
+            shape = "missing" if target is None else tuple(target.shape)
+            raise ConfigError(
+                f"model.charlm: {name} is {tuple(value.shape)} in the language model but "
+                f"{shape} in the {where} (match cell, layers, hidden and embedding sizes)"
+            )
+        target.copy_(value)
+    if embedding.weight.shape[1] != lm.embedding.weight.shape[1]:
+        raise ConfigError(
+            f"model.charlm: embedding size {lm.embedding.weight.shape[1]} in the language "
+            f"model but {embedding.weight.shape[1]} in the {where}"
+        )
+    copied = 0
+    for row, symbol in enumerate(vocabulary):
+        ids = units.encode(symbol) if len(symbol) == 1 else []
+        if len(ids) == 1 and not (units.kind == "char" and ids[0] == 0):
+            embedding.weight[row] = lm.embedding.weight[ids[0]]
+            copied += 1
+    return copied

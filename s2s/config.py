@@ -110,6 +110,12 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     tie_target_embeddings: bool = True  # Press & Wolf 2017
     init: InitConfig = field(default_factory=InitConfig)
+    # Start from a character language model (a checkpoint of s2s charlm train): its
+    # recurrent stack goes into the encoder (its forward direction) and/or the decoder,
+    # its embedding rows into the rows of the characters both vocabularies hold. Needs
+    # data.tokenizer.kind char and matching sizes; applies when a run starts.
+    charlm: str = ""
+    charlm_into: str = choice("encoder", ("encoder", "decoder", "both"))
 
 
 @dataclass(frozen=True)
@@ -517,6 +523,8 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key 'data.tokenizer.vocab_size' is too small for spm")
     if not d.train:
         raise ConfigError("config key 'data.train' is not set (a path prefix)")
+    if m.charlm and d.tokenizer.kind != "char":
+        raise ConfigError("model.charlm needs data.tokenizer.kind char (a character model)")
 
 
 def from_dict(data: dict) -> Config:

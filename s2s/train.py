@@ -348,6 +348,8 @@ class Trainer:
         self.model = build_model(
             cfg.model, src_vocab=self.src_tok.vocab_size, tgt_vocab=self.tgt_tok.vocab_size
         ).to(self.device)
+        if cfg.model.charlm and payload is None:
+            self._from_charlm()
         self.teacher = self._load_teacher() if t.distill.teacher else None
         self.optimizer = make_optimizer(self.model, t)
         self.amp_dtype = AMP_DTYPES[t.precision]
@@ -369,6 +371,27 @@ class Trainer:
         if self.dist.active:
             log.info("data parallel: %d processes, this is rank 0", self.dist.world)
         self.stop_requested = False
+
+    def _from_charlm(self) -> None:
+        """model.charlm: start from a character language model's weights."""
+        from s2s.charlm import copy_into
+        from s2s.lmtrain import load_lm
+
+        m = self.cfg.model
+        lm, units, _ = load_lm(m.charlm)
+        parts = {"encoder": (self.model.encoder, self.src_tok)}
+        parts["decoder"] = (self.model.decoder, self.tgt_tok)
+        for name in ("encoder", "decoder") if m.charlm_into == "both" else (m.charlm_into,):
+            module, tok = parts[name]
+            rows = copy_into(
+                lm,
+                units,
+                rnn=module.rnn,
+                embedding=module.embedding,
+                vocabulary=tok.vocabulary(),
+                where=name,
+            )
+            log.info("model.charlm: %s starts from %s (%d embedding rows)", name, m.charlm, rows)
 
     def _load_teacher(self) -> Seq2Seq:
         path = self.cfg.train.distill.teacher

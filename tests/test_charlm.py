@@ -158,3 +158,37 @@ def test_config_errors_name_the_key(tmp_path):
         config.lm_from_dict({"data": {"text": "x"}, "train": {"bpt": 5}})
     with pytest.raises(ConfigError, match="valid_fraction"):
         config.lm_from_dict({"data": {"text": "x", "valid_fraction": 1.0}})
+
+
+def test_a_translation_model_starts_from_a_char_lm(tmp_path, periodic, tiny_corpus):
+    from conftest import tiny_config_dict
+
+    lm_cfg = lm_config(periodic, max_steps=3)
+    lm_cfg = config.lm_from_dict(
+        config.to_dict(lm_cfg)
+        | {"model": config.to_dict(lm_cfg.model) | {"hidden_size": 16, "embedding_size": 16}}
+    )
+    train_lm(lm_cfg, tmp_path / "lm")
+    lm, units, _ = load_lm(tmp_path / "lm" / "best.pt")
+    cfg = tiny_config_dict(tiny_corpus, max_steps=1)
+    cfg["data"]["tokenizer"] = {"kind": "char"}
+    cfg["model"]["charlm"] = str(tmp_path / "lm" / "best.pt")
+    from s2s.train import Trainer
+
+    seq2seq = Trainer(config.from_dict(cfg), tmp_path / "mt")
+    enc = seq2seq.model.encoder
+    assert torch.equal(enc.rnn.layers[0].weight_hh_l0, lm.rnn.layers[0].weight_hh_l0)
+    assert torch.equal(enc.rnn.layers[0].bias_ih_l0, lm.rnn.layers[0].bias_ih_l0)
+    assert not torch.equal(
+        enc.rnn.layers[0].weight_hh_l0_reverse[:16], lm.rnn.layers[0].weight_hh_l0
+    )
+    vocab = seq2seq.src_tok.vocabulary()
+    a_row = enc.embedding.weight[vocab.index("a")]
+    assert torch.equal(a_row, lm.embedding.weight[units.encode("a")[0]])
+    assert not torch.equal(enc.embedding.weight[vocab.index("m")], lm.embedding.weight[0])
+    cfg["model"]["charlm_into"] = "both"  # the decoder is 32 wide, the LM 16
+    with pytest.raises(ConfigError, match=r"model.charlm: .* in the decoder"):
+        Trainer(config.from_dict(cfg), tmp_path / "mt2")
+    cfg["data"]["tokenizer"] = {"kind": "word"}
+    with pytest.raises(ConfigError, match="model.charlm needs data.tokenizer.kind char"):
+        config.from_dict(cfg)
