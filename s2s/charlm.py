@@ -196,7 +196,15 @@ def copy_into(
     the rows of ``vocabulary``'s single characters that are one LM unit. Returns the
     number of rows copied; a size mismatch is an error that names the parameter."""
     mine = dict(rnn.named_parameters())
-    for name, value in lm.rnn.named_parameters():
+    theirs = dict(lm.rnn.named_parameters())
+    backward = [n for n in mine if n.endswith("_reverse") or ".directions.1." in n]
+    extra = sorted(set(mine) - set(theirs) - set(backward))
+    if extra:
+        raise ConfigError(
+            f"model.charlm: the {where} has {extra[0]}, which the language model lacks "
+            "(match cell, layers and recurrent_dropout)"
+        )
+    for name, value in theirs.items():
         target = mine.get(name)
         if target is None or target.shape != value.shape:
             shape = "missing" if target is None else tuple(target.shape)
@@ -212,7 +220,14 @@ def copy_into(
         )
     copied = 0
     for row, symbol in enumerate(vocabulary):
-        ids = units.encode(symbol) if len(symbol) == 1 else []
+        ids = []
+        if len(symbol) == 1 and units.kind == "byte":
+            try:  # strictly: a character the encoding lacks has no byte row
+                ids = list(symbol.encode(units.encoding))
+            except UnicodeEncodeError:
+                continue
+        elif len(symbol) == 1:
+            ids = units.encode(symbol)
         if len(ids) == 1 and not (units.kind == "char" and ids[0] == 0):
             embedding.weight[row] = lm.embedding.weight[ids[0]]
             copied += 1

@@ -70,6 +70,19 @@ def load(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def rng_state(device: torch.device) -> dict:
+    """The random state a resumed run needs: the CPU generator's, and the current CUDA
+    device's when training there (one device per process)."""
+    cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda"):
+        torch.cuda.set_rng_state(state["cuda"][0], device)
+
+
 def config_of(payload: dict) -> config_mod.Config:
     try:
         return config_mod.from_dict(payload["config"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     bar = None
-    if sys.stderr.isatty():
+    if sys.stderr.isatty() and os.environ.get("RANK", "0") == "0":  # one bar under torchrun
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.train.max_steps or None, unit="step", dynamic_ncols=True)

@@ -146,10 +146,9 @@ def random_variants(spec: dict) -> dict[str, dict[str, Any]]:
     if not isinstance(trials, int) or trials < 1 or not space:
         raise ConfigError("sweep random needs trials (a positive integer) and a space")
     rng = random.Random(spec.get("seed", 0))
-    width = len(str(trials))
+    # unpadded names: more trials later keep the earlier trials' folders (and draws)
     return {
-        f"trial-{i + 1:0{width}d}": {key: _draw(rng, key, space[key]) for key in space}
-        for i in range(trials)
+        f"trial-{i + 1}": {key: _draw(rng, key, space[key]) for key in space} for i in range(trials)
     }
 
 
@@ -237,16 +236,20 @@ def plan(sweep: Sweep, out: Path) -> list[Run]:
 
 def evaluate_run(run: Run, split: str, beam: int) -> dict:
     """Translate the split with the run's best checkpoint; write SPLIT.hyp; return scores."""
+    from s2s.train import resolve_device
+
     loaded = checkpoint.load_for_translation(run.folder / "best.pt")
+    device = resolve_device(run.cfg.train.device)
     ds = load_split(run.cfg.data, split)
     hyps = translate_lines(
-        loaded.model,
+        loaded.model.to(device),
         loaded.src_tok,
         loaded.tgt_tok,
         list(ds["src"]),
         reverse_source=loaded.config.data.reverse_source,
         max_output_ratio=loaded.config.train.max_output_ratio,
         beam=beam if beam > 1 else None,
+        device=device,
     )
     text = "".join(h + "\n" for h in hyps).encode("utf-8")
     checkpoint.atomic_write(run.folder / f"{split}.hyp", lambda handle: handle.write(text))

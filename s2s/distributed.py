@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -64,7 +65,11 @@ def start(ctx: Context, device: torch.device) -> torch.device:
         device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # other ranks wait in a collective while rank 0 alone trains the tokenizer or
+        # validates: allow that an hour (NCCL's default is ten minutes)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=60)
+        )
     return device
 
 

@@ -55,6 +55,20 @@ def read_raw(path: str | Path) -> bytes:
     return raw
 
 
+def _cut(raw: bytes, limit: int, encoding: str | None) -> bytes:
+    """The first ``limit`` bytes, less a character the cut split in two (char units)."""
+    cut = raw[:limit]
+    if encoding is None or len(cut) == len(raw):
+        return cut
+    for drop in range(4):
+        try:
+            cut[: len(cut) - drop].decode(encoding)
+            return cut[: len(cut) - drop]
+        except UnicodeDecodeError:
+            continue
+    return cut  # invalid earlier on: reported where the text is decoded
+
+
 def streams(ids: list[int], count: int, name: str) -> torch.Tensor:
     """``ids`` cut into ``count`` contiguous rows of equal length (the rest dropped)."""
     width = len(ids) // count
@@ -104,7 +118,7 @@ class LMTrainer:
         torch.manual_seed(t.seed)
         raw = read_raw(d.text)
         if d.limit:
-            raw = raw[: d.limit]
+            raw = _cut(raw, d.limit, d.encoding if cfg.model.unit == "char" else None)
         payload = checkpoint.load(self.out / "last.pt") if resume else None
         try:
             self.units = (
@@ -152,7 +166,7 @@ class LMTrainer:
             "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress),
             "carry": self.carry,
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": checkpoint.rng_state(self.device),
         }
 
     def _restore(self, payload: dict) -> None:
@@ -165,7 +179,7 @@ class LMTrainer:
         self.carry = _detach(payload.get("carry"))
         if self.carry is not None:
             self.carry = _to(self.carry, self.device)
-        torch.set_rng_state(payload["rng"]["torch"])
+        checkpoint.restore_rng(payload["rng"], self.device)
         self._trim_metrics()
         log.info("resumed from %s at step %d", self.out / "last.pt", self.progress.step)
 
@@ -422,7 +436,7 @@ def probe(
         raise S2SError(f"--folds must be between 2 and the number of texts ({len(labels)})")
     y = torch.tensor(labels)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    parts = order.chunk(folds)
+    parts = torch.tensor_split(order, folds)
     scores = []
     for k, test in enumerate(parts):
         train = torch.cat([part for j, part in enumerate(parts) if j != k])

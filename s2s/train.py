@@ -118,7 +118,8 @@ def prepare_run_dir(
                 )
         else:
             old = parse(config_mod.read_yaml(cfg_path))
-            changed = [k for k in config_mod.diff(old, cfg) if k not in LIMIT_KEYS]
+            differs = config_mod.diff(old, cfg)
+            changed = [k for k in differs if k not in LIMIT_KEYS]
             if changed and not force:
                 shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
                 raise ConfigError(
@@ -126,6 +127,9 @@ def prepare_run_dir(
                     "use another --out, or --force to start over there"
                 )
             if not changed and (out / "last.pt").is_file():
+                if differs:  # new limits or devices: config.yaml says what runs now
+                    text = config_mod.dump(cfg).encode("utf-8")
+                    checkpoint.atomic_write(cfg_path, lambda handle: handle.write(text))
                 return True
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -354,7 +358,12 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, t)
         self.amp_dtype = AMP_DTYPES[t.precision]
         # fp16 needs loss scaling (its range is narrow); bf16 has float32's range
-        self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
+        self.scaler = None
+        if t.precision == "fp16":
+            self.scaler = torch.amp.GradScaler(self.device.type)
+            # set its scale up now: a data-parallel rank whose first update has no batch
+            # never scales a loss, yet must unscale
+            self.scaler.scale(torch.zeros((), device=self.device))
         self.progress = Progress(lr=t.lr, plateau_lr=t.lr)
         self.ema = None
         if t.ema_decay > 0:
@@ -378,11 +387,18 @@ class Trainer:
         from s2s.lmtrain import load_lm
 
         m = self.cfg.model
-        lm, units, _ = load_lm(m.charlm)
+        lm, units, lm_cfg = load_lm(m.charlm)
         parts = {"encoder": (self.model.encoder, self.src_tok)}
         parts["decoder"] = (self.model.decoder, self.tgt_tok)
         for name in ("encoder", "decoder") if m.charlm_into == "both" else (m.charlm_into,):
             module, tok = parts[name]
+            part = getattr(m, name)
+            for key in ("stacking", "activation"):
+                if getattr(part, key) != getattr(lm_cfg.model, key):
+                    raise ConfigError(
+                        f"model.charlm: model.{name}.{key} is {getattr(part, key)!r} but the "
+                        f"language model's is {getattr(lm_cfg.model, key)!r}"
+                    )
             rows = copy_into(
                 lm,
                 units,
@@ -454,10 +470,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "progress": asdict(self.progress),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
+            "rng": checkpoint.rng_state(self.device),
         }
 
     def _restore(self, payload: dict) -> None:
@@ -473,10 +486,20 @@ class Trainer:
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise S2SError(f"cannot resume from {self.out / 'last.pt'}: {err}") from None
         ranks = payload["rng"].get("ranks", [])
-        own = ranks[self.dist.rank] if len(ranks) == self.dist.world else None
-        torch.set_rng_state(own if own is not None else payload["rng"]["torch"])
-        if payload["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        if len(ranks) == self.dist.world:
+            checkpoint.restore_rng(ranks[self.dist.rank], self.device)
+        else:
+            checkpoint.restore_rng(payload["rng"], self.device)
+            if self.dist.active:  # saved by another number of processes: new streams
+                fresh = (self.cfg.train.seed, self.dist.rank, self.progress.step)
+                torch.manual_seed(hash(fresh) % 2**63)
+                log.warning(
+                    "last.pt was saved by %d process(es), this run has %d: dropout streams "
+                    "start afresh and the effective batch is now %d x data.batch_size",
+                    max(1, len(ranks)),
+                    self.dist.world,
+                    self.dist.world * self.cfg.train.accumulate,
+                )
         if not self.progress.plateau_lr:
             self.progress.plateau_lr = self.progress.lr
         self._set_lr(self.progress.lr)
@@ -519,7 +542,7 @@ class Trainer:
         so that a resumed data-parallel run continues each rank's dropout stream."""
         ranks = None
         if name == "last.pt" and self.dist.active:
-            ranks = distributed.gather(self.dist, torch.get_rng_state())
+            ranks = distributed.gather(self.dist, checkpoint.rng_state(self.device))
         if self.dist.main:
             payload = self._payload()
             if ranks is not None:
@@ -713,13 +736,18 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clipping and the checks see true gradients
         params = [q for q in self.model.parameters() if q.grad is not None]
-        if t.clip_grad_value > 0:
-            torch.nn.utils.clip_grad_value_(params, t.clip_grad_value)
+        finite = True
+        if t.clip_grad_value > 0:  # checked first: clipping by value turns inf into v
+            finite = bool(torch.stack([q.grad.isfinite().all() for q in params]).all())
+            if finite:
+                torch.nn.utils.clip_grad_value_(params, t.clip_grad_value)
         norm = torch.nn.utils.clip_grad_norm_(params, t.clip_grad_norm or float("inf"))
-        if not (math.isfinite(total) and math.isfinite(float(norm))):
+        if not (finite and math.isfinite(total) and math.isfinite(float(norm))):
             if self.scaler is not None:
                 self.scaler.update()  # lowers the loss scale; the update is not applied
-                if math.isfinite(total):  # an fp16 gradient overflow, not a broken run
+                # an fp16 gradient overflow, not a broken run: unless the scale has
+                # collapsed (below 1 after ~17 overflows in a row), then the guard acts
+                if math.isfinite(total) and self.scaler.get_scale() >= 1.0:
                     log.info(
                         "step %d: fp16 gradients overflowed; update skipped, loss scale now %g",
                         p.step + 1,

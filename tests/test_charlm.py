@@ -189,6 +189,15 @@ def test_a_translation_model_starts_from_a_char_lm(tmp_path, periodic, tiny_corp
     cfg["model"]["charlm_into"] = "both"  # the decoder is 32 wide, the LM 16
     with pytest.raises(ConfigError, match=r"model.charlm: .* in the decoder"):
         Trainer(config.from_dict(cfg), tmp_path / "mt2")
+    cfg["model"]["charlm_into"] = "encoder"
+    cfg["model"]["encoder"]["layers"] = 2  # a layer the LM does not have
+    with pytest.raises(
+        ConfigError, match=r"the encoder has layers\.1\..*which the language model lacks"
+    ):
+        Trainer(config.from_dict(cfg), tmp_path / "mt3")
+    cfg["model"]["encoder"] = {"hidden_size": 16, "stacking": "residual"}
+    with pytest.raises(ConfigError, match=r"model\.encoder\.stacking is 'residual'"):
+        Trainer(config.from_dict(cfg), tmp_path / "mt4")
     cfg["data"]["tokenizer"] = {"kind": "word"}
     with pytest.raises(ConfigError, match="model.charlm needs data.tokenizer.kind char"):
         config.from_dict(cfg)

@@ -123,7 +123,9 @@ def test_random_search_draws_in_range_and_is_seeded():
         },
     }
     a, b = cmp.random_variants(spec), cmp.random_variants(spec)
-    assert a == b and len(a) == 20 and "trial-01" in a
+    assert a == b and len(a) == 20 and "trial-1" in a and "trial-20" in a
+    # more trials later keep the earlier ones: same names, same draws
+    assert cmp.random_variants(spec | {"trials": 9}) == {k: a[k] for k in list(a)[:9]}
     lrs = [v["train.lr"] for v in a.values()]
     assert all(1e-4 <= x <= 1e-2 for x in lrs)
     # log-uniform: about half the draws below the geometric mean 1e-3
@@ -169,3 +171,17 @@ def test_an_edited_sweep_does_not_reuse_old_results(tmp_path, sweep_file):
     sweep_file.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"belongs to a different config \(differs in train\.lr"):
         cmp.compare(cmp.read_sweep(sweep_file), out)
+
+
+def test_raising_a_limit_resumes_the_runs_and_then_skips_them(tmp_path, sweep_file):
+    out = tmp_path / "out"
+    cmp.compare(cmp.read_sweep(sweep_file), out)
+    data = yaml.safe_load(sweep_file.read_text())
+    data["set"]["train.max_steps"] = 4  # a limit key: the runs resume, not restart
+    sweep_file.write_text(yaml.safe_dump(data))
+    report = cmp.compare(cmp.read_sweep(sweep_file), out)
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/seed-*/result.json"))]
+    assert [r["steps"] for r in results] == [4, 4, 4, 4]
+    trained = []
+    again = cmp.compare(cmp.read_sweep(sweep_file), out, train_run=lambda c, f: trained.append(f))
+    assert trained == [] and again["variants"] == report["variants"]

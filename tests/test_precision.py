@@ -87,3 +87,51 @@ def test_precision_and_device_may_change_when_resuming(tmp_path, tiny_corpus):
 def test_unknown_precision_names_the_choices(tiny_corpus):
     with pytest.raises(ConfigError, match=r"train\.precision.*fp32.*bf16.*fp16"):
         config.from_dict(tiny_config_dict(tiny_corpus, precision="fp8"))
+
+
+class InfGradient(torch.autograd.Function):
+    """Identity forward; an infinite gradient backward (the loss itself stays finite)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("inf"))
+
+
+def inf_gradients(monkeypatch):
+    import s2s.train as train_mod
+
+    real = train_mod.batch_loss
+
+    def broken(model, batch, *args, **kw):
+        loss = real(model, batch, *args, **kw)
+        return loss + 0.0 * InfGradient.apply(model.decoder.output.bias).sum()
+
+    monkeypatch.setattr(train_mod, "batch_loss", broken)
+
+
+def test_fp16_gradients_that_never_recover_reach_the_nan_guard(tmp_path, tiny_corpus, monkeypatch):
+    from s2s.errors import S2SError
+
+    inf_gradients(monkeypatch)
+    trainer = make_trainer(tmp_path, tiny_corpus, precision="fp16", max_steps=10, max_bad_steps=2)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0)  # collapses below 1 soon
+    with pytest.raises(S2SError, match="2 steps in a row with NaN/Inf"):
+        trainer.run()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    kinds = [json.loads(x)["kind"] for x in lines]
+    assert kinds.count("overflow") == 1 and kinds.count("bad_step") == 2
+
+
+def test_clipping_by_value_does_not_hide_infinite_gradients(tmp_path, tiny_corpus, monkeypatch):
+    inf_gradients(monkeypatch)
+    trainer = make_trainer(tmp_path, tiny_corpus, clip_grad_value=1.0)
+    from s2s.data import collate
+
+    before = trainer.model.decoder.output.bias.detach().clone()
+    _, _, where = trainer._update([collate(trainer.train_corpus, [0, 1])])
+    assert where is not None and "decoder.output.bias" in where
+    assert torch.equal(trainer.model.decoder.output.bias, before)  # not applied
