@@ -17,10 +17,8 @@ texts (e.g. MR sentiment, Radford et al. 2017) and reports k-fold accuracy.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import math
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +33,14 @@ from s2s.charlm import CharLM, Units, build_lm, sequence_features
 from s2s.config import LMConfig
 from s2s.errors import CheckpointError, DataError, S2SError
 from s2s.schedules import learning_rate
-from s2s.train import make_optimizer, prepare_run_dir, resolve_device
+from s2s.train import (
+    append_record,
+    catch_stop_signals,
+    make_optimizer,
+    prepare_run_dir,
+    resolve_device,
+    trim_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +147,7 @@ class LMTrainer:
         if payload is not None:
             self._restore(payload)
         else:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            trim_metrics(self.out / "metrics.jsonl", 0)
         log.info(
             "text %d units (%s, vocabulary %d): train %d x %d streams, valid %d x %d; "
             "model %d parameters on %s",
@@ -180,29 +185,14 @@ class LMTrainer:
         if self.carry is not None:
             self.carry = _to(self.carry, self.device)
         checkpoint.restore_rng(payload["rng"], self.device)
-        self._trim_metrics()
+        trim_metrics(self.out / "metrics.jsonl", self.progress.step)
         log.info("resumed from %s at step %d", self.out / "last.pt", self.progress.step)
-
-    def _trim_metrics(self) -> None:
-        path = self.out / "metrics.jsonl"
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["step"] <= self.progress.step:
-                    kept.append(line + "\n")
-            except (ValueError, KeyError, TypeError):
-                continue
-        data = "".join(kept).encode("utf-8")
-        checkpoint.atomic_write(path, lambda handle: handle.write(data))
 
     def save(self, name: str) -> None:
         checkpoint.save(self.out / name, self._payload())
 
     def _emit(self, record: dict) -> None:
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(self.out / "metrics.jsonl", record)
 
     # ------------------------------------------------------------------ steps
     def _lr(self) -> float:
@@ -305,9 +295,7 @@ class LMTrainer:
 
     def run(self) -> dict:
         t, p = self.cfg.train, self.progress
-        previous = {
-            s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
-        }
+        restore_signals = catch_stop_signals(self._request_stop)
         self.model.train()
         window_bits, window_steps, window_seconds = 0.0, 0, 0.0
         try:
@@ -349,8 +337,7 @@ class LMTrainer:
                 self._validate()
                 self.save("last.pt")
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            restore_signals()
         log.info("training stopped at step %d: %s", p.step, reason)
         if reason == "interrupted":
             raise S2SError(f"interrupted at step {p.step}; rerun the same command to resume")

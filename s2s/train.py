@@ -198,6 +198,39 @@ def validation_loss(model: Seq2Seq, corpus: Corpus, device: torch.device, batch_
     return total / max(1, tokens)
 
 
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop the records of ``metrics.jsonl`` past ``step``: those logged after the
+    checkpoint a run resumes from (all, at step 0), so the file tells one history."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step and step > 0:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    data = "".join(kept).encode("utf-8")
+    checkpoint.atomic_write(path, lambda handle: handle.write(data))
+
+
+def append_record(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def catch_stop_signals(handler: Callable) -> Callable[[], None]:
+    """Route SIGINT and SIGTERM to ``handler``; returns the function that restores the
+    previous handlers."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+    return restore
+
+
 def check_disk_space(out: Path, n_params: int, keep: int) -> None:
     """Refuse to start when the folder cannot hold the checkpoints: last.pt, best.pt,
     kept step checkpoints and one temporary copy, each about 3 x 4 bytes per
@@ -375,7 +408,7 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info("model: %d parameters on %s", n_params, self.device)
         if self.dist.main:
-            self._trim_metrics(self.progress.step)
+            trim_metrics(self.out / "metrics.jsonl", self.progress.step)
             check_disk_space(self.out, n_params, t.keep_checkpoints)
         if self.dist.active:
             log.info("data parallel: %d processes, this is rank 0", self.dist.world)
@@ -565,27 +598,10 @@ class Trainer:
             old.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ metrics
-    def _trim_metrics(self, step: int) -> None:
-        """Drop records past ``step``: those logged after the checkpoint we resume from
-        (or all, on a fresh start), so that the file tells one consistent history."""
-        path = self.out / "metrics.jsonl"
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line)["step"] <= step and step > 0:
-                    kept.append(line + "\n")
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a kill
-        data = "".join(kept).encode("utf-8")
-        checkpoint.atomic_write(path, lambda handle: handle.write(data))
-
     def _emit(self, record: dict) -> None:
         if not self.dist.main:
             return
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(self.out / "metrics.jsonl", record)
         for key, value in record.items():
             if key not in ("kind", "step") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
@@ -865,9 +881,7 @@ class Trainer:
 
         t, p = self.cfg.train, self.progress
         self.writer = SummaryWriter(log_dir=str(self.out)) if self.dist.main else None
-        previous = {
-            s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)
-        }
+        restore_signals = catch_stop_signals(self._request_stop)
         self.model.train()
         window_tokens, window_loss, window_seconds = 0, 0.0, 0.0
         broken = None
@@ -932,8 +946,7 @@ class Trainer:
                 self._validate_everywhere()
                 self.save("last.pt")
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            restore_signals()
             if self.writer is not None:
                 self.writer.close()
             distributed.stop(self.dist)
