@@ -20,6 +20,8 @@ def torchrun(tmp_path, cfg: dict, out, processes=2):
     path = tmp_path / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    if os.path.exists("/sys/class/net/lo"):  # Gloo on loopback: no hostname lookup needed
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += [f"--nproc_per_node={processes}", "-m", "s2s", "train", str(path), "--out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
