@@ -160,18 +160,22 @@ class Decoder(nn.Module):
         context, weights = self.attention(top, enc.states, prepared, enc.mask)
         return torch.tanh(self.combine(torch.cat([top, context], dim=-1))), weights
 
-    def step(self, prev: torch.Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
-        """prev: (batch,) previous target tokens -> logits for the next one."""
+    def _advance(self, prev: torch.Tensor, state: DecoderState, enc: EncoderOutput):
+        """One step short of the output layer: prev (batch,) -> h~ (batch, 1, out), the
+        attention weights (or None) and the new state."""
         emb = self.embedding_dropout(self.embedding(prev)).unsqueeze(1)  # (batch, 1, emb)
         if self.input_feeding:
             emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=-1)
         top, hidden = self.rnn(emb, state.hidden)
         att_vec, weights = self._attend(top, enc)  # (batch, 1, out)
-        att_vec = att_vec.squeeze(1)
-        logits = self.output(self.dropout(att_vec))
-        new_state = DecoderState(hidden=hidden, feed=att_vec if self.input_feeding else None)
+        feed = att_vec.squeeze(1) if self.input_feeding else None
+        return att_vec, weights, DecoderState(hidden=hidden, feed=feed)
+
+    def step(self, prev: torch.Tensor, state: DecoderState, enc: EncoderOutput) -> StepOutput:
+        """prev: (batch,) previous target tokens -> logits for the next one."""
+        att_vec, weights, new_state = self._advance(prev, state, enc)
         return StepOutput(
-            logits=logits,
+            logits=self.output(self.dropout(att_vec.squeeze(1))),
             state=new_state,
             attention=None if weights is None else weights.squeeze(1),
         )
@@ -201,12 +205,7 @@ class Decoder(nn.Module):
                     guess = _guess(self.output(outs[-1].squeeze(1)), sample)
                 prev = torch.where(use_gold[:, t], tgt_in[:, t], guess)
             fed.append(prev)
-            emb = self.embedding_dropout(self.embedding(prev)).unsqueeze(1)
-            if self.input_feeding:
-                emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=-1)
-            top, hidden = self.rnn(emb, state.hidden)
-            att_vec, _ = self._attend(top, enc)  # (batch, 1, out)
-            state = DecoderState(hidden=hidden, feed=att_vec.squeeze(1))
+            att_vec, _, state = self._advance(prev, state, enc)  # (batch, 1, out)
             outs.append(att_vec)
         return self.dropout(torch.cat(outs, dim=1)), torch.stack(fed, dim=1)
 
