@@ -73,8 +73,14 @@ def start(ctx: Context, device: torch.device) -> torch.device:
     return device
 
 
-def stop(ctx: Context) -> None:
+def stop(ctx: Context, clean: bool = True) -> None:
+    """Leave the process group. After a clean run every rank first waits for the others
+    (rank 0 may still be writing its last checkpoint): a Gloo group torn down while a
+    peer is still connected can abort the process. After an error, no waiting: the other
+    ranks may never arrive."""
     if ctx.active and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

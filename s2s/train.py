@@ -885,6 +885,7 @@ class Trainer:
         self.model.train()
         window_tokens, window_loss, window_seconds = 0, 0.0, 0.0
         broken = None
+        clean = False
         try:
             reason = self._finished()
             while reason is None:
@@ -945,11 +946,12 @@ class Trainer:
             if p.last_valid_step != p.step and reason != "interrupted" and not broken:
                 self._validate_everywhere()
                 self.save("last.pt")
+            clean = True
         finally:
             restore_signals()
             if self.writer is not None:
                 self.writer.close()
-            distributed.stop(self.dist)
+            distributed.stop(self.dist, clean=clean)
         log.info("training stopped at step %d: %s", p.step, reason)
         if reason == "interrupted":
             raise S2SError(f"interrupted at step {p.step}; rerun the same command to resume")
