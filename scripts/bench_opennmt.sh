@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: OpenNMT-py 3.5.1 trains the counterpart of
+# configs/multi30k_en_de.yaml (scripts/opennmt_multi30k.yaml) on the same Multi30k en->de
+# files with the same SentencePiece model as an s2s run, then decodes test_2016_flickr
+# greedily and scores it with the same sacrebleu command as scripts/test_bleu.sh.
+#
+# Usage: scripts/bench_opennmt.sh WORK SPM_MODEL [UPDATES]
+# OpenNMT-py is installed into $ONMT_VENV (default .venv-onmt) on first use: it pins
+# torch<2.3, so it goes in with --no-deps next to torch 2.13.0 (CPU).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:?usage: scripts/bench_opennmt.sh WORK SPM_MODEL [UPDATES]}
+spm=$(realpath "${2:?usage: scripts/bench_opennmt.sh WORK SPM_MODEL [UPDATES]}")
+updates=${3:-1600}
+venv=${ONMT_VENV:-$here/.venv-onmt}
+if [ ! -f "$venv/.installed" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q torch==2.13.0
+    "$venv/bin/pip" install -q --no-deps OpenNMT-py==3.5.1
+    "$venv/bin/pip" install -q configargparse pyyaml sacrebleu sentencepiece tensorboard six \
+        rapidfuzz pyonmttok numpy spacy pyahocorasick fasttext-wheel
+    touch "$venv/.installed"
+fi
+"$here/scripts/multi30k_plain.sh" "$work"
+work=$(realpath "$work")
+sed -e "s#@WORK@#$work#g" -e "s#@SPM@#$spm#g" -e "s#@UPDATES@#$updates#g" \
+    -e "s#@VALID@#${VALID_EVERY:-400}#g" -e "s#@LOG@#${LOG_EVERY:-50}#g" \
+    "$here/scripts/opennmt_multi30k.yaml" > "$work/config.yaml"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1  # 3.5.1's checkpoints hold an argparse.Namespace
+log=$work/train.log
+last=$work/model/model_step_$updates.pt
+if [ ! -f "$last" ]; then
+    start=$(date +%s)
+    /usr/bin/time -v "$venv/bin/onmt_build_vocab" -config "$work/config.yaml" -n_sample -1 \
+        > "$work/vocab.log" 2>&1 || { tail -20 "$work/vocab.log"; exit 1; }
+    /usr/bin/time -v "$venv/bin/onmt_train" -config "$work/config.yaml" \
+        > "$log" 2>&1 || { tail -30 "$log"; exit 1; }
+    end=$(date +%s)
+    echo "wall_s $((end - start)) (vocabulary and training)" | tee -a "$log"
+fi
+grep -E "Maximum resident set size|Elapsed \(wall|^wall_s" "$log" | tail -3
+"$venv/bin/python" - "$log" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+# "SRC/TGT tok/s" per report window (since the previous report)
+tps = sorted(float(x) for x in re.findall(r"\d+/\s*(\d+) tok/s", text))
+steps = re.findall(r"Step\s+(\d+)/", text)
+print(f"steps {steps[-1] if steps else '?'}  target tokens_per_s median {tps[len(tps) // 2]:.0f}")
+PY
+# validation BLEU of every kept checkpoint (OpenNMT-py validates by perplexity only)
+for ckpt in $(ls -v "$work"/model/model_step_*.pt); do
+    step=${ckpt##*_step_}
+    step=${step%.pt}
+    "$venv/bin/onmt_translate" -model "$ckpt" -src "$work/data/val.en" -output "$work/hyp.val.$step" \
+        -beam_size 1 -batch_size 64 -batch_type sents -max_length 100 -transforms sentencepiece \
+        -src_subword_model "$spm" -tgt_subword_model "$spm" > "$work/val.log" 2>&1
+    echo "step $step valid BLEU $("$venv/bin/python" -m sacrebleu "$work/data/val.de" \
+        -i "$work/hyp.val.$step" -m bleu -b -w 2)"
+done
+start=$(date +%s.%N)
+"$venv/bin/onmt_translate" -model "$last" -src "$work/data/test_2016_flickr.en" \
+    -output "$work/hyp.test" -beam_size 1 -batch_size 64 -batch_type sents -max_length 100 \
+    -transforms sentencepiece -src_subword_model "$spm" -tgt_subword_model "$spm" \
+    > "$work/test.log" 2>&1 || { tail -30 "$work/test.log"; exit 1; }
+end=$(date +%s.%N)
+echo "onmt_translate (model loading and test decoding) $(awk "BEGIN {printf \"%.1f\", $end - $start}") s"
+"$venv/bin/python" -m sacrebleu "$work/data/test_2016_flickr.de" -i "$work/hyp.test" -m bleu chrf -b -w 2 --short
+"$venv/bin/python" -m sacrebleu "$work/data/test_2016_flickr.de" -i "$work/hyp.test" -m bleu chrf -w 2 \
+    | grep -E '"(name|score|signature)"'
