@@ -27,7 +27,8 @@ if [ ! -f "$venv/.installed" ]; then
     touch "$venv/.installed"
 fi
 py=$venv/bin/python
-"$here/scripts/multi30k_plain.sh" "$work"
+source "$here/scripts/sxs_common.sh"
+prepare_multi30k "$work"
 work=$(realpath "$work")
 # one vocabulary for both sides: the SentencePiece model's pieces (as s2s's joint vocabulary)
 "$py" - "$spm" "$work/data/vocab.txt" <<'PY'
@@ -44,12 +45,10 @@ sed -e "s#@WORK@#$work#g" -e "s#@SPM@#$spm#g" -e "s#@UPDATES@#$updates#g" \
 log=$work/train.log
 if [ ! -f "$work/model/best.ckpt" ]; then
     start=$(date +%s)
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} /usr/bin/time -v "$py" -m joeynmt train "$work/config.yaml" \
-        > "$log" 2>&1 || { tail -30 "$log"; exit 1; }
-    end=$(date +%s)
-    echo "wall_s $((end - start))" | tee -a "$log"
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} run_logged "$log" "$py" -m joeynmt train "$work/config.yaml"
+    echo "wall_s $(($(date +%s) - start))" | tee -a "$log"
 fi
-grep -E "Maximum resident set size|Elapsed \(wall|^wall_s" "$log" | tail -3
+training_summary "$log"
 "$py" - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
@@ -64,6 +63,4 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$py" -m joeynmt test "$work/config.yaml" 
     --output-path "$work/hyp" > "$work/test.log" 2>&1 || { tail -30 "$work/test.log"; exit 1; }
 end=$(date +%s.%N)
 echo "joeynmt test (model loading, dev and test decoding) $(awk "BEGIN {printf \"%.1f\", $end - $start}") s"
-"$py" -m sacrebleu "$work/data/test_2016_flickr.de" -i "$work/hyp.test" -m bleu chrf -b -w 2 --short
-"$py" -m sacrebleu "$work/data/test_2016_flickr.de" -i "$work/hyp.test" -m bleu chrf -w 2 \
-    | grep -E '"(name|score|signature)"'
+score_test "$py" "$work/hyp.test" "$work/data/test_2016_flickr.de"

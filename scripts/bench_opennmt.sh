@@ -21,7 +21,8 @@ if [ ! -f "$venv/.installed" ]; then
         rapidfuzz pyonmttok numpy spacy pyahocorasick fasttext-wheel
     touch "$venv/.installed"
 fi
-"$here/scripts/multi30k_plain.sh" "$work"
+source "$here/scripts/sxs_common.sh"
+prepare_multi30k "$work"
 work=$(realpath "$work")
 sed -e "s#@WORK@#$work#g" -e "s#@SPM@#$spm#g" -e "s#@UPDATES@#$updates#g" \
     -e "s#@VALID@#${VALID_EVERY:-400}#g" -e "s#@LOG@#${LOG_EVERY:-50}#g" \
@@ -32,14 +33,11 @@ log=$work/train.log
 last=$work/model/model_step_$updates.pt
 if [ ! -f "$last" ]; then
     start=$(date +%s)
-    /usr/bin/time -v "$venv/bin/onmt_build_vocab" -config "$work/config.yaml" -n_sample -1 \
-        > "$work/vocab.log" 2>&1 || { tail -20 "$work/vocab.log"; exit 1; }
-    /usr/bin/time -v "$venv/bin/onmt_train" -config "$work/config.yaml" \
-        > "$log" 2>&1 || { tail -30 "$log"; exit 1; }
-    end=$(date +%s)
-    echo "wall_s $((end - start)) (vocabulary and training)" | tee -a "$log"
+    run_logged "$work/vocab.log" "$venv/bin/onmt_build_vocab" -config "$work/config.yaml" -n_sample -1
+    run_logged "$log" "$venv/bin/onmt_train" -config "$work/config.yaml"
+    echo "wall_s $(($(date +%s) - start)) (vocabulary and training)" | tee -a "$log"
 fi
-grep -E "Maximum resident set size|Elapsed \(wall|^wall_s" "$log" | tail -3
+training_summary "$log"
 "$venv/bin/python" - "$log" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
@@ -65,6 +63,4 @@ start=$(date +%s.%N)
     > "$work/test.log" 2>&1 || { tail -30 "$work/test.log"; exit 1; }
 end=$(date +%s.%N)
 echo "onmt_translate (model loading and test decoding) $(awk "BEGIN {printf \"%.1f\", $end - $start}") s"
-"$venv/bin/python" -m sacrebleu "$work/data/test_2016_flickr.de" -i "$work/hyp.test" -m bleu chrf -b -w 2 --short
-"$venv/bin/python" -m sacrebleu "$work/data/test_2016_flickr.de" -i "$work/hyp.test" -m bleu chrf -w 2 \
-    | grep -E '"(name|score|signature)"'
+score_test "$venv/bin/python" "$work/hyp.test" "$work/data/test_2016_flickr.de"
