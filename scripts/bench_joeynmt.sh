@@ -17,17 +17,11 @@ work=${1:?usage: scripts/bench_joeynmt.sh WORK SPM_MODEL [UPDATES]}
 spm=$(realpath "${2:?usage: scripts/bench_joeynmt.sh WORK SPM_MODEL [UPDATES]}")
 updates=${3:-1600}
 venv=${JOEY_VENV:-$here/.venv-joey}
-if [ ! -f "$venv/.installed" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q torch==2.13.0
-    "$venv/bin/pip" install -q --no-deps joeynmt==2.3.0
-    "$venv/bin/pip" install -q numpy pyyaml sacrebleu sentencepiece==0.2.0 subword-nmt sacremoses \
-        tensorboard matplotlib seaborn pandas plotly packaging wrapt six future pillow \
-        importlib_metadata
-    touch "$venv/.installed"
-fi
-py=$venv/bin/python
 source "$here/scripts/sxs_common.sh"
+install_toolkit "$venv" joeynmt==2.3.0 numpy pyyaml sacrebleu sentencepiece==0.2.0 subword-nmt \
+    sacremoses tensorboard matplotlib seaborn pandas plotly packaging wrapt six future pillow \
+    importlib_metadata
+py=$venv/bin/python
 prepare_multi30k "$work"
 work=$(realpath "$work")
 # one vocabulary for both sides: the SentencePiece model's pieces (as s2s's joint vocabulary)

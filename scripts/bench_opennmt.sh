@@ -13,15 +13,9 @@ work=${1:?usage: scripts/bench_opennmt.sh WORK SPM_MODEL [UPDATES]}
 spm=$(realpath "${2:?usage: scripts/bench_opennmt.sh WORK SPM_MODEL [UPDATES]}")
 updates=${3:-1600}
 venv=${ONMT_VENV:-$here/.venv-onmt}
-if [ ! -f "$venv/.installed" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q torch==2.13.0
-    "$venv/bin/pip" install -q --no-deps OpenNMT-py==3.5.1
-    "$venv/bin/pip" install -q configargparse pyyaml sacrebleu sentencepiece tensorboard six \
-        rapidfuzz pyonmttok numpy spacy pyahocorasick fasttext-wheel
-    touch "$venv/.installed"
-fi
 source "$here/scripts/sxs_common.sh"
+install_toolkit "$venv" OpenNMT-py==3.5.1 configargparse pyyaml sacrebleu sentencepiece \
+    tensorboard six rapidfuzz pyonmttok numpy spacy pyahocorasick fasttext-wheel
 prepare_multi30k "$work"
 work=$(realpath "$work")
 sed -e "s#@WORK@#$work#g" -e "s#@SPM@#$spm#g" -e "s#@UPDATES@#$updates#g" \

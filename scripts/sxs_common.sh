@@ -1,6 +1,19 @@
 # Shared by the side-by-side benchmarks (scripts/bench_joeynmt.sh, bench_opennmt.sh):
 # source it, with $here set to the repository root.
 
+# install_toolkit VENV PACKAGE DEPENDENCY...: on first use, a venv with torch 2.13.0 (CPU),
+# PACKAGE without its own pins (they ask for older torch versions), and DEPENDENCY...
+install_toolkit() {
+    local venv=$1 package=$2
+    shift 2
+    [ -f "$venv/.installed" ] && return
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q torch==2.13.0
+    "$venv/bin/pip" install -q --no-deps "$package"
+    "$venv/bin/pip" install -q "$@"
+    touch "$venv/.installed"
+}
+
 # prepare_multi30k WORK: Multi30k en/de (train, val, test_2016_flickr) from
 # $S2S_DATA/multi30k, decompressed into WORK/data (the other toolkits read plain files).
 prepare_multi30k() {
