@@ -380,9 +380,9 @@ def test_label_smoothing_changes_the_loss_by_the_computed_amount():
 
 
 def test_distillation_mixes_teacher_distributions():
-    student, batch = tiny().eval(), toy_batch()
+    student, batch = tiny().eval().requires_grad_(False), toy_batch()
     torch.manual_seed(9)
-    teacher = build_model(model_cfg(), src_vocab=V, tgt_vocab=V).eval()
+    teacher = build_model(model_cfg(), src_vocab=V, tgt_vocab=V).eval().requires_grad_(False)
     mask = batch.tgt_out != 0
     s_logits = student.logits(student(batch.src, batch.src_lengths, batch.tgt_in)[mask])
     t_logits = teacher.logits(teacher(batch.src, batch.src_lengths, batch.tgt_in)[mask])
