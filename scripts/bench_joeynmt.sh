@@ -9,8 +9,8 @@
 # Usage: scripts/bench_joeynmt.sh WORK SPM_MODEL [UPDATES]
 #   WORK       folder for Joey's data copy, config, model and logs (outside the repo)
 #   SPM_MODEL  tokenizer.joint.model of an s2s run on Multi30k (the subwords to share)
-# Joey NMT is installed into $JOEY_VENV (default .venv-joey) on first use: it pins
-# torch<2.2-era dependencies, so it goes in with --no-deps next to torch 2.13.0 (CPU).
+# Joey NMT is installed into $JOEY_VENV (default .venv-joey) on first use, with --no-deps
+# next to torch 2.13.0 (CPU): its own pins (protobuf<3.21, ...) do not fit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:?usage: scripts/bench_joeynmt.sh WORK SPM_MODEL [UPDATES]}
