@@ -14,16 +14,7 @@ mkdir -p "$run"
 log=$run.train.log
 /usr/bin/time -v "$bin/s2s" charlm train "$here/configs/charlm_shakespeare.yaml" "$@" --out "$run" \
     2> >(tee -a "$log" >&2)
-"$bin/python" - "$run" <<'PY'
-import json, sys
-run = sys.argv[1]
-recs = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
-train = [r for r in recs if r["kind"] == "train"]
-valid = [r for r in recs if r["kind"] == "valid"]
-ups = sorted(r["units_per_s"] for r in train)
-print(f"steps {train[-1]['step']}  train_seconds {train[-1]['elapsed']:.0f}  "
-      f"units_per_s median {ups[len(ups)//2]:.0f}  best_valid_bits {min(r['bits'] for r in valid):.4f}")
-PY
+"$bin/python" "$here/scripts/run_summary.py" "$run"
 grep -E "Maximum resident set size|Elapsed \(wall" "$log" | tail -2
 "$bin/s2s" -q charlm sample "$run/best.pt" --prime "ROMEO:" --length 200 --temperature 0.8 --seed 1
 /usr/bin/time -f "probe wall %e s" "$bin/s2s" -q charlm probe "$run/best.pt" --pos "$S2S_DATA/mr/rt-polarity.pos" \

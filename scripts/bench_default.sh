@@ -15,15 +15,6 @@ start=$(date +%s)
 /usr/bin/time -v "$bin/s2s" train "$here/configs/multi30k_en_de.yaml" "$@" --out "$run" 2> >(tee -a "$log" >&2)
 end=$(date +%s)
 echo "wall_s $((end - start))" | tee -a "$log"
-"$bin/python" - "$run" <<'PY'
-import json, sys
-run = sys.argv[1]
-recs = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
-train = [r for r in recs if r["kind"] == "train"]
-valid = [r for r in recs if r["kind"] == "valid"]
-tps = sorted(r["tokens_per_s"] for r in train)
-print(f"steps {train[-1]['step']}  train_seconds {train[-1]['elapsed']:.0f}  "
-      f"tokens_per_s median {tps[len(tps)//2]:.0f}  best_valid_bleu {max(r['bleu'] for r in valid):.2f}")
-PY
+"$bin/python" "$here/scripts/run_summary.py" "$run"
 grep -E "Maximum resident set size|Elapsed \(wall" "$log" | tail -2
 "$here/scripts/test_bleu.sh" "$run/best.pt"
