@@ -236,10 +236,12 @@ def run_layer(rnn: nn.Module, inp: Sequence, state) -> tuple[Sequence, LayerStat
 class RecurrentStack(nn.Module):
     """``layers`` recurrent layers; returns the top output and every layer's final state.
 
-    Wiring, with o_l the output of layer l and x_l its input (x_1 = the embeddings):
-    none: x_{l+1} = o_l; residual: x_{l+1} = o_l + x_l for l >= 2 (sizes match from
-    layer 2 on); dense: x_{l+1} = o_1 + ... + o_l; skip (Graves 2013): x_{l+1} =
-    [o_l; x_1] and the stack's output is o_1 + ... + o_L.
+    Wiring, with o_l the output of layer l and x_l its input (x_1 = the embeddings;
+    sizes match from layer 2 on, so the sums start there):
+    none: x_{l+1} = o_l; residual: x_{l+1} = o_l + x_l for l >= 2; dense residual
+    (Britz et al. 2017, §4.4): x_{l+1} = o_l + x_2 + ... + x_l, every layer's input
+    reaching all layers above it (with two layers it equals residual); skip (Graves
+    2013): x_{l+1} = [o_l; x_1] and the stack's output is o_1 + ... + o_L.
     """
 
     def __init__(
@@ -281,7 +283,8 @@ class RecurrentStack(nn.Module):
     ) -> tuple[Sequence, list[LayerState]]:
         """x: (batch, time, input) or a PackedSequence of it."""
         finals: list[LayerState] = []
-        total = None  # running sum of outputs, for dense wiring
+        inputs = None  # dense: x_2 + ... + x_l
+        outputs = None  # skip: o_1 + ... + o_l
         inp = x
         for i, rnn in enumerate(self.layers):
             rnn_in = _with_data(inp, self.dropout(_data(inp))) if i > 0 else inp
@@ -292,13 +295,12 @@ class RecurrentStack(nn.Module):
             o = _data(out)
             if self.stacking == "residual" and i > 0:
                 o = o + _data(inp)
-            elif self.stacking in ("dense", "skip"):
-                # dense: each layer reads the sum of all below; skip: every layer
-                # reaches the output (Graves 2013, eq. 6), here as their sum.
-                total = o if total is None else total + o
-                if self.stacking == "dense":
-                    o = total
+            elif self.stacking == "dense" and i > 0:
+                inputs = _data(inp) if inputs is None else inputs + _data(inp)
+                o = o + inputs
+            elif self.stacking == "skip":  # every layer reaches the output (Graves 2013,
+                outputs = o if outputs is None else outputs + o  # eq. 6), as their sum
             inp = _with_data(out, o)
         if self.stacking == "skip":
-            inp = _with_data(inp, total)
+            inp = _with_data(inp, outputs)
         return inp, finals

@@ -1,0 +1,204 @@
+"""Formulas checked against hand computations: attention scores and context, the four
+stacking wirings on layers replaced by known functions, gradient clipping, and beam
+scores against the model's own log-probabilities."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from s2s.attention import AdditiveAttention, MultiplicativeAttention
+from s2s.cells import RecurrentStack
+
+# --------------------------------------------------------------------------- attention
+
+Q = torch.tensor([[[1.0, 0.5]]])  # (batch 1, tgt_len 1, query 2)
+KEYS = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]]])  # (1, src_len 3, key 2)
+MASK = torch.tensor([[True, True, False]])  # the third key is padding
+
+
+def softmax2(a: float, b: float) -> tuple[float, float]:
+    ea, eb = math.exp(a), math.exp(b)
+    return ea / (ea + eb), eb / (ea + eb)
+
+
+def check_attention(att, s1: float, s2: float) -> None:
+    """Scores s1, s2 for the two real keys, worked out by hand: the weights are their
+    softmax, the padded key gets weight 0, the context is the weighted keys."""
+    with torch.no_grad():
+        scores = att.score(Q, att.prepare(KEYS))
+        context, weights = att(Q, KEYS, att.prepare(KEYS), MASK)
+    assert scores[0, 0, :2].tolist() == pytest.approx([s1, s2], abs=1e-6)
+    w1, w2 = softmax2(s1, s2)
+    assert weights[0, 0].tolist() == pytest.approx([w1, w2, 0.0], abs=1e-6)
+    assert context[0, 0].tolist() == pytest.approx([w1 * 1.0, w2 * 1.0], abs=1e-6)
+
+
+def test_additive_attention_is_v_tanh_wq_plus_uk():
+    att = AdditiveAttention(query_size=2, key_size=2, hidden_size=2)
+    with torch.no_grad():
+        att.query_proj.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))  # W
+        att.key_proj.weight.copy_(torch.tensor([[0.5, 0.0], [1.0, -1.0]]))  # U
+        att.v.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    # W q = (1, 1); U k1 = (0.5, 1), U k2 = (0, -1)
+    s1 = math.tanh(1.5) - math.tanh(2.0)
+    s2 = math.tanh(1.0) - math.tanh(0.0)
+    check_attention(att, s1, s2)
+
+
+def test_dot_attention_is_the_inner_product():
+    att = MultiplicativeAttention(query_size=2, key_size=2, form="dot")
+    check_attention(att, 1.0 * 1.0 + 0.5 * 0.0, 1.0 * 0.0 + 0.5 * 1.0)
+
+
+def test_general_attention_is_q_w_k():
+    att = MultiplicativeAttention(query_size=2, key_size=2, form="general")
+    with torch.no_grad():
+        att.key_proj.weight.copy_(torch.tensor([[2.0, 1.0], [-1.0, 3.0]]))  # W
+    # W k1 = (2, -1), W k2 = (1, 3); q = (1, 0.5)
+    check_attention(att, 2.0 - 0.5, 1.0 + 1.5)
+
+
+# --------------------------------------------------------------------------- stacking
+
+
+class Known(nn.Module):
+    """A stand-in recurrent layer computing a known function of its input."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x, state=None):
+        return self.fn(x), ("final", state)
+
+
+def f1(x):
+    return 2 * x + 1
+
+
+def f2(x):
+    return x * x
+
+
+def f3(x):
+    return -0.5 * x
+
+
+def f2_skip(z):  # skip layers read [o; x]
+    return z[..., :3] ** 2 + z[..., 3:]
+
+
+def f3_skip(z):
+    return -0.5 * z[..., :3] + 3 * z[..., 3:]
+
+
+def known_stack(stacking: str) -> RecurrentStack:
+    stack = RecurrentStack(cell="gru", input_size=3, hidden_size=3, layers=3, stacking=stacking)
+    fns = (f1, f2_skip, f3_skip) if stacking == "skip" else (f1, f2, f3)
+    stack.layers = nn.ModuleList(Known(fn) for fn in fns)
+    return stack
+
+
+X = torch.tensor([[[0.5, -1.0, 2.0], [1.5, 0.0, -0.25]]])  # (batch 1, time 2, 3)
+
+
+def expected_output(stacking: str) -> torch.Tensor:
+    o1 = f1(X)
+    if stacking == "none":
+        return f3(f2(o1))
+    if stacking == "residual":  # from layer 2 on: o_l + x_l
+        h2 = f2(o1) + o1
+        return f3(h2) + h2
+    if stacking == "dense":  # x_{l+1} = o_l + x_2 + ... + x_l (Britz et al. 2017)
+        x2 = o1
+        x3 = f2(x2) + x2
+        return f3(x3) + x2 + x3
+    o2 = f2_skip(torch.cat([o1, X], -1))  # skip (Graves 2013): [o_l; x], outputs summed
+    o3 = f3_skip(torch.cat([o2, X], -1))
+    return o1 + o2 + o3
+
+
+@pytest.mark.parametrize("stacking", ["none", "residual", "dense", "skip"])
+def test_stacking_wires_layers_as_its_formula_says(stacking):
+    out, finals = known_stack(stacking)(X)
+    torch.testing.assert_close(out, expected_output(stacking))
+    assert finals == [("final", None)] * 3  # every layer's final state, in order
+
+
+def test_the_four_wirings_give_four_different_outputs():
+    outs = [known_stack(s)(X)[0] for s in ("none", "residual", "dense", "skip")]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not torch.allclose(outs[i], outs[j])
+
+
+# --------------------------------------------------------------------------- clipping
+
+
+def gradients_and_update(tmp_path, corpus, name, **options):
+    """The gradient of the trainer's normalised loss on a batch, and the update its
+    optimizer makes from it (plain SGD, lr 1)."""
+    from test_tricks import make_trainer, sgd
+
+    from s2s.data import collate
+    from s2s.train import batch_loss
+
+    trainer = make_trainer(tmp_path, corpus, name, **(sgd(lr=1.0) | options))
+    batch = collate(trainer.train_corpus, [0, 1, 2, 3])
+    model = trainer.model
+    model.zero_grad()
+    (batch_loss(model, batch) / batch.n_tokens).backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer._set_lr(1.0)
+    trainer._update([batch])
+    delta = {n: p.detach() - before[n] for n, p in model.named_parameters()}
+    return grads, delta
+
+
+def test_clipping_by_norm_rescales_the_gradient_to_the_limit(tmp_path, tiny_corpus):
+    grads, delta = gradients_and_update(tmp_path, tiny_corpus, "norm", clip_grad_norm=0.01)
+    norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads.values()))
+    assert norm > 0.01  # so clipping acts
+    for name, g in grads.items():  # update = -lr * g * (limit / ||g||): same direction
+        torch.testing.assert_close(delta[name], -g * (0.01 / norm), atol=1e-7, rtol=1e-4)
+
+
+def test_clipping_by_value_clamps_each_entry(tmp_path, tiny_corpus):
+    grads, delta = gradients_and_update(tmp_path, tiny_corpus, "value", clip_grad_value=1e-3)
+    assert max(float(g.abs().max()) for g in grads.values()) > 1e-3
+    for name, g in grads.items():
+        torch.testing.assert_close(delta[name], -g.clamp(-1e-3, 1e-3), atol=1e-7, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def test_beam_scores_are_the_models_log_probabilities_of_its_outputs():
+    """Rescoring each n-best hypothesis by teacher forcing gives its search score
+    (length penalty off): beam search reorders states and attention correctly."""
+    from test_decoding import sharp_model, sources
+
+    from s2s.search import beam_search, max_lengths
+
+    for kw in ({}, {"attention": "additive", "decoder": {"input_feeding": True}}):
+        model = sharp_model(7, **kw)
+        src, lengths = sources(batch=5, seed=1)
+        limit = max_lengths(lengths, 1.0, extra=3)
+        nb = beam_search(model, src, lengths, bos=2, eos=3, beam=4, max_len=limit, nbest=3)
+        checked = 0
+        for i in range(src.shape[0]):
+            for tokens, value in zip(nb.tokens[i], nb.scores[i]):
+                ended = len(tokens) < int(limit[i])  # else cut at the limit, no EOS
+                target = tokens + ([3] if ended else [])
+                n = int(lengths[i])
+                with torch.no_grad():
+                    tgt_in = torch.tensor([[2] + target[:-1]])
+                    logits = model.logits(model(src[i : i + 1, :n], lengths[i : i + 1], tgt_in))
+                    logp = torch.log_softmax(logits[0], -1)
+                    rescored = float(logp[torch.arange(len(target)), torch.tensor(target)].sum())
+                assert value == pytest.approx(rescored, abs=1e-4)
+                checked += 1
+        assert checked >= 10
