@@ -32,19 +32,51 @@ def sweep_file(tmp_path, tiny_corpus):
     return path
 
 
-def test_compare_trains_every_run_and_reports_mean_std_and_tests(tmp_path, sweep_file):
+@pytest.fixture
+def learned_sweep(tmp_path, tiny_corpus):
+    """Runs that learn (test = training sentences): short ones score a few BLEU, long
+    ones tens, and seeds differ, so means, deviations and paired tests are real."""
+    write_corpus(tiny_corpus["dir"], "test", SENTENCES)
+    base = tiny_config_dict(tiny_corpus, max_steps=3, valid_every=100, threads=1)
+    base["data"]["test"] = str(tiny_corpus["dir"] / "test")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {
+        "base": "base.yaml",
+        "seeds": [1, 2],
+        "set": {"train.lr": 0.01},
+        "baseline": "short",
+        "variants": {"short": {"train.max_steps": 12}, "long": {"train.max_steps": 30}},
+        "samples": 200,
+        "beam": 2,
+    }
+    path = tmp_path / "learned.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_compare_trains_every_run_and_reports_mean_std_and_tests(tmp_path, learned_sweep):
+    from s2s import checkpoint
+    from s2s.translate import translate_lines
+
     out = tmp_path / "out"
-    report = cmp.compare(cmp.read_sweep(sweep_file), out)
-    refs = [t for _, t in SENTENCES[2:7]]
-    results = {}
-    for variant in ("plain", "wide"):
+    report = cmp.compare(cmp.read_sweep(learned_sweep), out)
+    refs = [t for _, t in SENTENCES]
+    results, hyps = {}, {}
+    for variant in ("short", "long"):
         for seed in (1, 2):
             folder = out / variant / f"seed-{seed}"
             result = json.loads((folder / "result.json").read_text())
             assert (folder / "best.pt").is_file() and (folder / "metrics.jsonl").is_file()
-            hyps = (folder / "test.hyp").read_text().split("\n")[:-1]
-            assert result["bleu"] == pytest.approx(score(hyps, refs).bleu)  # computed, not kept
+            hyps[(variant, seed)] = (folder / "test.hyp").read_text().split("\n")[:-1]
+            assert result["bleu"] == pytest.approx(score(hyps[(variant, seed)], refs).bleu)
             assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["seed"] == seed
+            # the sweep's beam decoded the test set
+            loaded = checkpoint.load_for_translation(folder / "best.pt")
+            sources = [s for s, _ in SENTENCES]
+            again = translate_lines(
+                loaded.model, loaded.src_tok, loaded.tgt_tok, sources, reverse_source=False, beam=2
+            )
+            assert result["beam"] == 2 and hyps[(variant, seed)] == again
             results[(variant, seed)] = result
     rows = {row["variant"]: row for row in report["variants"]}
     for variant, row in rows.items():
@@ -52,14 +84,21 @@ def test_compare_trains_every_run_and_reports_mean_std_and_tests(tmp_path, sweep
         assert row["bleu"] == bleu and row["bleu_max"] == max(bleu)
         assert row["bleu_mean"] == pytest.approx(statistics.fmean(bleu))
         assert row["bleu_std"] == pytest.approx(statistics.stdev(bleu))
-    assert rows["plain"]["p_values"] == [] and report["baseline"] == "plain"
-    assert len(rows["wide"]["p_values"]) == 2
-    assert all(0.0 <= p <= 1.0 for p in rows["wide"]["p_values"])
-    assert rows["wide"]["delta"] == pytest.approx(
-        rows["wide"]["bleu_mean"] - rows["plain"]["bleu_mean"]
+        assert row["bleu_std"] > 0  # the seeds differ
+    assert rows["long"]["bleu_mean"] > rows["short"]["bleu_mean"] + 10
+    assert rows["short"]["p_values"] == [] and report["baseline"] == "short"
+    # each seed's run is tested against the baseline run of the same seed
+    expected = [
+        cmp.paired_p_value(hyps[("short", s)], hyps[("long", s)], refs, "ar", 200) for s in (1, 2)
+    ]
+    assert rows["long"]["p_values"] == expected
+    assert all(0.0 < p < 0.05 for p in expected)
+    assert hyps[("short", 1)] != hyps[("short", 2)]
+    assert rows["long"]["delta"] == pytest.approx(
+        rows["long"]["bleu_mean"] - rows["short"]["bleu_mean"]
     )
     page = (out / "report.md").read_text()
-    assert "| wide |" in page and "baseline" in page and "nrefs:1" in page
+    assert "| long |" in page and "baseline" in page and "nrefs:1" in page
     assert (out / "compare.png").stat().st_size > 1000
     assert json.loads((out / "report.json").read_text()) == json.loads(json.dumps(report))
 

@@ -85,7 +85,18 @@ def test_empty_and_long_pairs_are_dropped(tmp_path):
         }
     )
     corpus = encode_corpus(ds, src_tok, tgt_tok, reverse_source=False, max_len=20, drop_empty=True)
-    assert len(corpus) == 1
+    assert len(corpus) == 1  # the first pair, and its ids
+    assert corpus.src[0].tolist() == src_tok.encode(["a dog runs ."])[0] + [EOS]
+    assert corpus.tgt[0].tolist() == tgt_tok.encode(["ein hund rennt ."])[0]
+    kept = encode_corpus(ds, src_tok, tgt_tok, reverse_source=False, max_len=20)
+    assert len(kept) == 3  # without drop_empty only the over-long pair goes
+    assert kept.src[1].tolist() == [EOS] and kept.tgt[2].tolist() == []
+    truncated = encode_corpus(
+        ds, src_tok, tgt_tok, reverse_source=False, max_len=20, long_pairs="truncate"
+    )
+    assert len(truncated) == 4  # cut to max_len tokens (+ EOS on the source side)
+    assert len(truncated.src[2]) == 21 and truncated.src[2][-1] == EOS
+    assert len(truncated.tgt[2]) == 20
 
 
 def test_token_budget_and_sentence_batches():

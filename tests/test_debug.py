@@ -85,3 +85,28 @@ def test_lr_find_writes_a_plot_and_suggests_a_rate(tmp_path, capsys, tiny_corpus
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rate = float(text.split("suggested learning rate ")[1].split()[0])
     assert 1e-6 <= rate <= 1.0
+
+
+def test_lr_find_sweeps_geometrically_and_suggests_the_steepest_descent(tiny_corpus):
+    import math
+
+    from s2s.debug import lr_find
+
+    cfg = tiny_config_dict(tiny_corpus, optimizer="sgd", clip_grad_norm=0.0)
+    result = lr_find(config.from_dict(cfg), start=1e-3, end=1e4, steps=40)
+    factor = (1e4 / 1e-3) ** (1 / 39)
+    assert result.lrs == pytest.approx([1e-3 * factor**i for i in range(len(result.lrs))])
+    # the loss explodes at the top of the range: the test stops once it passes 4x its
+    # minimum, so the run is cut short
+    assert len(result.lrs) < 40
+    assert result.losses[-1] > 4 * min(result.losses[:-1])
+    slopes = [
+        (result.losses[i + 1] - result.losses[i - 1])
+        / (math.log(result.lrs[i + 1]) - math.log(result.lrs[i - 1]))
+        for i in range(1, len(result.lrs) - 1)
+    ]
+    steepest = min(range(len(slopes)), key=slopes.__getitem__)
+    assert slopes[steepest] < 0
+    assert result.suggestion == result.lrs[steepest + 1]
+    # the suggestion lies where the loss falls, well below where it blew up
+    assert result.suggestion < result.lrs[-1] / 10

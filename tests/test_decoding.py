@@ -14,6 +14,7 @@ from s2s.ensemble import Ensemble
 from s2s.model import build_model
 from s2s.search import beam_search, greedy, max_lengths
 from s2s.train import step_checkpoints, train
+from s2s.translate import translate_lines
 
 
 def sources(batch=6, seed=0):
@@ -243,6 +244,18 @@ def test_ensemble_of_two_runs_translates(tmp_path, tiny_corpus, capsys):
     assert code == 0
     lines = capsys.readouterr().out.split("\n")
     assert len(lines) == 4 and lines[1] == "" and lines[0].strip()
+    # the same as decoding the two models as one ensemble
+    members = [checkpoint.load_for_translation(p / "last.pt") for p in (a, tmp_path / "b")]
+    direct = translate_lines(
+        Ensemble([m.model for m in members]),
+        members[0].src_tok,
+        members[0].tgt_tok,
+        ["a dog runs .", "", "the boy jumps ."],
+        reverse_source=False,
+        beam=3,
+        min_len=1,
+    )
+    assert lines[:3] == direct
     assert (
         yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["model"]["decoder"]["cell"]
         == "gru"

@@ -171,9 +171,17 @@ def test_finished_hypotheses_are_kept_while_others_go_on():
     assert nb.scores[0][1] == pytest.approx(math.log(0.5 * 0.9**5), abs=1e-5)
 
 
-def test_min_length_forbids_early_eos():
-    nb = run_beam(BigramStub(SHORT), 2, min_len=2)
-    assert len(nb.tokens[0][0]) >= 1  # EOS as the 2nd token at the earliest
+@pytest.mark.parametrize(
+    "min_len, best",
+    [(0, []), (1, [A]), (2, [A, A]), (3, [A, A, A])],
+)
+def test_min_length_forbids_eos_before_that_many_tokens(min_len, best):
+    # SHORT prefers stopping at once; with EOS forbidden for min_len steps the best
+    # output holds exactly min_len tokens (a, then a again: b is impossible)
+    nb = run_beam(BigramStub(SHORT), 2, min_len=min_len)
+    assert nb.tokens[0][0] == best
+    p_eos = {0: 0.55, 1: 0.45 * 0.9, 2: 0.45 * 0.1 * 0.9, 3: 0.45 * 0.1 * 0.1 * 0.9}
+    assert nb.scores[0][0] == pytest.approx(math.log(p_eos[min_len]), abs=1e-5)
 
 
 def test_beam_one_equals_greedy_on_the_stubs():

@@ -81,19 +81,49 @@ def test_scheduled_sampling_with_eps_zero_is_free_running_greedy():
         assert torch.equal(fed[:, t], prev)
 
 
-def test_scheduled_sampling_gradient_does_not_flow_through_the_choice():
+@pytest.mark.parametrize("mode", ["scheduled", "scheduled_parallel"])
+@pytest.mark.parametrize("sample", [False, True])
+def test_scheduled_sampling_trains_as_teacher_forcing_on_the_fed_tokens(mode, sample):
+    """The loss and its gradient under scheduled sampling equal those of teacher forcing
+    on the tokens it fed: the choice of token is data, no gradient flows through it,
+    and the features come from the fed tokens."""
     model = tiny()
-    batch = toy_batch()
-    loss = batch_loss(model, batch, teacher_prob=0.0)
-    loss.backward()  # argmax / multinomial choices are not differentiable: no error
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    model.zero_grad()
-    batch_loss(model, batch, teacher_prob=0.0, sample=True).backward()
+    batch = toy_batch(batch=6, tgt_len=8)
+    mask = batch.tgt_out != 0
+    enc = model.encode(batch.src, batch.src_lengths)
+    coins = torch.rand(batch.tgt_in.shape, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    features, fed = getattr(model.decoder, mode)(
+        batch.tgt_in, enc, teacher_prob=0.5, sample=sample, coins=coins
+    )
+    assert not torch.equal(fed, batch.tgt_in)  # some tokens are the model's own
+    loss = torch.nn.functional.cross_entropy(
+        model.logits(features[mask]), batch.tgt_out[mask], reduction="sum"
+    )
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    forced = model.decoder(fed, model.encode(batch.src, batch.src_lengths))
+    reference = torch.nn.functional.cross_entropy(
+        model.logits(forced[mask]), batch.tgt_out[mask], reduction="sum"
+    )
+    expected = torch.autograd.grad(reference, list(model.parameters()))
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-5)
+    for (name, _), got, want in zip(model.named_parameters(), grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_trainer_logs_the_teacher_forcing_probability(tmp_path, tiny_corpus):
+def test_trainer_logs_the_teacher_forcing_probability(tmp_path, tiny_corpus, monkeypatch):
     import json
 
+    import s2s.train as train_mod
+
+    real, used = train_mod.batch_loss, []
+
+    def spy(model, batch, *args, teacher_prob=1.0, **kw):
+        if model.training:
+            used.append(teacher_prob)
+        return real(model, batch, *args, teacher_prob=teacher_prob, **kw)
+
+    monkeypatch.setattr(train_mod, "batch_loss", spy)
     cfg = tiny_config_dict(tiny_corpus, max_steps=4, log_every=1)
     cfg["train"]["scheduled_sampling"] = {"decay": "linear", "k": 1.0, "c": 0.1}
     trainer = Trainer(config.from_dict(cfg), tmp_path / "run")
@@ -103,6 +133,7 @@ def test_trainer_logs_the_teacher_forcing_probability(tmp_path, tiny_corpus):
     ]
     probs = [r["teacher_prob"] for r in records if r["kind"] == "train"]
     assert probs == pytest.approx([1.0, 0.9, 0.8, 0.7])
+    assert used == pytest.approx(probs)  # logged = what the loss was computed with
 
 
 def test_sampling_config_is_checked():
@@ -379,6 +410,22 @@ def test_label_smoothing_changes_the_loss_by_the_computed_amount():
     assert float(batch_loss(model, batch, 0.0)) == pytest.approx(float(nll), rel=1e-5)
 
 
+def test_the_trainer_minimises_the_smoothed_loss(tmp_path, tiny_corpus):
+    """train.label_smoothing is the loss an update reports and descends: its value
+    before the update is the smoothed cross-entropy of the batch."""
+    from s2s.data import collate
+
+    for eps in (0.0, 0.2):
+        trainer = make_trainer(tmp_path, tiny_corpus, f"ls{eps}", label_smoothing=eps)
+        batch = collate(trainer.train_corpus, [0, 1, 2, 3])
+        with torch.no_grad():
+            smoothed = float(batch_loss(trainer.model, batch, eps))
+            plain = float(batch_loss(trainer.model, batch, 0.0))
+        total, _, _ = trainer._update([batch])
+        assert total == pytest.approx(smoothed, rel=1e-5)
+        assert (total == pytest.approx(plain, rel=1e-5)) == (eps == 0.0)
+
+
 def test_distillation_mixes_teacher_distributions():
     student, batch = tiny().eval().requires_grad_(False), toy_batch()
     torch.manual_seed(9)
@@ -406,6 +453,17 @@ def test_distillation_run_uses_the_teachers_tokenizers(tmp_path, tiny_corpus):
     assert student.teacher is not None
     assert student.tgt_tok.vocabulary() == teacher.tgt_tok.vocabulary()
     assert not any(p.requires_grad for p in student.teacher.parameters())
+    # the update descends the mixed loss: the summed loss it reports is the formula's
+    from s2s.data import collate
+
+    batch = collate(student.train_corpus, [0, 1, 2, 3])
+    with torch.no_grad():
+        mixed = float(batch_loss(student.model, batch, teacher=student.teacher, distill_weight=0.5))
+        plain = float(batch_loss(student.model, batch))
+    assert mixed != pytest.approx(plain, rel=1e-3)
+    total, _, _ = student._update([batch])
+    assert total == pytest.approx(mixed, rel=1e-5)
+    student.progress.step = 1
     assert student.run()["step"] == 3
 
 
