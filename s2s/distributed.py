@@ -13,6 +13,7 @@ Without those variables (or with ``WORLD_SIZE=1``) every function here is a no-o
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -65,6 +66,13 @@ def start(ctx: Context, device: torch.device) -> torch.device:
         device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        # torch.optim imports torch._dynamo on first use; imported while a process group
+        # exists, dynamo keeps a reference to it, so destroy_process_group() cannot free
+        # it and its Gloo threads live on into interpreter shutdown, where tearing them
+        # down aborted a rank now and then ("terminate called without an active
+        # exception", SIGABRT). Imported first, it holds nothing.
+        importlib.import_module("torch._dynamo")
+
         # other ranks wait in a collective while rank 0 alone trains the tokenizer or
         # validates: allow that an hour (NCCL's default is ten minutes)
         dist.init_process_group(

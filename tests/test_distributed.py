@@ -70,6 +70,41 @@ def test_a_data_parallel_run_resumes_exactly(tmp_path, tiny_corpus):
         assert torch.equal(value, b["model"][key]), key
 
 
+LEFT_THREADS = """
+import os, sys
+from pathlib import Path
+from s2s import config
+from s2s.train import Trainer
+
+Trainer(config.load(sys.argv[1]), Path(sys.argv[2])).run()
+tasks = os.listdir("/proc/self/task")
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks)
+print("rank", os.environ["RANK"], "threads", names, flush=True)
+"""
+
+
+def test_a_finished_run_leaves_no_process_group_threads(tmp_path, tiny_corpus):
+    """The cause of rank 1 aborting at exit now and then: a process group that
+    destroy_process_group() could not free (torch._dynamo, imported by the optimizer,
+    held it) kept its Gloo threads into interpreter shutdown. After training, none
+    may be left on any rank."""
+    script = tmp_path / "left_threads.py"
+    script.write_text(LEFT_THREADS)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_corpus, max_steps=2, threads=1)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if os.path.exists("/sys/class/net/lo"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", str(script), str(path), str(tmp_path / "run")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("rank ")]
+    assert len(lines) == 2, done.stdout
+    for line in lines:
+        assert "gloo" not in line, line
+
+
 def test_context_from_the_environment(monkeypatch):
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
