@@ -521,6 +521,11 @@ def _check(cfg: Config) -> None:
         )
     if d.tokenizer.kind == "spm" and d.tokenizer.vocab_size < 8:
         raise ConfigError("config key 'data.tokenizer.vocab_size' is too small for spm")
+    if not 0.98 <= d.tokenizer.character_coverage <= 1.0:  # SentencePiece refuses others
+        raise ConfigError(
+            "config key 'data.tokenizer.character_coverage' must be in [0.98, 1], "
+            f"got {d.tokenizer.character_coverage}"
+        )
     if not d.train:
         raise ConfigError("config key 'data.train' is not set (a path prefix)")
     if m.charlm and d.tokenizer.kind != "char":

@@ -144,6 +144,7 @@ class LMTrainer:
         self.optimizer = make_optimizer(self.model, t)
         self.progress = LMProgress()
         self.carry = None  # the hidden state the last update ended with
+        self.lr = cfg.train.lr
         if payload is not None:
             self._restore(payload)
         else:
@@ -239,8 +240,9 @@ class LMTrainer:
             return None
         x = self.train_data[:, p.position : p.position + length].to(self.device)
         y = self.train_data[:, p.position + 1 : p.position + 1 + length].to(self.device)
+        self.lr = self._lr()  # this update's rate (logged after the step count moves on)
         for group in self.optimizer.param_groups:
-            group["lr"] = self._lr() * group.get("lr_mult", 1.0)
+            group["lr"] = self.lr * group.get("lr_mult", 1.0)
         logits, state = self.model(x, self.carry)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
@@ -317,7 +319,7 @@ class LMTrainer:
                         "step": p.step,
                         "epoch": p.epoch,
                         "bits": window_bits / window_steps,
-                        "lr": self._lr(),
+                        "lr": self.lr,
                         "units_per_s": window_steps
                         * t.batch_size
                         * t.bptt

@@ -97,3 +97,9 @@ def test_env_expansion(tmp_path, monkeypatch):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         config.load(tmp_path / "nope.yaml")
+
+
+def test_character_coverage_outside_sentencepieces_range_is_refused():
+    with pytest.raises(ConfigError, match=r"character_coverage' must be in \[0\.98, 1\], got 0\.9"):
+        config.from_dict(base(tokenizer={"character_coverage": 0.9}))
+    assert config.from_dict(base(tokenizer={"character_coverage": 0.98}))
