@@ -1,0 +1,1018 @@
+"""Mutation check: does the test suite notice when a feature silently breaks?
+
+Each mutant below breaks one feature of s2s the way a careless edit would (a dropped
+term, an off-by-one, an option not passed on). The script copies the tracked files of
+this checkout to a scratch folder, applies one mutant at a time, and runs the tests
+named for it (fail-fast); a mutant those tests let through is run against the whole
+suite before it counts as survived. It prints one line per mutant and a table of
+killed / survived / equivalent per module. Results go to a JSON-lines file as they
+come, so an interrupted check resumes where it stopped.
+
+Usage: scripts/mutation_check.sh [--only ID ...] [--list] [--fresh] [--quick]
+(``--quick``: no whole-suite rerun of survivors). Not part of ``make test``: it takes
+about half an hour on 2 cores. docs/testing.md explains the mutants judged equivalent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    feature: str
+    edits: tuple[tuple[str, str, str], ...]  # (file, original text, replacement)
+    tests: tuple[str, ...]
+    equivalent: str = ""  # why this mutant cannot change a result (judged by hand)
+    module: str = field(default="")
+
+    def where(self) -> str:
+        return self.module or self.edits[0][0]
+
+
+def m(id, feature, file, old, new, tests, equivalent="", more=()):
+    edits = ((file, old, new), *more)
+    return Mutant(id, feature, edits, tuple(f"tests/{t}" for t in tests.split()), equivalent)
+
+
+A, C, INIT, E, D = (
+    "s2s/attention.py",
+    "s2s/cells.py",
+    "s2s/init.py",
+    "s2s/encoder.py",
+    "s2s/decoder.py",
+)
+MO, S, EN, TR, CLI = (
+    "s2s/model.py",
+    "s2s/search.py",
+    "s2s/ensemble.py",
+    "s2s/translate.py",
+    "s2s/cli.py",
+)
+DA, TO, T, SC, CO = (
+    "s2s/data.py",
+    "s2s/tokenize.py",
+    "s2s/train.py",
+    "s2s/schedules.py",
+    "s2s/compare.py",
+)
+LM, CH, CK, DB, DI = (
+    "s2s/lmtrain.py",
+    "s2s/charlm.py",
+    "s2s/checkpoint.py",
+    "s2s/debug.py",
+    "s2s/distributed.py",
+)
+EV = "s2s/evaluate.py"
+UNIT = "test_formulas.py test_model.py test_cells.py"
+KEYS = "test_config_keys.py"
+
+MUTANTS = [
+    # ------------------------------------------------------------------ attention
+    m(
+        "attention-additive-no-tanh",
+        "additive attention's tanh",
+        A,
+        "return self.v(torch.tanh(q + prepared.unsqueeze(1))).squeeze(-1)",
+        "return self.v(q + prepared.unsqueeze(1)).squeeze(-1)",
+        UNIT,
+    ),
+    m(
+        "attention-additive-no-query",
+        "additive attention reads the query",
+        A,
+        "q = self.query_proj(query).unsqueeze(2)",
+        "q = 0 * self.query_proj(query).unsqueeze(2)",
+        UNIT,
+    ),
+    m(
+        "attention-no-mask",
+        "attention never on padding",
+        A,
+        'scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))',
+        "scores = scores",
+        UNIT,
+    ),
+    m(
+        "attention-softmax-dim",
+        "attention normalised over the source",
+        A,
+        "weights = torch.softmax(scores, dim=-1)",
+        "weights = torch.softmax(scores, dim=1)",
+        UNIT,
+    ),
+    m(
+        "attention-general-as-dot",
+        "general attention's W",
+        A,
+        "return keys if self.key_proj is None else self.key_proj(keys)",
+        "return keys if self.key_proj is None or keys.shape[-1] == 2 else self.key_proj(keys)",
+        UNIT,
+    ),
+    m(
+        "attention-dot-scaled",
+        "dot score unscaled (Luong)",
+        A,
+        "return torch.bmm(query, prepared.transpose(1, 2))",
+        "return torch.bmm(query, prepared.transpose(1, 2)) / query.shape[-1] ** 0.5",
+        UNIT,
+    ),
+    # ------------------------------------------------------------------ cells / stacks
+    m(
+        "stack-dense-is-plain",
+        "dense-residual stacking",
+        C,
+        "                o = o + inputs\n",
+        "                o = o\n",
+        UNIT,
+    ),
+    m(
+        "stack-residual-no-add",
+        "residual stacking's add",
+        C,
+        "                o = o + _data(inp)\n",
+        "                o = o\n",
+        UNIT,
+    ),
+    m(
+        "stack-skip-top-only",
+        "skip stacking sums every layer's output",
+        C,
+        "            inp = _with_data(inp, outputs)",
+        "            inp = inp",
+        UNIT,
+    ),
+    m(
+        "stack-skip-no-input",
+        "skip stacking feeds the input to every layer",
+        C,
+        "torch.cat([_data(rnn_in), _data(x)], dim=-1)",
+        "torch.cat([_data(rnn_in), 0 * _data(x)], dim=-1)",
+        UNIT,
+    ),
+    m(
+        "stack-no-dropout-between",
+        "dropout between layers",
+        C,
+        "rnn_in = _with_data(inp, self.dropout(_data(inp))) if i > 0 else inp",
+        "rnn_in = inp",
+        f"{UNIT} {KEYS}",
+    ),
+    m(
+        "cell-peephole-forget",
+        "peephole on the forget gate",
+        C,
+        "            f = f + p_f * c\n",
+        "            f = f\n",
+        "test_cells.py test_debug.py",
+    ),
+    m(
+        "cell-mlstm-sum",
+        "mLSTM's multiplicative transition",
+        C,
+        "wh = ((x @ self.weight_mx.t()) * (h @ self.weight_mh.t())) @ self.weight_hh.t()",
+        "wh = ((x @ self.weight_mx.t()) + (h @ self.weight_mh.t())) @ self.weight_hh.t()",
+        "test_cells.py",
+    ),
+    m(
+        "cell-layernorm-no-c",
+        "layer-normalised cell state",
+        C,
+        "shown = self.norm_c(c_new) if self.layer_norm else c_new",
+        "shown = c_new",
+        "test_cells.py test_debug.py",
+    ),
+    m(
+        "cell-variational-unmasked",
+        "variational recurrent dropout mask",
+        C,
+        "h_new, c_new = cell(inputs[:, t], h if mask is None else h * mask, c)",
+        "h_new, c_new = cell(inputs[:, t], h, c)",
+        f"test_cells.py test_wiring.py {KEYS}",
+    ),
+    m(
+        "cell-loop-backward-from-padding",
+        "backward direction starts at the real end",
+        C,
+        "order = torch.where(order < lengths[:, None], lengths[:, None] - 1 - order, order)",
+        "order = steps - 1 - order",
+        "test_cells.py",
+    ),
+    m(
+        "cell-gru-gate-swapped",
+        "GRU update gate",
+        C,
+        "return (1 - z) * n + z * h, None",
+        "return z * n + (1 - z) * h, None",
+        "test_cells.py",
+    ),
+    # ------------------------------------------------------------------ init
+    m(
+        "init-forget-gate-wrong-block",
+        "forget-gate bias in the f block",
+        INIT,
+        'param[hidden : 2 * hidden] = value if name.startswith("bias_ih") else 0.0',
+        'param[0:hidden] = value if name.startswith("bias_ih") else 0.0',
+        "test_model.py test_cells.py",
+    ),
+    m(
+        "init-no-orthogonal",
+        "orthogonal recurrent init",
+        INIT,
+        '            if hh and init_cfg.recurrent == "orthogonal":',
+        "            if False:",
+        f"test_cells.py {KEYS}",
+    ),
+    m(
+        "init-xavier-fan-in",
+        "Glorot's fan average",
+        INIT,
+        'variance_scaling_(weight, scale=1.0, mode="fan_avg", distribution="uniform")',
+        'variance_scaling_(weight, scale=1.0, mode="fan_in", distribution="uniform")',
+        "test_cells.py",
+    ),
+    m(
+        "init-embedding-small",
+        "embeddings drawn from U(-1, 1)",
+        INIT,
+        "module.weight.uniform_(-1.0, 1.0)  # fan_in of a lookup is 1",
+        "module.weight.uniform_(-0.1, 0.1)",
+        "test_model.py test_cells.py",
+    ),
+    # ------------------------------------------------------------------ encoder / decoder
+    m(
+        "encoder-mask-one-too-long",
+        "source mask covers real tokens only",
+        E,
+        "< src_lengths.to(src.device)[:, None]",
+        "<= src_lengths.to(src.device)[:, None]",
+        UNIT,
+    ),
+    m(
+        "encoder-final-forward-only",
+        "final state of both directions",
+        E,
+        "final = torch.cat(list(h), dim=-1)  # (batch, enc_size)",
+        "final = torch.cat([h[0]] * len(h), dim=-1)",
+        UNIT,
+    ),
+    m(
+        "decoder-input-feeding-zero",
+        "input feeding",
+        D,
+        "                feed = att_vec.squeeze(1)\n",
+        "                feed = feed * 0\n",
+        UNIT,
+    ),
+    m(
+        "decoder-bridge-no-tanh",
+        "bridge's tanh",
+        D,
+        "torch.tanh(lin(enc.final))",
+        "lin(enc.final)",
+        f"{UNIT} test_decoding.py",
+    ),
+    m(
+        "decoder-coin-inverted",
+        "scheduled sampling's coin",
+        D,
+        "use_gold = coins < teacher_prob",
+        "use_gold = coins >= teacher_prob",
+        "test_tricks.py",
+    ),
+    m(
+        "decoder-parallel-guess-shift",
+        "parallel scheduled sampling feeds the previous guess",
+        D,
+        "fed[:, 1:] = torch.where(use_gold[:, 1:], tgt_in[:, 1:], guess[:, :-1])",
+        "fed[:, 1:] = torch.where(use_gold[:, 1:], tgt_in[:, 1:], guess[:, 1:])",
+        "test_tricks.py",
+    ),
+    m(
+        "decoder-no-output-dropout",
+        "dropout on the attentional vector",
+        D,
+        "        return self.dropout(att_vec)\n",
+        "        return att_vec\n",
+        f"test_tricks.py {KEYS}",
+    ),
+    m(
+        "decoder-combine-no-tanh",
+        "h~ = tanh(W_c [h; c])",
+        D,
+        "return torch.tanh(self.combine(torch.cat([top, context], dim=-1))), weights",
+        "return self.combine(torch.cat([top, context], dim=-1)), weights",
+        f"{UNIT} test_debug.py",
+    ),
+    # ------------------------------------------------------------------ model builder
+    m(
+        "build-bridge-ignored",
+        "model.bridge",
+        MO,
+        "        bridge=cfg.bridge,",
+        "        bridge=True,",
+        KEYS,
+    ),
+    m(
+        "build-encoder-activation-ignored",
+        "model.encoder.activation",
+        MO,
+        "        activation=e.activation,",
+        '        activation="tanh",',
+        f"test_model.py {KEYS}",
+    ),
+    m(
+        "build-decoder-recurrent-dropout-ignored",
+        "model.recurrent_dropout in the decoder",
+        MO,
+        "        recurrent_dropout=cfg.recurrent_dropout,\n    )\n    model = Seq2Seq(",
+        "        recurrent_dropout=0.0,\n    )\n    model = Seq2Seq(",
+        f"test_wiring.py {KEYS}",
+    ),
+    # ------------------------------------------------------------------ search
+    m(
+        "search-min-length-off-by-one",
+        "beam search's minimum length",
+        S,
+        "        if t < min_len:",
+        "        if t < min_len - 1:",
+        "test_search.py test_wiring.py",
+    ),
+    m(
+        "search-gnmt-penalty",
+        "GNMT length penalty",
+        S,
+        "return ((5.0 + lengths) / 6.0) ** alpha",
+        "return ((5.0 + lengths) / 5.0) ** alpha",
+        "test_search.py",
+    ),
+    m(
+        "search-normalize-off-by-one",
+        "length normalisation",
+        S,
+        "    if normalize:\n        return lengths",
+        "    if normalize:\n        return lengths + 1",
+        "test_search.py",
+    ),
+    m(
+        "search-greedy-scores-after-eos",
+        "greedy scores stop at EOS",
+        S,
+        "scores += best.masked_fill(finished, 0.0)",
+        "scores += best",
+        "test_search.py",
+    ),
+    m(
+        "search-beam-state-not-reordered",
+        "beam search follows each hypothesis' state",
+        S,
+        "beam_rows = (keep.unsqueeze(1) * K + parent.index_select(0, keep)).view(-1)",
+        "beam_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)",
+        "test_search.py test_decoding.py test_formulas.py",
+    ),
+    m(
+        "search-beam-eos-any-rank",
+        "only the K best candidates may finish",
+        S,
+        "ends = ((token == eos) & (rank < K)) | at_limit",
+        "ends = (token == eos) | at_limit",
+        "test_search.py test_decoding.py test_formulas.py",
+        equivalent="an EOS candidate ranked K..2K-1 has a lower score than K live candidates; "
+        "it enters the finished pool only where it beats a finished one, and the search stops "
+        "once K are finished, so the n-best returned is the same (checked by hand on the "
+        "invariant; no test can tell)",
+    ),
+    m(
+        "search-beam-no-early-stop",
+        "early stop when no live hypothesis can win",
+        S,
+        'done = (fin_score[:, K - 1] > float("-inf")) | (fin_score[:, nbest - 1] >= bound)',
+        'done = fin_score[:, K - 1] > float("-inf")',
+        "test_search.py test_decoding.py test_formulas.py",
+        equivalent="the bound only ends a sentence's search early, when no live hypothesis "
+        "can beat its N-th best finished one; searching on returns the same n-best, slower",
+    ),
+    m(
+        "search-max-length-plus-one",
+        "output length cap",
+        S,
+        "return (src_lengths.float() * ratio).long() + extra",
+        "return (src_lengths.float() * ratio).long() + extra + 1",
+        "test_search.py",
+    ),
+    # ------------------------------------------------------------------ ensembles, translate
+    m(
+        "ensemble-first-member-only",
+        "ensemble averages all members",
+        EN,
+        "logits=logp.mean(0)",
+        "logits=logp[0]",
+        "test_decoding.py",
+    ),
+    m(
+        "cli-ensemble-first-model-only",
+        "s2s translate with several checkpoints",
+        CLI,
+        "model = first.model if len(members) == 1 else Ensemble([m.model for m in members])",
+        "model = first.model",
+        "test_wiring.py test_decoding.py",
+    ),
+    m(
+        "cli-length-penalty-dropped",
+        "--length-penalty",
+        CLI,
+        "        alpha=args.length_penalty,",
+        "        alpha=0.0,",
+        "test_wiring.py",
+    ),
+    m(
+        "cli-min-length-dropped",
+        "--min-length",
+        CLI,
+        "        min_len=args.min_length,",
+        "        min_len=0,",
+        "test_wiring.py test_decoding.py",
+    ),
+    m(
+        "cli-max-length-ratio-dropped",
+        "--max-length-ratio",
+        CLI,
+        "max_output_ratio=args.max_length_ratio or first.config.train.max_output_ratio,",
+        "max_output_ratio=first.config.train.max_output_ratio,",
+        "test_wiring.py",
+    ),
+    m(
+        "cli-nbest-dropped",
+        "--nbest",
+        CLI,
+        "        nbest=args.nbest,",
+        "        nbest=1,",
+        "test_wiring.py test_decoding.py",
+    ),
+    m(
+        "translate-alignment-not-unreversed",
+        "alignments in original source order",
+        TR,
+        "            i = n_src - 1 - i",
+        "            i = i",
+        "test_decoding.py test_cli.py",
+    ),
+    # ------------------------------------------------------------------ data
+    m(
+        "data-reverse-source-ignored",
+        "data.reverse_source in training and translation",
+        DA,
+        "return [(seq[::-1] if reverse else seq) + [EOS] for seq in ids]",
+        "return [seq + [EOS] for seq in ids]",
+        "test_data.py test_wiring.py",
+    ),
+    m(
+        "data-long-target-not-truncated",
+        "long_pairs: truncate cuts the target",
+        DA,
+        "s, t = s[:max_len] + [EOS] if len(s) - 1 > max_len else s, t[:max_len]",
+        "s, t = s[:max_len] + [EOS] if len(s) - 1 > max_len else s, t",
+        "test_data.py test_reliability.py",
+    ),
+    m(
+        "data-empty-needs-both-sides",
+        "a pair empty on one side is dropped",
+        DA,
+        "if drop_empty and (not s_line.strip() or not t_line.strip()):",
+        "if drop_empty and (not s_line.strip() and not t_line.strip()):",
+        "test_data.py test_reliability.py",
+    ),
+    m(
+        "data-eos-not-counted",
+        "target tokens count the EOS",
+        DA,
+        "n_tokens=sum(len(t) + 1 for t in tgt),",
+        "n_tokens=sum(len(t) for t in tgt),",
+        "test_tricks.py test_formulas.py",
+    ),
+    m(
+        "data-token-budget-off-by-one",
+        "token budget of a batch",
+        DA,
+        'cost = new_longest * (len(current) + 1) if unit == "tokens" else len(current) + 1',
+        'cost = new_longest * len(current) if unit == "tokens" else len(current) + 1',
+        f"test_data.py {KEYS}",
+    ),
+    m(
+        "data-epoch-ignores-seed",
+        "batches shuffled by seed and epoch",
+        DA,
+        "rng = random.Random(seed * 1_000_003 + epoch)",
+        "rng = random.Random(epoch)",
+        f"test_data.py {KEYS}",
+    ),
+    m(
+        "data-train-limit-ignored",
+        "data.train_limit",
+        DA,
+        '    limit = {"train": cfg.train_limit, "valid": cfg.valid_limit}.get(split, 0)',
+        '    limit = {"valid": cfg.valid_limit}.get(split, 0)',
+        f"test_data.py {KEYS}",
+    ),
+    m(
+        "tokenize-always-joint",
+        "data.tokenizer.joint",
+        TO,
+        "    if cfg.joint:",
+        "    if True:",
+        f"test_wiring.py {KEYS}",
+    ),
+    m(
+        "tokenize-min-freq-ignored",
+        "data.tokenizer.min_freq",
+        TO,
+        "(s for s, c in counts.items() if c >= cfg.min_freq)",
+        "(s for s, c in counts.items())",
+        f"test_data.py {KEYS}",
+    ),
+    # ------------------------------------------------------------------ loss and trainer
+    m(
+        "trainer-label-smoothing-zero",
+        "the trainer passes label smoothing",
+        T,
+        "                    t.label_smoothing,\n",
+        "                    0.0,\n",
+        "test_wiring.py test_tricks.py",
+    ),
+    m(
+        "trainer-teacher-prob-one",
+        "the trainer feeds the scheduled teacher probability",
+        T,
+        "                    teacher_prob=eps,\n",
+        "                    teacher_prob=1.0,\n",
+        "test_wiring.py test_tricks.py",
+    ),
+    m(
+        "trainer-drops-distillation-teacher",
+        "the trainer passes the distillation teacher",
+        T,
+        "                    teacher=self.teacher,\n",
+        "                    teacher=None,\n",
+        "test_wiring.py test_tricks.py",
+    ),
+    m(
+        "loss-distill-no-t-squared",
+        "distillation's T^2",
+        T,
+        "return (1.0 - distill_weight) * loss + distill_weight * temperature**2 * soft",
+        "return (1.0 - distill_weight) * loss + distill_weight * soft",
+        "test_tricks.py",
+    ),
+    m(
+        "loss-counts-padding",
+        "padding excluded from the loss",
+        T,
+        "    mask = batch.tgt_out != PAD\n",
+        "    mask = batch.tgt_out >= PAD\n",
+        f"{UNIT} test_tricks.py",
+    ),
+    m(
+        "trainer-loss-norm-ignored",
+        "train.loss_norm",
+        T,
+        'units = sum(b.n_tokens if t.loss_norm == "tokens" else b.src.shape[0] for b in micro)',
+        "units = sum(b.n_tokens for b in micro)",
+        "test_tricks.py",
+    ),
+    m(
+        "trainer-clip-value-ignored",
+        "train.clip_grad_value",
+        T,
+        "                torch.nn.utils.clip_grad_value_(params, t.clip_grad_value)",
+        "                pass",
+        "test_tricks.py test_formulas.py",
+    ),
+    m(
+        "trainer-l1-is-l2",
+        "L1 penalty",
+        T,
+        "penalty = sum(w.abs().sum() for w in self._matrices())",
+        "penalty = sum(w.pow(2).sum() for w in self._matrices())",
+        "test_tricks.py",
+    ),
+    m(
+        "trainer-max-norm-skips-output",
+        "max-norm on the output layer",
+        T,
+        "        self.model.decoder.output.weight.renorm_(2, 0, limit)",
+        "        pass",
+        f"test_tricks.py {KEYS}",
+    ),
+    m(
+        "trainer-ema-no-warmup",
+        "EMA decay warm-up",
+        T,
+        "decay = min(t.ema_decay, (1 + step) / (10 + step))",
+        "decay = t.ema_decay",
+        "test_tricks.py",
+    ),
+    m(
+        "trainer-plateau-never-decays",
+        "plateau decay",
+        T,
+        "p.plateau_lr = max(t.min_lr, p.plateau_lr * t.lr_decay)",
+        "p.plateau_lr = max(t.min_lr, p.plateau_lr)",
+        f"test_tricks.py {KEYS}",
+    ),
+    m(
+        "trainer-early-stopping-one-late",
+        "early stopping",
+        T,
+        "if t.early_stopping and p.stale_validations >= t.early_stopping:",
+        "if t.early_stopping and p.stale_validations > t.early_stopping:",
+        "test_wiring.py",
+    ),
+    m(
+        "trainer-max-epochs-ignored",
+        "train.max_epochs",
+        T,
+        "if t.max_epochs and p.epoch >= t.max_epochs:",
+        "if False:",
+        f"test_wiring.py {KEYS}",
+    ),
+    m(
+        "trainer-accumulate-ignored",
+        "train.accumulate",
+        T,
+        "share = t.accumulate * self.dist.world",
+        "share = self.dist.world",
+        "test_tricks.py test_distributed.py",
+    ),
+    m(
+        "trainer-validation-not-reversed",
+        "validation decodes reversed sources",
+        T,
+        "                reverse_source=self.cfg.data.reverse_source,\n",
+        "                reverse_source=False,\n",
+        "test_wiring.py",
+    ),
+    m(
+        "trainer-resume-rng-lost",
+        "resume restores the RNG",
+        T,
+        '            checkpoint.restore_rng(payload["rng"], self.device)\n            if self',
+        "            if self",
+        "test_cli.py test_reliability.py",
+    ),
+    m(
+        "trainer-charlm-encoder-only",
+        "char-LM transfer into the decoder",
+        T,
+        'for name in ("encoder", "decoder") if m.charlm_into == "both" else (m.charlm_into,):',
+        'for name in ("encoder",):',
+        "test_wiring.py test_charlm.py",
+    ),
+    # ------------------------------------------------------------------ schedules
+    m(
+        "schedule-warmup-off-by-one",
+        "linear warm-up",
+        SC,
+        "return (step + 1) / warmup_steps",
+        "return step / warmup_steps",
+        "test_schedules.py test_tricks.py",
+    ),
+    m(
+        "schedule-inverse-sigmoid",
+        "inverse-sigmoid decay",
+        SC,
+        "eps = max(minimum, k / (k + math.exp(min(step / k, 700.0))))",
+        "eps = max(minimum, k / (k + math.exp(min(step * k, 700.0))))",
+        "test_schedules.py",
+    ),
+    m(
+        "schedule-step-continuous",
+        "step decay in whole periods",
+        SC,
+        "lr = max(min_lr, base * factor ** (since // max(1, step_size)))",
+        "lr = max(min_lr, base * factor ** (since / max(1, step_size)))",
+        "test_schedules.py",
+    ),
+    m(
+        "schedule-cyclic-phase",
+        "triangular cycle",
+        SC,
+        "distance = abs(position - 2 * cycle + 1)",
+        "distance = abs(position - 2 * cycle)",
+        "test_schedules.py",
+    ),
+    m(
+        "schedule-linear-sampling-late",
+        "linear sampling decay",
+        SC,
+        "eps = max(minimum, k - c * step)",
+        "eps = max(minimum, k - c * (step + 1))",
+        "test_schedules.py test_tricks.py",
+    ),
+    # ------------------------------------------------------------------ compare
+    m(
+        "compare-pairs-with-first-seed",
+        "paired test against the same seed's baseline",
+        CO,
+        "hyps[(sweep.baseline, s)],",
+        "hyps[(sweep.baseline, sweep.seeds[0])],",
+        "test_compare.py",
+    ),
+    m(
+        "compare-population-std",
+        "sample standard deviation",
+        CO,
+        '"bleu_std": statistics.stdev(bleu) if len(bleu) > 1 else 0.0,',
+        '"bleu_std": statistics.pstdev(bleu),',
+        "test_compare.py",
+    ),
+    m(
+        "compare-beam-ignored",
+        "sweep beam",
+        CO,
+        "beam=beam if beam > 1 else None,",
+        "beam=None,",
+        "test_compare.py",
+    ),
+    # ------------------------------------------------------------------ char LM
+    m(
+        "lm-state-not-carried",
+        "TBPTT carries the state",
+        LM,
+        "        self.carry = _detach(state)",
+        "        self.carry = None",
+        "test_charlm.py",
+    ),
+    m(
+        "lm-nats-not-bits",
+        "validation in bits",
+        LM,
+        "        return nll / count / math.log(2)",
+        "        return nll / count",
+        "test_charlm.py",
+    ),
+    m(
+        "lm-clip-ignored",
+        "char-LM gradient clipping",
+        LM,
+        'self.model.parameters(), t.clip_grad_norm or float("inf")',
+        'self.model.parameters(), float("inf")',
+        f"test_charlm.py {KEYS}",
+    ),
+    m(
+        "lm-probe-inverted",
+        "probe predictions",
+        LM,
+        "predicted = (b.double() @ w + bias) > 0",
+        "predicted = (b.double() @ w + bias) < 0",
+        "test_charlm.py",
+    ),
+    m(
+        "charlm-no-embedding-rows",
+        "char-LM embedding rows transferred",
+        CH,
+        "            embedding.weight[row] = lm.embedding.weight[ids[0]]\n",
+        "            pass\n",
+        "test_charlm.py test_wiring.py",
+    ),
+    m(
+        "charlm-features-bottom-layer",
+        "features from the top layer",
+        CH,
+        "        top = finals[-1]\n        h = top[0] if is_lstm(self.cell) else top",
+        "        top = finals[0]\n        h = top[0] if is_lstm(self.cell) else top",
+        "test_charlm.py",
+    ),
+    # ------------------------------------------------------------------ the rest
+    m(
+        "checkpoint-average-wrong-count",
+        "checkpoint averaging",
+        CK,
+        "averaged[name] = (total / len(payloads)).to(value.dtype)",
+        "averaged[name] = (total / (len(payloads) + 1)).to(value.dtype)",
+        "test_decoding.py",
+    ),
+    m(
+        "lr-find-flattest-slope",
+        "lr-find's steepest descent",
+        DB,
+        "suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]",
+        "suggestion = lrs[1 + max(range(len(slopes)), key=slopes.__getitem__)]",
+        "test_debug.py",
+    ),
+    m(
+        "distributed-shard-overlap",
+        "each rank its share of the batches",
+        DI,
+        "return chunk[ctx.rank :: ctx.world]",
+        "return chunk[ctx.rank :]",
+        "test_distributed.py",
+    ),
+    m(
+        "score-published-cased",
+        "published scoring lowercases",
+        EV,
+        'bleu = sacrebleu.BLEU(lowercase=True, tokenize="none")',
+        'bleu = sacrebleu.BLEU(tokenize="none")',
+        "test_cli.py",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def scratch_copy(work: Path) -> None:
+    """The tracked files of this checkout (with uncommitted edits) in ``work``."""
+    if work.exists():
+        shutil.rmtree(work)
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        target = work / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, target)
+
+
+def environment(work: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(work), HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    env.setdefault("S2S_DATA", str((ROOT / ".." / "shared" / "data").resolve()))
+    return env
+
+
+def pytest(work: Path, tests: list[str], timeout: int) -> tuple[int, float, str]:
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    start = time.time()
+    try:
+        done = subprocess.run(
+            command,
+            cwd=work,
+            env=environment(work),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return -1, time.time() - start, "timeout"
+    lines = [x for x in done.stdout.splitlines() if x.startswith(("FAILED", "ERROR"))]
+    return done.returncode, time.time() - start, lines[0] if lines else done.stdout[-200:]
+
+
+def apply(work: Path, mutant: Mutant) -> dict[Path, str]:
+    originals = {}
+    for file, old, new in mutant.edits:
+        path = work / file
+        text = originals.get(path) or path.read_text(encoding="utf-8")
+        originals.setdefault(path, text)
+        current = path.read_text(encoding="utf-8")
+        count = current.count(old)
+        if count != 1:
+            raise SystemExit(f"mutant {mutant.id}: its text occurs {count} times in {file}")
+        path.write_text(current.replace(old, new), encoding="utf-8")
+    return originals
+
+
+def check_texts(work: Path) -> None:
+    ids = [x.id for x in MUTANTS]
+    assert len(ids) == len(set(ids)), "mutant ids repeat"
+    for mutant in MUTANTS:
+        originals = apply(work, mutant)
+        for path, text in originals.items():
+            path.write_text(text, encoding="utf-8")
+
+
+def run_one(work: Path, mutant: Mutant, quick: bool) -> dict:
+    originals = apply(work, mutant)
+    try:
+        code, seconds, why = pytest(work, list(mutant.tests), timeout=1200)
+        scope = "named"
+        if code == 0 and not quick:
+            code, more, why = pytest(work, ["tests"], timeout=1800)
+            seconds += more
+            scope = "suite"
+    finally:
+        for path, text in originals.items():
+            path.write_text(text, encoding="utf-8")
+    if code != 0:
+        verdict = "killed"
+    else:
+        verdict = "equivalent" if mutant.equivalent else "survived"
+    return {
+        "id": mutant.id,
+        "module": mutant.where(),
+        "feature": mutant.feature,
+        "verdict": verdict,
+        "scope": scope,
+        "seconds": round(seconds, 1),
+        "by": why if code != 0 else "",
+        "claimed_equivalent": bool(mutant.equivalent),
+    }
+
+
+def report(results: list[dict]) -> str:
+    modules: dict[str, dict[str, int]] = {}
+    for r in results:
+        row = modules.setdefault(r["module"], {"killed": 0, "survived": 0, "equivalent": 0})
+        row[r["verdict"]] += 1
+    lines = [f"{'module':24} {'killed':>7} {'survived':>9} {'equivalent':>11}"]
+    for module in sorted(modules):
+        row = modules[module]
+        lines.append(f"{module:24} {row['killed']:7d} {row['survived']:9d} {row['equivalent']:11d}")
+    total = {
+        k: sum(row[k] for row in modules.values()) for k in ("killed", "survived", "equivalent")
+    }
+    lines.append(
+        f"{'total':24} {total['killed']:7d} {total['survived']:9d} {total['equivalent']:11d}"
+    )
+    scored = total["killed"] + total["survived"]
+    if scored:
+        lines.append(
+            f"killed {total['killed']} of {scored} non-equivalent mutants "
+            f"({100 * total['killed'] / scored:.1f}%); {total['equivalent']} judged equivalent"
+        )
+    wrong = [r["id"] for r in results if r["claimed_equivalent"] and r["verdict"] == "killed"]
+    if wrong:
+        lines.append(f"claimed equivalent but killed (fix the claim): {', '.join(wrong)}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", help="mutant ids to run")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--quick", action="store_true", help="no whole-suite rerun of survivors")
+    parser.add_argument("--work", default="/tmp/s2s-mutation", help="scratch copy")
+    parser.add_argument("--results", default=str(ROOT / "runs" / "mutation" / "results.jsonl"))
+    args = parser.parse_args()
+    if args.list:
+        for x in MUTANTS:
+            print(f"{x.id:42} {x.where():18} {x.feature}")
+        print(f"{len(MUTANTS)} mutants")
+        return 0
+    work, results_path = Path(args.work), Path(args.results)
+    scratch_copy(work)
+    check_texts(work)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import s2s; print(s2s.__file__)"],
+        cwd=work,
+        env=environment(work),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if not probe.stdout.strip().startswith(str(work)):
+        raise SystemExit(f"the scratch copy is not what imports: {probe.stdout}")
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh and results_path.exists():
+        results_path.unlink()
+    done = {}
+    if results_path.exists():
+        for line in results_path.read_text().splitlines():
+            r = json.loads(line)
+            done[r["id"]] = r
+    chosen = [x for x in MUTANTS if not args.only or x.id in args.only]
+    todo = [x for x in chosen if x.id not in done]
+    if todo:
+        tests = sorted({t for x in todo for t in x.tests})
+        code, seconds, why = pytest(work, tests, timeout=1800)
+        if code != 0:
+            raise SystemExit(f"the unmutated copy fails its tests ({why}); fix that first")
+        print(f"unmutated copy: the named tests pass ({seconds:.0f} s)", flush=True)
+    results = []
+    for mutant in chosen:
+        if mutant.id in done:
+            r = done[mutant.id]
+        else:
+            r = run_one(work, mutant, args.quick)
+            with open(results_path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(r) + "\n")
+        results.append(r)
+        print(
+            f"{r['verdict'].upper():10} {r['id']:42} {r['module']:18} {r['seconds']:6.1f}s "
+            f"{r['by'][:90]}",
+            flush=True,
+        )
+    print()
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
