@@ -14,44 +14,31 @@ from s2s.errors import ConfigError
 from s2s.evaluate import score
 
 
+def write_sweep(tmp_path, corpus, test_pairs, sweep: dict, name: str, valid_every=3):
+    """A base config on the tiny corpus (test set ``test_pairs``) and a sweep over it."""
+    write_corpus(corpus["dir"], "test", test_pairs)
+    base = tiny_config_dict(corpus, max_steps=3, valid_every=valid_every, threads=1)
+    base["data"]["test"] = str(corpus["dir"] / "test")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    common = {"base": "base.yaml", "seeds": [1, 2], "set": {"train.lr": 0.01}, "samples": 200}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(common | sweep))
+    return path
+
+
 @pytest.fixture
 def sweep_file(tmp_path, tiny_corpus):
-    write_corpus(tiny_corpus["dir"], "test", SENTENCES[2:7])
-    base = tiny_config_dict(tiny_corpus, max_steps=3, valid_every=3, threads=1)
-    base["data"]["test"] = str(tiny_corpus["dir"] / "test")
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    sweep = {
-        "base": "base.yaml",
-        "seeds": [1, 2],
-        "set": {"train.lr": 0.01},
-        "variants": {"plain": {}, "wide": {"model.decoder.hidden_size": 48}},
-        "samples": 200,
-    }
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+    variants = {"plain": {}, "wide": {"model.decoder.hidden_size": 48}}
+    return write_sweep(tmp_path, tiny_corpus, SENTENCES[2:7], {"variants": variants}, "sweep")
 
 
 @pytest.fixture
 def learned_sweep(tmp_path, tiny_corpus):
     """Runs that learn (test = training sentences): short ones score a few BLEU, long
     ones tens, and seeds differ, so means, deviations and paired tests are real."""
-    write_corpus(tiny_corpus["dir"], "test", SENTENCES)
-    base = tiny_config_dict(tiny_corpus, max_steps=3, valid_every=100, threads=1)
-    base["data"]["test"] = str(tiny_corpus["dir"] / "test")
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    sweep = {
-        "base": "base.yaml",
-        "seeds": [1, 2],
-        "set": {"train.lr": 0.01},
-        "baseline": "short",
-        "variants": {"short": {"train.max_steps": 12}, "long": {"train.max_steps": 30}},
-        "samples": 200,
-        "beam": 2,
-    }
-    path = tmp_path / "learned.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
+    variants = {"short": {"train.max_steps": 12}, "long": {"train.max_steps": 30}}
+    sweep = {"baseline": "short", "variants": variants, "beam": 2}
+    return write_sweep(tmp_path, tiny_corpus, SENTENCES, sweep, "learned", valid_every=100)
 
 
 def test_compare_trains_every_run_and_reports_mean_std_and_tests(tmp_path, learned_sweep):

@@ -216,8 +216,13 @@ def vocabulary(cfg, env):
     return src.vocabulary(), tgt.vocabulary(), src is tgt
 
 
-def trainer(cfg, env) -> Trainer:
-    return Trainer(cfg, env.folder())
+def trainer(cfg, env) -> Trainer | LMTrainer:
+    """The trainer of the config's tree, set up in a new folder (not run)."""
+    return trainer_class(cfg)(cfg, env.folder())
+
+
+def trainer_class(cfg) -> type:
+    return LMTrainer if isinstance(cfg, config.LMConfig) else Trainer
 
 
 def corpus(cfg, env):
@@ -230,17 +235,17 @@ def batches(cfg, env):
     return epoch_batches(t.train_corpus, cfg.data, cfg.train.seed, 0)
 
 
-def device(cfg, env, make=trainer):
+def device(cfg, env):
     try:
-        return str(make(cfg, env).device)
+        return str(trainer(cfg, env).device)
     except S2SError as err:
         return f"error: {err}"
 
 
-def threads(cfg, env, make=trainer):
+def threads(cfg, env):
     before = torch.get_num_threads()
     try:
-        make(cfg, env)
+        trainer(cfg, env)
         return torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
@@ -257,10 +262,10 @@ def recurrent_weights(cfg, env):
     return {n: p.detach().clone() for n, p in t.model.named_parameters() if ".rnn." in n}
 
 
-def trained(cfg, env, make=Trainer):
+def trained(cfg, env):
     """A run of the config in a new folder: (trainer, folder, result, saves)."""
     folder = env.folder()
-    t = make(cfg, folder)
+    t = trainer_class(cfg)(cfg, folder)
     saves, real = [], t.save
     t.save = lambda name: (saves.append((name, t.progress.step)), real(name))
     return t, folder, t.run(), saves
@@ -350,20 +355,16 @@ def validation_options(cfg, env):
 # char LM
 
 
-def lm_trainer(cfg, env) -> LMTrainer:
-    return LMTrainer(cfg, env.folder())
-
-
 def lm_structure(cfg, env):
-    return [(n, tuple(p.shape)) for n, p in lm_trainer(cfg, env).model.named_parameters()]
+    return [(n, tuple(p.shape)) for n, p in trainer(cfg, env).model.named_parameters()]
 
 
 def lm_initial_weights(cfg, env):
-    return lm_trainer(cfg, env).model.state_dict()
+    return trainer(cfg, env).model.state_dict()
 
 
 def lm_forward(cfg, env):
-    model = lm_trainer(cfg, env).model.eval()
+    model = trainer(cfg, env).model.eval()
     fixed_weights(model)
     ids = torch.arange(40).view(4, 10) % 30 + 60
     with torch.no_grad():
@@ -371,7 +372,7 @@ def lm_forward(cfg, env):
 
 
 def lm_noise(cfg, env):
-    model = lm_trainer(cfg, env).model.train()
+    model = trainer(cfg, env).model.train()
     ids = torch.arange(40).view(4, 10) % 30 + 60
     with torch.no_grad():
         return not torch.equal(model(ids)[0], model(ids)[0])
@@ -379,43 +380,10 @@ def lm_noise(cfg, env):
 
 def lm_data(cfg, env):
     try:
-        t = lm_trainer(cfg, env)
+        t = trainer(cfg, env)
     except S2SError as err:
         return f"error: {err}"
     return t.train_data, t.valid_data
-
-
-def lm_trained(cfg, env):
-    return trained(cfg, env, make=LMTrainer)
-
-
-def lm_weights(cfg, env):
-    return lm_trained(cfg, env)[0].model.state_dict()
-
-
-def lm_lrs(cfg, env):
-    return [r["lr"] for r in records(lm_trained(cfg, env)[1]) if r["kind"] == "train"]
-
-
-def lm_stop(cfg, env):
-    result = lm_trained(cfg, env)[2]
-    return result["step"], result["reason"]
-
-
-def lm_kinds(cfg, env):
-    return collections.Counter(r["kind"] for r in records(lm_trained(cfg, env)[1]))
-
-
-def lm_saves(cfg, env):
-    return lm_trained(cfg, env)[3]
-
-
-def lm_device(cfg, env):
-    return device(cfg, env, make=lm_trainer)
-
-
-def lm_threads(cfg, env):
-    return threads(cfg, env, make=lm_trainer)
 
 
 # --------------------------------------------------------------------------- the probes
@@ -435,6 +403,39 @@ def init_probes(prefix: str, observe: Callable) -> dict[str, Probe]:
     return {
         f"{prefix}{k}": Probe(p.value, observe, {f"{prefix}{c}": v for c, v in p.context.items()})
         for k, p in INIT.items()
+    }
+
+
+def common_train_probes(lr: float, min_lr: float) -> dict[str, Probe]:
+    """Keys both trainers share: seeding, devices, stopping, the optimizer, the
+    learning-rate schedule, logging and saving. ``lr`` and ``min_lr``: values away
+    from the tree's base."""
+    sgd = {"train.optimizer": "sgd"}
+    exponential = {"train.lr_schedule": "exponential", "train.lr_gamma": 0.5}
+    return {
+        "train.seed": P(2, weights),
+        "train.device": P("cuda", device),
+        "train.threads": P(7, threads),
+        "train.max_steps": P(2, stop),
+        "train.max_minutes": P(1e-6, stop),
+        "train.optimizer": P("sgd", weights),
+        "train.lr": P(lr, weights),
+        "train.betas": P([0.5, 0.6], weights),
+        "train.momentum": Probe(0.5, weights, sgd),
+        "train.nesterov": Probe(True, weights, sgd),
+        "train.weight_decay": P(0.1, weights),
+        "train.clip_grad_norm": P(0.01, weights),
+        "train.lr_schedule": P("exponential", lrs, train__lr_gamma=0.5),
+        "train.warmup_steps": P(2, lrs),
+        "train.decay_start": Probe(1, lrs, exponential),
+        "train.decay_steps": P(2, lrs, train__lr_schedule="linear", train__min_lr=0.0),
+        "train.lr_gamma": P(0.5, lrs, train__lr_schedule="exponential"),
+        "train.lr_step_size": P(1, lrs, train__lr_schedule="step"),
+        "train.lr_decay": P(0.1, lrs, train__lr_schedule="step", train__lr_step_size=1),
+        "train.min_lr": Probe(min_lr, lrs, exponential | {"train.lr_gamma": 0.1}),
+        "train.log_every": P(2, kinds),
+        "train.valid_every": P(1, kinds),
+        "train.save_every": P(1, saves),
     }
 
 
@@ -500,20 +501,8 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "data.batch_size": P(4, batches),
         "data.batch_unit": P("tokens", batches, data__batch_size=40),
         "data.bucket_pool": P(1, batches),
-        "train.seed": P(2, weights),
-        "train.device": P("cuda", device),
-        "train.threads": P(7, threads),
         "train.precision": P("bf16", losses),
-        "train.max_steps": P(2, stop),
         "train.max_epochs": P(1, stop, train__max_steps=10),
-        "train.max_minutes": P(1e-6, stop),
-        "train.optimizer": P("sgd", weights),
-        "train.lr": P(0.01, weights),
-        "train.betas": P([0.5, 0.6], weights),
-        "train.momentum": Probe(0.5, weights, sgd),
-        "train.nesterov": Probe(True, weights, sgd),
-        "train.weight_decay": P(0.1, weights),
-        "train.clip_grad_norm": P(0.01, weights),
         "train.clip_grad_value": P(1e-4, weights),
         "train.loss_norm": Probe("sentences", weights, sgd),
         "train.accumulate": P(2, progress),
@@ -540,19 +529,8 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "train.distill.teacher": P(env.teacher, losses),
         "train.distill.temperature": Probe(2.0, losses, teacher),
         "train.distill.weight": Probe(0.9, losses, teacher),
-        "train.log_every": P(2, kinds),
-        "train.valid_every": P(1, kinds),
-        "train.save_every": P(1, saves),
         "train.keep_checkpoints": P(2, files, train__save_every=1),
-        "train.lr_schedule": P("exponential", lrs, train__lr_gamma=0.5),
-        "train.warmup_steps": P(2, lrs),
-        "train.decay_start": P(1, lrs, train__lr_schedule="exponential", train__lr_gamma=0.5),
-        "train.decay_steps": P(2, lrs, train__lr_schedule="linear", train__min_lr=0.0),
-        "train.lr_gamma": P(0.5, lrs, train__lr_schedule="exponential"),
-        "train.lr_step_size": P(1, lrs, train__lr_schedule="step"),
-        "train.lr_decay": P(0.1, lrs, train__lr_schedule="step", train__lr_step_size=1),
         "train.patience": Probe(1, lrs, quiet | {"train.max_steps": 4}),
-        "train.min_lr": P(5e-4, lrs, train__lr_schedule="exponential", train__lr_gamma=0.1),
         "train.stop_at_min_lr": Probe(
             False,
             stop,
@@ -563,11 +541,11 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "train.max_output_ratio": P(0.5, validation_options),
     }
     probes.update(init_probes("model.init.", initial_weights))
+    probes.update(common_train_probes(lr=0.01, min_lr=5e-4))
     return probes
 
 
 def lm_probes(env: Env) -> dict[str, Probe]:
-    sgd = {"train.optimizer": "sgd"}
     probes = {
         "model.unit": P("char", lm_structure),
         "model.embedding_size": P(16, lm_structure),
@@ -582,34 +560,12 @@ def lm_probes(env: Env) -> dict[str, Probe]:
         "data.encoding": P("latin-1", lm_data, model__unit="char", data__text=str(env.latin_text)),
         "data.valid_fraction": P(0.5, lm_data),
         "data.limit": P(600, lm_data),
-        "train.seed": P(2, lm_weights),
-        "train.device": P("cuda", lm_device),
-        "train.threads": P(7, lm_threads),
-        "train.max_steps": P(2, lm_stop),
-        "train.max_minutes": P(1e-6, lm_stop),
         "train.batch_size": P(2, lm_data),
-        "train.bptt": P(4, lm_weights),
-        "train.optimizer": P("sgd", lm_weights),
-        "train.lr": P(0.05, lm_weights),
-        "train.betas": P([0.5, 0.6], lm_weights),
-        "train.momentum": Probe(0.5, lm_weights, sgd),
-        "train.nesterov": Probe(True, lm_weights, sgd),
-        "train.weight_decay": P(0.1, lm_weights),
-        "train.clip_grad_norm": P(0.01, lm_weights),
-        "train.lr_multipliers": P({"output": 3.0}, lm_weights),
-        "train.lr_schedule": P("exponential", lm_lrs, train__lr_gamma=0.5),
-        "train.warmup_steps": P(2, lm_lrs),
-        "train.decay_start": P(1, lm_lrs, train__lr_schedule="exponential", train__lr_gamma=0.5),
-        "train.decay_steps": P(2, lm_lrs, train__lr_schedule="linear", train__min_lr=0.0),
-        "train.lr_gamma": P(0.5, lm_lrs, train__lr_schedule="exponential"),
-        "train.lr_step_size": P(1, lm_lrs, train__lr_schedule="step"),
-        "train.lr_decay": P(0.1, lm_lrs, train__lr_schedule="step", train__lr_step_size=1),
-        "train.min_lr": P(5e-3, lm_lrs, train__lr_schedule="exponential", train__lr_gamma=0.1),
-        "train.log_every": P(2, lm_kinds),
-        "train.valid_every": P(1, lm_kinds),
-        "train.save_every": P(1, lm_saves),
+        "train.bptt": P(4, weights),
+        "train.lr_multipliers": P({"output": 3.0}, weights),
     }
     probes.update(init_probes("model.init.", lm_initial_weights))
+    probes.update(common_train_probes(lr=0.05, min_lr=5e-3))
     return probes
 
 

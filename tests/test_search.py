@@ -205,3 +205,19 @@ def test_beam_returns_one_alignment_row_per_output_token():
 def test_nbest_larger_than_beam_is_refused():
     with pytest.raises(ValueError, match="nbest"):
         run_beam(BigramStub(TRAP), 2, n=3)
+
+
+def test_only_the_k_best_candidates_may_finish():
+    """An EOS ranked below the beam must not finish: with K = 2, the empty output
+    (EOS third at step 0, 0.25) and 'a' (EOS third at step 1, 0.18) would fill the
+    finished pool and stop the search before 'b c' (0.35 * 0.9 * 0.95 = 0.299) ends."""
+    C = 1  # a third real token for the stub
+    probs = {
+        BOS: [0, 0, 0, 0.25, 0.4, 0.35],
+        A: [0, 0, 0, 0.45, 0.55, 0],
+        B: [0, 0.9, 0, 0.1, 0, 0],
+        C: [0, 0.05, 0, 0.95, 0, 0],
+    }
+    nb = run_beam(BigramStub(probs), 2)
+    assert nb.tokens[0][0] == [B, C]
+    assert nb.scores[0][0] == pytest.approx(math.log(0.35 * 0.9 * 0.95), abs=1e-5)
