@@ -66,11 +66,12 @@ def start(ctx: Context, device: torch.device) -> torch.device:
         device = torch.device("cuda", ctx.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        # torch.optim imports torch._dynamo on first use; imported while a process group
-        # exists, dynamo keeps a reference to it, so destroy_process_group() cannot free
-        # it and its Gloo threads live on into interpreter shutdown, where tearing them
-        # down aborted a rank now and then ("terminate called without an active
-        # exception", SIGABRT). Imported first, it holds nothing.
+        # torch.optim imports torch._dynamo on first use. Imported while a process group
+        # exists, it leaves the group alive after destroy_process_group() (seen with
+        # torch 2.13: the Gloo threads stay), and tearing them down in interpreter
+        # shutdown aborted a rank now and then ("terminate called without an active
+        # exception", SIGABRT). Imported before the group, it leaves nothing behind
+        # (tests/test_distributed.py checks that no Gloo thread is left).
         importlib.import_module("torch._dynamo")
 
         # other ranks wait in a collective while rank 0 alone trains the tokenizer or

@@ -201,3 +201,13 @@ def test_a_translation_model_starts_from_a_char_lm(tmp_path, periodic, tiny_corp
     cfg["data"]["tokenizer"] = {"kind": "word"}
     with pytest.raises(ConfigError, match="model.charlm needs data.tokenizer.kind char"):
         config.from_dict(cfg)
+
+
+def test_the_logged_learning_rate_is_the_one_each_update_used(tmp_path, periodic):
+    import json
+
+    cfg = lm_config(periodic, max_steps=4, log_every=1, warmup_steps=2, valid_every=4)
+    train_lm(cfg, tmp_path / "run")
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    logged = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "train"]
+    assert logged == pytest.approx([0.005, 0.01, 0.01, 0.01])  # warm-up 1/2, 2/2
