@@ -134,6 +134,27 @@ def test_the_four_wirings_give_four_different_outputs():
             assert not torch.allclose(outs[i], outs[j])
 
 
+def test_dropout_acts_between_layers_only():
+    """Zaremba et al. 2014: dropout on the connections between layers (not on the
+    stack's input, nor in evaluation)."""
+    seen = []
+
+    def record(x):
+        seen.append(x.clone())
+        return x
+
+    stack = RecurrentStack(cell="gru", input_size=3, hidden_size=3, layers=2, dropout=0.5)
+    stack.layers = nn.ModuleList([Known(record), Known(record)])
+    x = torch.ones(4, 5, 3)
+    torch.manual_seed(0)
+    stack.train()(x)
+    assert torch.equal(seen[0], x)  # the first layer reads its input untouched
+    assert set(seen[1].unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled
+    seen.clear()
+    stack.eval()(x)
+    assert torch.equal(seen[1], x)
+
+
 # --------------------------------------------------------------------------- clipping
 
 
