@@ -288,3 +288,47 @@ def test_multiplicative_lstm_follows_krause_et_al():
     with torch.no_grad():
         cell.weight_mx.zero_()
     assert torch.allclose(cell(x, h, c)[1], cell(x, torch.zeros_like(h), c)[1])
+
+
+def random_cell(cell: str):
+    from s2s.cells import LoopCell
+
+    torch.manual_seed(1)
+    loop = LoopCell(cell=cell, input_size=3, hidden_size=4, activation="tanh")
+    with torch.no_grad():
+        for name, p in loop.named_parameters():
+            if "norm" not in name:
+                torch.nn.init.normal_(p)
+    return loop, torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4)
+
+
+def test_peephole_lstm_follows_gers_et_al():
+    """i, f look at c_{t-1}; o looks at the new c_t (Gers et al. 2002)."""
+    cell, x, h, c = random_cell("peephole_lstm")
+    gates = x @ cell.weight_ih.t() + cell.bias_ih + h @ cell.weight_hh.t() + cell.bias_hh
+    i, f, g, o = gates.chunk(4, dim=-1)
+    p_i, p_f, p_o = cell.peephole.chunk(3)
+    c_new = torch.sigmoid(f + p_f * c) * c + torch.sigmoid(i + p_i * c) * torch.tanh(g)
+    h_new = torch.sigmoid(o + p_o * c_new) * torch.tanh(c_new)
+    got_h, got_c = cell(x, h, c)
+    assert torch.allclose(got_c, c_new, atol=1e-6) and torch.allclose(got_h, h_new, atol=1e-6)
+
+
+def test_layer_norm_lstm_follows_ba_et_al():
+    """Ba et al. 2016, §3.1: LN(W_x x) + LN(W_h h) + b for the gates, and
+    h = o * tanh(LN(c))."""
+    cell, x, h, c = random_cell("layernorm_lstm")
+    with torch.no_grad():  # gains and biases away from 1 and 0, so each norm shows
+        for norm in (cell.norm_ih, cell.norm_hh, cell.norm_c):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+
+    def ln(v, norm):
+        return torch.nn.functional.layer_norm(v, v.shape[-1:], norm.weight, norm.bias, norm.eps)
+
+    gates = ln(x @ cell.weight_ih.t(), cell.norm_ih) + ln(h @ cell.weight_hh.t(), cell.norm_hh)
+    i, f, g, o = (gates + cell.bias_ih + cell.bias_hh).chunk(4, dim=-1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_new = torch.sigmoid(o) * torch.tanh(ln(c_new, cell.norm_c))
+    got_h, got_c = cell(x, h, c)
+    assert torch.allclose(got_c, c_new, atol=1e-6) and torch.allclose(got_h, h_new, atol=1e-6)

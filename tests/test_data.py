@@ -156,3 +156,22 @@ def test_hub_fallback_loads_a_datasets_repository(tmp_path, monkeypatch):
     ).data
     with pytest.raises(DataError, match="no column 'fr'"):
         load_split(bad, "train")
+
+
+def test_a_batch_counts_target_tokens_with_their_eos():
+    from s2s.data import collate
+    from s2s.tokenize import BOS, PAD
+
+    src_tok, tgt_tok = word_tok()
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"src": [s for s, _ in SENTENCES[:3]], "tgt": [t for _, t in SENTENCES[:3]]}
+    )
+    corpus = encode_corpus(ds, src_tok, tgt_tok, reverse_source=False)
+    batch = collate(corpus, [0, 1, 2])
+    words = [len(t.split()) for _, t in SENTENCES[:3]]
+    assert batch.n_tokens == sum(words) + 3 == int((batch.tgt_out != PAD).sum())
+    for row, n in enumerate(words):
+        assert batch.tgt_in[row, 0] == BOS and batch.tgt_out[row, n] == EOS
+        assert batch.tgt_in[row, 1 : n + 1].tolist() == batch.tgt_out[row, :n].tolist()

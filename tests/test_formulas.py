@@ -194,6 +194,82 @@ def test_clipping_by_value_clamps_each_entry(tmp_path, tiny_corpus):
         torch.testing.assert_close(delta[name], -g.clamp(-1e-3, 1e-3), atol=1e-7, rtol=1e-4)
 
 
+# --------------------------------------------------------------------------- encoder, decoder
+
+
+def small_model(**kw):
+    from test_model import model_cfg
+
+    from s2s.model import build_model
+
+    torch.manual_seed(3)
+    model = build_model(model_cfg(**kw), src_vocab=20, tgt_vocab=20).eval()
+    with torch.no_grad():  # biases away from zero, so each term shows
+        for name, p in model.named_parameters():
+            if "bias" in name:
+                p.uniform_(-0.5, 0.5)
+    return model
+
+
+def test_encoder_final_state_joins_both_directions_at_their_ends():
+    """The summary is [forward state after the last token; backward state after the
+    first], per layer-top and per sentence."""
+    from test_model import toy_batch
+
+    model = small_model()
+    batch = toy_batch()
+    with torch.no_grad():
+        enc = model.encoder(batch.src, batch.src_lengths)
+    hidden = enc.states.shape[-1] // 2
+    for i, n in enumerate(batch.src_lengths.tolist()):
+        torch.testing.assert_close(enc.final[i, :hidden], enc.states[i, n - 1, :hidden])
+        torch.testing.assert_close(enc.final[i, hidden:], enc.states[i, 0, hidden:])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_bridge_is_tanh_of_a_linear_map_of_the_encoder_summary(cell):
+    from test_model import toy_batch
+
+    model = small_model(decoder={"cell": cell, "layers": 2})
+    batch = toy_batch()
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_lengths)
+        state = model.init_state(enc)
+        for kind, lin in enumerate(model.decoder.bridge):  # h (and c for an LSTM)
+            expected = torch.tanh(enc.final @ lin.weight.t() + lin.bias)  # (batch, 2 * H)
+            for layer in range(2):
+                got = state.hidden[layer][kind] if cell == "lstm" else state.hidden[layer]
+                part = expected[:, layer * 10 : (layer + 1) * 10]
+                torch.testing.assert_close(got[0], part)
+
+
+def test_attentional_vector_is_tanh_of_w_c_h_and_context():
+    """Luong et al. 2015, eq. 5: h~ = tanh(W_c [h; c]), c the attention-weighted keys."""
+    from test_model import toy_batch
+
+    model = small_model(attention="additive")
+    batch = toy_batch()
+    with torch.no_grad():
+        enc = model.encode(batch.src, batch.src_lengths)
+        top = torch.randn(batch.src.shape[0], 3, 10)
+        got, weights = model.decoder._attend(top, enc)
+        context = torch.bmm(weights, enc.states)
+        combine = model.decoder.combine
+        expected = torch.tanh(torch.cat([top, context], -1) @ combine.weight.t() + combine.bias)
+    torch.testing.assert_close(got, expected)
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]))
+
+
+def test_hard_alignment_counts_positions_of_the_original_source():
+    from s2s.translate import hard_alignment
+
+    # 3 source tokens + EOS; 2 target tokens + EOS; each row's argmax over real tokens
+    weights = torch.tensor([[0.1, 0.7, 0.1, 0.1], [0.6, 0.1, 0.1, 0.2], [0.0, 0.0, 0.0, 1.0]])
+    assert hard_alignment(weights, 4, reverse_source=False) == "1-0 0-1"
+    # fed reversed, position 0 of the model's input is the original's last token
+    assert hard_alignment(weights, 4, reverse_source=True) == "1-0 2-1"
+
+
 # --------------------------------------------------------------------------- search
 
 

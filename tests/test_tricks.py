@@ -262,7 +262,10 @@ def test_l1_adds_lr_times_l1_times_sign(tmp_path, tiny_corpus):
 
 
 def test_max_norm_caps_embedding_and_output_rows(tmp_path, tiny_corpus):
-    trainer = make_trainer(tmp_path, tiny_corpus, **sgd(lr=0.01, max_norm=0.5))
+    cfg = tiny_config_dict(tiny_corpus, **sgd(lr=0.01, max_norm=0.5))
+    cfg["model"]["tie_target_embeddings"] = False  # the output matrix on its own
+    trainer = Trainer(config.from_dict(cfg), tmp_path / "run")
+    assert trainer.model.decoder.output.weight is not trainer.model.decoder.embedding.weight
     updated(trainer)
     for weight in (trainer.model.encoder.embedding.weight, trainer.model.decoder.output.weight):
         norms = weight.detach().norm(dim=1)
