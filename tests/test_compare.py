@@ -41,12 +41,21 @@ def learned_sweep(tmp_path, tiny_corpus):
     return write_sweep(tmp_path, tiny_corpus, SENTENCES, sweep, "learned", valid_every=100)
 
 
-def test_compare_trains_every_run_and_reports_mean_std_and_tests(tmp_path, learned_sweep):
+def test_compare_trains_every_run_and_reports_mean_std_and_tests(
+    tmp_path, learned_sweep, monkeypatch
+):
     from s2s import checkpoint
     from s2s.translate import translate_lines
 
+    beams = []
+    monkeypatch.setattr(
+        cmp,
+        "translate_lines",
+        lambda *a, **kw: beams.append(kw["beam"]) or translate_lines(*a, **kw),
+    )
     out = tmp_path / "out"
     report = cmp.compare(cmp.read_sweep(learned_sweep), out)
+    assert beams == [2, 2, 2, 2]  # every run's test set decoded with the sweep's beam
     refs = [t for _, t in SENTENCES]
     results, hyps = {}, {}
     for variant in ("short", "long"):

@@ -129,6 +129,7 @@ def test_epoch_batches_reshuffle_and_are_reproducible(tmp_path):
     )
     assert e0 == e0_again
     assert e0 != e1
+    assert epoch_batches(corpus, cfg, 8, 0) != e0  # another seed, another order
 
 
 def test_hub_fallback_loads_a_datasets_repository(tmp_path, monkeypatch):
