@@ -852,8 +852,13 @@ def environment(work: Path) -> dict:
     return env
 
 
-def pytest(work: Path, tests: list[str], timeout: int) -> tuple[int, float, str]:
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+def pytest(
+    work: Path, tests: list[str], timeout: int, every: bool = False
+) -> tuple[int, float, str]:
+    """Run ``tests`` in the copy (fail-fast unless ``every``); (exit code, seconds, the
+    first failing test, or with ``every`` all of them)."""
+    fail_fast = [] if every else ["-x"]
+    command = [sys.executable, "-m", "pytest", *fail_fast, "-q", "-p", "no:cacheprovider", *tests]
     start = time.time()
     try:
         done = subprocess.run(
@@ -867,6 +872,8 @@ def pytest(work: Path, tests: list[str], timeout: int) -> tuple[int, float, str]
     except subprocess.TimeoutExpired:
         return -1, time.time() - start, "timeout"
     lines = [x for x in done.stdout.splitlines() if x.startswith(("FAILED", "ERROR"))]
+    if every:
+        return done.returncode, time.time() - start, "\n".join(x.split(" - ")[0] for x in lines)
     return done.returncode, time.time() - start, lines[0] if lines else done.stdout[-200:]
 
 
@@ -954,6 +961,9 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--fresh", action="store_true", help="forget earlier results")
     parser.add_argument("--quick", action="store_true", help="no whole-suite rerun of survivors")
+    parser.add_argument(
+        "--explain", action="store_true", help="list every named test each mutant fails (no record)"
+    )
     parser.add_argument("--work", default="/tmp/s2s-mutation", help="scratch copy")
     parser.add_argument("--results", default=str(ROOT / "runs" / "mutation" / "results.jsonl"))
     args = parser.parse_args()
@@ -975,6 +985,16 @@ def main() -> int:
     )
     if not probe.stdout.strip().startswith(str(work)):
         raise SystemExit(f"the scratch copy is not what imports: {probe.stdout}")
+    if args.explain:
+        for mutant in [x for x in MUTANTS if not args.only or x.id in args.only]:
+            originals = apply(work, mutant)
+            try:
+                _, seconds, failed = pytest(work, list(mutant.tests), 1800, every=True)
+            finally:
+                for path, text in originals.items():
+                    path.write_text(text, encoding="utf-8")
+            print(f"{mutant.id} ({seconds:.0f} s): {failed or 'no named test fails'}", flush=True)
+        return 0
     results_path.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh and results_path.exists():
         results_path.unlink()
