@@ -45,7 +45,7 @@ def one_line_error(capsys, argv) -> str:
 # --------------------------------------------------------------------------- happy path
 
 
-def test_smoke_config_trains_writes_run_folder_and_translates(tmp_path, shared_data):
+def test_smoke_config_trains_writes_run_folder_and_translates(tmp_path, multi30k_slice):
     out = tmp_path / "run"
     result = run_cli("train", "configs/smoke.yaml", "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -71,13 +71,15 @@ def test_smoke_config_trains_writes_run_folder_and_translates(tmp_path, shared_d
         "translate",
         str(out / "best.pt"),
         "--input",
-        str(shared_data / "multi30k" / "val.en.gz"),
+        str(multi30k_slice / "multi30k" / "val.en.gz"),
         "--output",
         str(hyp),
     )
     assert tr.returncode == 0, tr.stderr
-    assert len(hyp.read_text().split("\n")) - 1 == 1014
-    sc = run_cli("score", "--ref", str(shared_data / "multi30k" / "val.de.gz"), "--hyp", str(hyp))
+    assert len(hyp.read_text().split("\n")) - 1 == 100  # the slice's val set
+    sc = run_cli(
+        "score", "--ref", str(multi30k_slice / "multi30k" / "val.de.gz"), "--hyp", str(hyp)
+    )
     assert sc.returncode == 0, sc.stderr
     assert "BLEU = " in sc.stdout and "nrefs:1|case:mixed|eff:no|tok:13a" in sc.stdout
     assert "chrF = " in sc.stdout

@@ -10,7 +10,7 @@ from s2s.config import ATTENTIONS, CELLS
 from s2s.debug import gradcheck
 
 
-def test_overfit_smoke_config(capsys, shared_data):
+def test_overfit_smoke_config(capsys, multi30k_slice):
     code = main(["-q", "debug", "overfit", "configs/smoke.yaml"])
     out = capsys.readouterr().out
     assert code == 0, out
