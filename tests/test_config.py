@@ -103,3 +103,29 @@ def test_character_coverage_outside_sentencepieces_range_is_refused():
     with pytest.raises(ConfigError, match=r"character_coverage' must be in \[0\.98, 1\], got 0\.9"):
         config.from_dict(base(tokenizer={"character_coverage": 0.9}))
     assert config.from_dict(base(tokenizer={"character_coverage": 0.98}))
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("train", "max_steps", -5, "'train.max_steps' must be >= 0, got -5"),
+        ("train", "lr", 0.0, "'train.lr' must be > 0, got 0.0"),
+        ("train", "betas", [0.9, 1.0], r"'train.betas' must be in \[0, 1\), got \(0.9, 1.0\)"),
+        ("train", "lr_decay", 0.0, r"'train.lr_decay' must be in \(0, 1\], got 0.0"),
+        ("train", "accumulate", 0, "'train.accumulate' must be >= 1, got 0"),
+        ("train", "valid_batch_size", 0, "'train.valid_batch_size' must be > 0"),
+        ("model", "dropout", 1.0, r"'model.dropout' must be in \[0, 1\), got 1.0"),
+        ("data", "batch_size", -1, "'data.batch_size' must be > 0, got -1"),
+    ],
+)
+def test_values_outside_their_range_name_the_key_and_the_range(section, key, value, message):
+    data = base()
+    data.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=message):
+        config.from_dict(data)
+
+
+def test_char_lm_ranges_are_checked_too():
+    for key, value in (("max_steps", 0), ("bptt", -1), ("lr_gamma", 1.5)):
+        with pytest.raises(ConfigError, match=f"'train.{key}' must be"):
+            config.lm_from_dict({"data": {"text": "x"}, "train": {key: value}})
