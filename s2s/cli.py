@@ -98,6 +98,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     if args.nbest < 1 or (args.beam is not None and args.beam < 1):
         raise S2SError("--beam and --nbest must be at least 1")
+    if args.max_source_length < 0:
+        raise S2SError("--max-source-length must be >= 0 (0 = no limit)")
     if args.nbest > (args.beam or 1):
         raise S2SError(f"--nbest {args.nbest} needs --beam of at least {args.nbest}")
     members = [checkpoint.load_for_translation(p) for p in args.checkpoint]
@@ -126,6 +128,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         alpha=args.length_penalty,
         normalize=args.length_norm,
         min_len=args.min_length,
+        max_src_len=args.max_source_length,
         alignments=bool(args.alignments),
     )
     if args.nbest > 1:
@@ -301,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="source file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     p.add_argument("--encoding", default="utf-8", help="input encoding")
     p.add_argument("--beam", type=int, help="beam size (default: greedy search)")
@@ -329,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="at most RATIO x source length + 10 tokens (default: the model's config)",
+    )
+    p.add_argument(
+        "--max-source-length",
+        type=int,
+        default=250,
+        metavar="N",
+        help="cut longer source lines to N tokens, with a warning (0 = no limit)",
     )
     p.add_argument(
         "--alignments",
@@ -411,8 +421,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Arguments, with KEY=VALUE overrides accepted before and after options
+    (``s2s train CONFIG --out DIR key=value``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    late = [x for x in extra if "=" in x and not x.startswith("-")]
+    if late and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *late]
+        extra = [x for x in extra if x not in late]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -180,6 +180,7 @@ class TokenizerConfig:
     joint: bool = True  # one model / vocabulary for both sides
     character_coverage: float = bounded(1.0, 0.98, 1.0)  # SentencePiece's range
     min_freq: int = at_least_one(1)  # char and word vocabularies
+    threads: int = at_least_one(2)  # SentencePiece training threads
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,7 @@ class TrainConfig:
     stop_at_min_lr: bool = True
     early_stopping: int = non_negative(0)  # stop after N validations without improvement (0 = off)
     valid_batch_size: int = positive(256)  # sentences per decoding batch
+    valid_beam: int = at_least_one(1)  # beam width of validation decoding (1 = greedy)
     max_output_ratio: float = positive(2.0)  # decode at most ratio * source length + 10 tokens
 
 

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from s2s import checkpoint
+from s2s import checkpoint, runlock
 from s2s import config as config_mod
 from s2s.charlm import CharLM, Units, build_lm, sequence_features
 from s2s.config import LMConfig
@@ -340,6 +340,7 @@ class LMTrainer:
                 self.save("last.pt")
         finally:
             restore_signals()
+            runlock.release(self.out)
         log.info("training stopped at step %d: %s", p.step, reason)
         if reason == "interrupted":
             raise S2SError(f"interrupted at step {p.step}; rerun the same command to resume")

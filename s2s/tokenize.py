@@ -103,7 +103,7 @@ def _train_spm(cfg: TokenizerConfig, lines: list[str]) -> SpmTokenizer:
             unk_id=UNK,
             bos_id=BOS,
             eos_id=EOS,
-            num_threads=2,
+            num_threads=cfg.threads,
             minloglevel=2,
             hard_vocab_limit=False,
         )

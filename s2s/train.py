@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from s2s import checkpoint, distributed
+from s2s import checkpoint, distributed, runlock
 from s2s import config as config_mod
 from s2s.config import Config
 from s2s.data import (
@@ -109,7 +109,7 @@ def prepare_run_dir(
     cfg_path = out / "config.yaml"
     if out.exists() and not out.is_dir():
         raise DataError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != runlock.NAME for p in out.iterdir()):
         if not cfg_path.is_file():
             if not force:
                 raise DataError(
@@ -127,6 +127,7 @@ def prepare_run_dir(
                     "use another --out, or --force to start over there"
                 )
             if not changed and (out / "last.pt").is_file():
+                runlock.acquire(out)
                 if differs:  # new limits or devices: config.yaml says what runs now
                     text = config_mod.dump(cfg).encode("utf-8")
                     checkpoint.atomic_write(cfg_path, lambda handle: handle.write(text))
@@ -138,6 +139,7 @@ def prepare_run_dir(
         probe.unlink()
     except OSError as err:
         raise DataError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+    runlock.acquire(out)
     checkpoint.atomic_write(cfg_path, lambda h: h.write(config_mod.dump(cfg).encode("utf-8")))
     return False
 
@@ -619,6 +621,7 @@ class Trainer:
                 reverse_source=self.cfg.data.reverse_source,
                 batch_size=t.valid_batch_size,
                 max_output_ratio=t.max_output_ratio,
+                beam=t.valid_beam if t.valid_beam > 1 else None,
                 device=self.device,
             )
         scores = score(hyps, self.valid_ref)
@@ -952,6 +955,8 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
             distributed.stop(self.dist, clean=clean)
+            if self.dist.main:
+                runlock.release(self.out)
         log.info("training stopped at step %d: %s", p.step, reason)
         if reason == "interrupted":
             raise S2SError(f"interrupted at step {p.step}; rerun the same command to resume")

@@ -7,6 +7,7 @@ greedily; ``beam=K`` runs beam search (K = 1 gives the greedy output by another 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,8 @@ import torch
 from s2s.data import length_batches, source_ids
 from s2s.search import beam_search, greedy, max_lengths
 from s2s.tokenize import BOS, EOS, PAD, Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def _clean(line: str) -> str:
@@ -69,8 +72,17 @@ def translate(
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
     ids = source_ids(src_tok, [cleaned[i] for i in todo], reverse_source)
-    # Very long lines are cut to the length the model can reasonably handle.
-    ids = [seq[:max_src_len] if len(seq) > max_src_len else seq for seq in ids]
+    # Very long lines are cut to a length the model can handle (0: no limit), and said.
+    if max_src_len:
+        cut = sum(len(seq) > max_src_len for seq in ids)
+        if cut:
+            log.warning(
+                "%d source line(s) longer than %d tokens cut to that length "
+                "(--max-source-length; 0 = no limit)",
+                cut,
+                max_src_len,
+            )
+            ids = [seq[:max_src_len] for seq in ids]
     results = [Translation(texts=[""], scores=[0.0]) for _ in lines]
     order = length_batches(
         [len(s) for s in ids], batch_size=batch_size, unit="sentences", pool=1, rng=None

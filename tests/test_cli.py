@@ -277,3 +277,80 @@ def test_published_scoring_option(tmp_path, capsys):
     assert "BLEU = 100.00" in out and "case:lc" in out and "tok:none" in out
     assert main(["score", "--ref", str(ref), "--hyp", str(hyp)]) == 0
     assert "BLEU = 100.00" not in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- papercuts
+
+
+def test_overrides_may_follow_options(tmp_path, tiny_corpus):
+    from s2s import checkpoint
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=6))
+    out = tmp_path / "run"
+    args = ["-q", "train", str(cfg), "train.max_steps=3", "--out", str(out), "train.seed=4"]
+    assert main(args) == 0
+    written = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert (written["max_steps"], written["seed"]) == (3, 4)
+    assert checkpoint.load(out / "last.pt")["progress"]["step"] == 3
+
+
+def test_unknown_arguments_are_still_refused(tmp_path, tiny_corpus, capsys):
+    import pytest
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus))
+    with pytest.raises(SystemExit) as stop:
+        main(["train", str(cfg), "--out", str(tmp_path / "run"), "--bogus"])
+    assert stop.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_translate_defaults_to_any_device_and_says_when_it_cuts_a_line(
+    tmp_path, tiny_corpus, capsys, caplog
+):
+    import logging
+
+    from s2s.cli import build_parser
+
+    assert build_parser().parse_args(["translate", "x.pt"]).device == "auto"
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
+    assert main(["-q", "train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    (tmp_path / "in.txt").write_text("a dog runs . " * 20 + "\na dog runs .\n")
+    command = ["translate", str(tmp_path / "run" / "last.pt"), "--input", str(tmp_path / "in.txt")]
+    with caplog.at_level(logging.WARNING):
+        assert main([*command, "--max-source-length", "10"]) == 0
+    assert "1 source line(s) longer than 10 tokens cut to that length" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main([*command, "--max-source-length", "0"]) == 0
+    assert "cut" not in caplog.text
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_a_run_folder_in_use_is_refused_and_a_stale_lock_taken_over(
+    tmp_path, tiny_corpus, capsys, caplog
+):
+    import logging
+    import socket
+
+    from s2s import checkpoint
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
+    out = tmp_path / "run"
+    assert main(["-q", "train", str(cfg), "--out", str(out)]) == 0
+    assert not (out / ".lock").exists()  # released at the end
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # another live process of this host trains in the folder
+        (out / ".lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        line = one_line_error(capsys, ["train", str(cfg), "--out", str(out), "train.max_steps=4"])
+        assert f"run folder {out} is in use by process {holder.pid}" in line
+        after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+        assert {k: v for k, v in after.items() if k != ".lock"} == before  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    with caplog.at_level(logging.WARNING):  # its owner is gone now
+        assert main(["train", str(cfg), "--out", str(out), "train.max_steps=4"]) == 0
+    assert f"from process {holder.pid}, which is gone" in caplog.text
+    assert checkpoint.load(out / "last.pt")["progress"]["step"] == 4
+    assert not (out / ".lock").exists()

@@ -349,7 +349,19 @@ def validation_options(cfg, env):
     calls = []
     with spying(train_mod, "translate_lines", calls):
         trained(cfg, env)
-    return [(c["batch_size"], c["max_output_ratio"]) for c in calls]
+    return [(c["batch_size"], c["max_output_ratio"], c["beam"]) for c in calls]
+
+
+def spm_options(cfg, env):
+    import sentencepiece
+
+    calls = []
+    with spying(sentencepiece.SentencePieceTrainer, "train", calls):
+        vocabulary(cfg, env)
+    return [
+        {k: v for k, v in c.items() if k not in ("sentence_iterator", "model_writer")}
+        for c in calls
+    ]
 
 
 # char LM
@@ -539,6 +551,10 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "train.early_stopping": Probe(1, stop, quiet),
         "train.valid_batch_size": P(2, validation_options),
         "train.max_output_ratio": P(0.5, validation_options),
+        "train.valid_beam": P(2, validation_options),
+        "data.tokenizer.threads": P(
+            1, spm_options, data__tokenizer__kind="spm", data__tokenizer__vocab_size=60
+        ),
     }
     probes.update(init_probes("model.init.", initial_weights))
     probes.update(common_train_probes(lr=0.01, min_lr=5e-4))
