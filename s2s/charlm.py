@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from s2s.cells import RecurrentStack, is_lstm
 from s2s.config import LMModelConfig
 from s2s.errors import ConfigError
-from s2s.init import initialize
+from s2s.nn.cells import RecurrentStack, is_lstm
+from s2s.nn.init import initialize
 
 UNKNOWN = "\ufffd"  # char units: id 0, for characters the training text lacked
 

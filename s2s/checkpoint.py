@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from s2s import config as config_mod
+from s2s.data.tokenize import Tokenizer, from_state
 from s2s.errors import CheckpointError, S2SError
-from s2s.model import Seq2Seq, build_model
-from s2s.tokenize import Tokenizer, from_state
+from s2s.nn.seq2seq import Seq2Seq, build_model
 
 FORMAT = "s2s-checkpoint"
 VERSION = 1

@@ -19,7 +19,7 @@ log = logging.getLogger("s2s")
 
 
 def _read_input(path: str | None, encoding: str) -> list[str]:
-    from s2s.data import read_lines, split_lines
+    from s2s.data.corpus import read_lines, split_lines
 
     if path is None or path == "-":
         return split_lines(sys.stdin.buffer.read(), encoding, "standard input")
@@ -92,9 +92,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     import torch
 
     from s2s import checkpoint
-    from s2s.ensemble import Ensemble
+    from s2s.decoding.ensemble import Ensemble
+    from s2s.decoding.translate import translate
     from s2s.train import resolve_device
-    from s2s.translate import translate
 
     if args.nbest < 1 or (args.beam is not None and args.beam < 1):
         raise S2SError("--beam and --nbest must be at least 1")
@@ -188,7 +188,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from s2s.data import read_lines
+    from s2s.data.corpus import read_lines
     from s2s.evaluate import score
 
     refs = read_lines(args.ref, args.encoding)

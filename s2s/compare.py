@@ -43,10 +43,10 @@ from typing import Any, Callable
 from s2s import checkpoint
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data import load_split
+from s2s.data.corpus import load_split
+from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError
 from s2s.evaluate import score
-from s2s.translate import translate_lines
 
 log = logging.getLogger(__name__)
 

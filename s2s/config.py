@@ -110,7 +110,7 @@ def check_range(key: str, value: Any, limits: tuple) -> None:
 
 @dataclass(frozen=True)
 class InitConfig:
-    # Weight matrices (s2s/init.py): fan_in_uniform U(+-1/sqrt(fan_in)); xavier_* (Glorot
+    # Weight matrices (s2s/nn/init.py): fan_in_uniform U(+-1/sqrt(fan_in)); xavier_* (Glorot
     # & Bengio 2010); variance_scaling: var = scale / fan (mode), uniform or normal
     # (scale 2, fan_in = He et al. 2015); normal: N(0, std); scaled:
     # N(0, (scale / sqrt(fan_in))^2). Recurrent kernels are initialised per gate.

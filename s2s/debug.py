@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from s2s.config import Config
-from s2s.data import Batch, collate, encode_corpus, load_split
+from s2s.data.corpus import Batch, collate, encode_corpus, load_split
+from s2s.data.tokenize import train_tokenizers
 from s2s.errors import DataError
-from s2s.model import Seq2Seq, build_model
-from s2s.tokenize import train_tokenizers
+from s2s.nn.seq2seq import Seq2Seq, build_model
 from s2s.train import batch_loss, make_optimizer, resolve_device
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ def lr_find(
     updates on training batches; stop when the smoothed loss exceeds 4x its minimum.
     Suggests the rate where the smoothed loss falls fastest (steepest negative slope
     against log lr), a common reading of the plot."""
-    from s2s.data import epoch_batches
+    from s2s.data.corpus import epoch_batches
 
     torch.manual_seed(cfg.train.seed)
     corpus, src_tok, tgt_tok = _tokenized(cfg)

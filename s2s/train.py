@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from s2s import checkpoint, distributed, runlock
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data import (
+from s2s.data.corpus import (
     Batch,
     Corpus,
     collate,
@@ -36,6 +36,8 @@ from s2s.data import (
     length_batches,
     load_split,
 )
+from s2s.data.tokenize import PAD, save_tokenizers, train_tokenizers
+from s2s.decoding.translate import translate_lines
 from s2s.diagnostics import (
     first_nonfinite_module,
     nonfinite_gradients,
@@ -45,10 +47,8 @@ from s2s.diagnostics import (
 )
 from s2s.errors import ConfigError, DataError, S2SError
 from s2s.evaluate import score
-from s2s.model import Seq2Seq, build_model
+from s2s.nn.seq2seq import Seq2Seq, build_model
 from s2s.schedules import learning_rate, teacher_forcing
-from s2s.tokenize import PAD, save_tokenizers, train_tokenizers
-from s2s.translate import translate_lines
 
 log = logging.getLogger(__name__)
 

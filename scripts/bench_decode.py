@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from s2s import checkpoint
-from s2s.ensemble import Ensemble
+from s2s.decoding.ensemble import Ensemble
+from s2s.decoding.translate import translate
 from s2s.evaluate import score
-from s2s.translate import translate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -47,22 +47,22 @@ def m(id, feature, file, old, new, tests, equivalent="", more=()):
 
 
 A, C, INIT, E, D = (
-    "s2s/attention.py",
-    "s2s/cells.py",
-    "s2s/init.py",
-    "s2s/encoder.py",
-    "s2s/decoder.py",
+    "s2s/nn/attention.py",
+    "s2s/nn/cells.py",
+    "s2s/nn/init.py",
+    "s2s/nn/encoder.py",
+    "s2s/nn/decoder.py",
 )
 MO, S, EN, TR, CLI = (
-    "s2s/model.py",
-    "s2s/search.py",
-    "s2s/ensemble.py",
-    "s2s/translate.py",
+    "s2s/nn/seq2seq.py",
+    "s2s/decoding/search.py",
+    "s2s/decoding/ensemble.py",
+    "s2s/decoding/translate.py",
     "s2s/cli.py",
 )
 DA, TO, T, SC, CO = (
-    "s2s/data.py",
-    "s2s/tokenize.py",
+    "s2s/data/corpus.py",
+    "s2s/data/tokenize.py",
     "s2s/train.py",
     "s2s/schedules.py",
     "s2s/compare.py",

@@ -9,9 +9,9 @@ from test_model import V, model_cfg, toy_batch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s2s import config
-from s2s.cells import LoopRNN, RecurrentStack
-from s2s.init import initialize
-from s2s.model import build_model
+from s2s.nn.cells import LoopRNN, RecurrentStack
+from s2s.nn.init import initialize
+from s2s.nn.seq2seq import build_model
 from s2s.train import batch_loss
 
 LOOP_CELLS = ["peephole_lstm", "layernorm_lstm", "layernorm_gru", "mlstm"]
@@ -270,7 +270,7 @@ def test_default_init_draws_like_the_original_fan_in_scheme():
 
 def test_multiplicative_lstm_follows_krause_et_al():
     """m = (W_mx x) * (W_mh h); gates = W_x x + W_h m + b (Krause et al. 2016, eq. 18-23)."""
-    from s2s.cells import LoopCell
+    from s2s.nn.cells import LoopCell
 
     torch.manual_seed(0)
     cell = LoopCell(cell="mlstm", input_size=3, hidden_size=4, activation="tanh")
@@ -291,7 +291,7 @@ def test_multiplicative_lstm_follows_krause_et_al():
 
 
 def random_cell(cell: str):
-    from s2s.cells import LoopCell
+    from s2s.nn.cells import LoopCell
 
     torch.manual_seed(1)
     loop = LoopCell(cell=cell, input_size=3, hidden_size=4, activation="tanh")

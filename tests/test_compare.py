@@ -45,7 +45,7 @@ def test_compare_trains_every_run_and_reports_mean_std_and_tests(
     tmp_path, learned_sweep, monkeypatch
 ):
     from s2s import checkpoint
-    from s2s.translate import translate_lines
+    from s2s.decoding.translate import translate_lines
 
     beams = []
     monkeypatch.setattr(

@@ -33,11 +33,11 @@ from test_model import V, toy_batch
 
 import s2s.train as train_mod
 from s2s import checkpoint, config
-from s2s.data import epoch_batches, load_split
+from s2s.data.corpus import epoch_batches, load_split
+from s2s.data.tokenize import train_tokenizers
 from s2s.errors import S2SError
 from s2s.lmtrain import LMTrainer, train_lm
-from s2s.model import build_model
-from s2s.tokenize import train_tokenizers
+from s2s.nn.seq2seq import build_model
 from s2s.train import Trainer
 
 UNSET = "S2S_PROBE_UNSET_VARIABLE"

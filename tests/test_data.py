@@ -5,7 +5,7 @@ import pytest
 from conftest import SENTENCES, write_corpus
 
 from s2s import config
-from s2s.data import (
+from s2s.data.corpus import (
     encode_corpus,
     epoch_batches,
     length_batches,
@@ -13,8 +13,8 @@ from s2s.data import (
     read_lines,
     source_ids,
 )
+from s2s.data.tokenize import EOS, train_tokenizers
 from s2s.errors import DataError
-from s2s.tokenize import EOS, train_tokenizers
 
 
 def test_read_plain_and_gz_keep_empty_lines(tmp_path):
@@ -160,8 +160,8 @@ def test_hub_fallback_loads_a_datasets_repository(tmp_path, monkeypatch):
 
 
 def test_a_batch_counts_target_tokens_with_their_eos():
-    from s2s.data import collate
-    from s2s.tokenize import BOS, PAD
+    from s2s.data.corpus import collate
+    from s2s.data.tokenize import BOS, PAD
 
     src_tok, tgt_tok = word_tok()
     import datasets

@@ -54,7 +54,7 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
         def backward(ctx, grad):
             return 1.5 * grad
 
-    import s2s.decoder as decoder_mod
+    import s2s.nn.decoder as decoder_mod
 
     real = decoder_mod.Decoder._attend
 

@@ -10,11 +10,11 @@ from test_model import V, model_cfg
 
 from s2s import checkpoint, config
 from s2s.cli import main
-from s2s.ensemble import Ensemble
-from s2s.model import build_model
-from s2s.search import beam_search, greedy, max_lengths
+from s2s.decoding.ensemble import Ensemble
+from s2s.decoding.search import beam_search, greedy, max_lengths
+from s2s.decoding.translate import translate_lines
+from s2s.nn.seq2seq import build_model
 from s2s.train import step_checkpoints, train
-from s2s.translate import translate_lines
 
 
 def sources(batch=6, seed=0):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from s2s.attention import AdditiveAttention, MultiplicativeAttention
-from s2s.cells import RecurrentStack
+from s2s.nn.attention import AdditiveAttention, MultiplicativeAttention
+from s2s.nn.cells import RecurrentStack
 
 # --------------------------------------------------------------------------- attention
 
@@ -163,7 +163,7 @@ def gradients_and_update(tmp_path, corpus, name, **options):
     optimizer makes from it (plain SGD, lr 1)."""
     from test_tricks import make_trainer, sgd
 
-    from s2s.data import collate
+    from s2s.data.corpus import collate
     from s2s.train import batch_loss
 
     trainer = make_trainer(tmp_path, corpus, name, **(sgd(lr=1.0) | options))
@@ -200,7 +200,7 @@ def test_clipping_by_value_clamps_each_entry(tmp_path, tiny_corpus):
 def small_model(**kw):
     from test_model import model_cfg
 
-    from s2s.model import build_model
+    from s2s.nn.seq2seq import build_model
 
     torch.manual_seed(3)
     model = build_model(model_cfg(**kw), src_vocab=20, tgt_vocab=20).eval()
@@ -261,7 +261,7 @@ def test_attentional_vector_is_tanh_of_w_c_h_and_context():
 
 
 def test_hard_alignment_counts_positions_of_the_original_source():
-    from s2s.translate import hard_alignment
+    from s2s.decoding.translate import hard_alignment
 
     # 3 source tokens + EOS; 2 target tokens + EOS; each row's argmax over real tokens
     weights = torch.tensor([[0.1, 0.7, 0.1, 0.1], [0.6, 0.1, 0.1, 0.2], [0.0, 0.0, 0.0, 1.0]])
@@ -278,7 +278,7 @@ def test_beam_scores_are_the_models_log_probabilities_of_its_outputs():
     (length penalty off): beam search reorders states and attention correctly."""
     from test_decoding import sharp_model, sources
 
-    from s2s.search import beam_search, max_lengths
+    from s2s.decoding.search import beam_search, max_lengths
 
     for kw in ({}, {"attention": "additive", "decoder": {"input_feeding": True}}):
         model = sharp_model(7, **kw)

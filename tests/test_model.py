@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from s2s import config
-from s2s.data import Batch
-from s2s.model import build_model
-from s2s.search import greedy, max_lengths
+from s2s.data.corpus import Batch
+from s2s.decoding.search import greedy, max_lengths
+from s2s.nn.seq2seq import build_model
 from s2s.train import batch_loss
 
 V = 20

@@ -129,7 +129,7 @@ def test_fp16_gradients_that_never_recover_reach_the_nan_guard(tmp_path, tiny_co
 def test_clipping_by_value_does_not_hide_infinite_gradients(tmp_path, tiny_corpus, monkeypatch):
     inf_gradients(monkeypatch)
     trainer = make_trainer(tmp_path, tiny_corpus, clip_grad_value=1.0)
-    from s2s.data import collate
+    from s2s.data.corpus import collate
 
     before = trainer.model.decoder.output.bias.detach().clone()
     _, _, where = trainer._update([collate(trainer.train_corpus, [0, 1])])

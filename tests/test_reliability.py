@@ -306,7 +306,7 @@ def test_translate_survives_odd_lines(trained, capsys, monkeypatch):
 )
 @given(lines=st.lists(st.text(max_size=60), min_size=1, max_size=8))
 def test_translate_fuzz_random_unicode(trained_model, lines):
-    from s2s.translate import translate_lines
+    from s2s.decoding.translate import translate_lines
 
     model, src_tok, tgt_tok = trained_model
     clean = [line.replace("\n", " ").replace("\r", " ") for line in lines]

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from s2s.search import beam_search, greedy, length_penalty, max_lengths
+from s2s.decoding.search import beam_search, greedy, length_penalty, max_lengths
 
 # vocab: 0 pad, 1 unk, 2 bos, 3 eos, 4 a, 5 b
 BOS, EOS, A, B = 2, 3, 4, 5

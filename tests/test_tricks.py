@@ -7,7 +7,7 @@ from test_model import V, model_cfg, toy_batch
 
 from s2s import config
 from s2s.errors import ConfigError
-from s2s.model import build_model
+from s2s.nn.seq2seq import build_model
 from s2s.train import Trainer, batch_loss, make_optimizer
 
 
@@ -207,7 +207,7 @@ def sgd(lr=1.0, **kw):
 
 
 def updated(trainer, rows=(0, 1, 2, 3)):
-    from s2s.data import collate
+    from s2s.data.corpus import collate
 
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer._set_lr(trainer._scheduled_lr())
@@ -223,7 +223,7 @@ def test_clip_grad_value_bounds_every_entry(tmp_path, tiny_corpus):
 
 
 def test_loss_norm_per_sentence_scales_gradients_by_tokens_per_sentence(tmp_path, tiny_corpus):
-    from s2s.data import collate
+    from s2s.data.corpus import collate
 
     per_token, _ = updated(make_trainer(tmp_path, tiny_corpus, "a", **sgd(lr=1e-3)))
     trainer = make_trainer(tmp_path, tiny_corpus, "b", **sgd(lr=1e-3, loss_norm="sentences"))
@@ -235,7 +235,7 @@ def test_loss_norm_per_sentence_scales_gradients_by_tokens_per_sentence(tmp_path
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, tiny_corpus):
-    from s2s.data import collate
+    from s2s.data.corpus import collate
 
     one = make_trainer(tmp_path, tiny_corpus, "a", **sgd(lr=0.1))
     two = make_trainer(tmp_path, tiny_corpus, "b", **sgd(lr=0.1, accumulate=2))
@@ -416,7 +416,7 @@ def test_label_smoothing_changes_the_loss_by_the_computed_amount():
 def test_the_trainer_minimises_the_smoothed_loss(tmp_path, tiny_corpus):
     """train.label_smoothing is the loss an update reports and descends: its value
     before the update is the smoothed cross-entropy of the batch."""
-    from s2s.data import collate
+    from s2s.data.corpus import collate
 
     for eps in (0.0, 0.2):
         trainer = make_trainer(tmp_path, tiny_corpus, f"ls{eps}", label_smoothing=eps)
@@ -457,7 +457,7 @@ def test_distillation_run_uses_the_teachers_tokenizers(tmp_path, tiny_corpus):
     assert student.tgt_tok.vocabulary() == teacher.tgt_tok.vocabulary()
     assert not any(p.requires_grad for p in student.teacher.parameters())
     # the update descends the mixed loss: the summed loss it reports is the formula's
-    from s2s.data import collate
+    from s2s.data.corpus import collate
 
     batch = collate(student.train_corpus, [0, 1, 2, 3])
     with torch.no_grad():

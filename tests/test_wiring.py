@@ -7,15 +7,15 @@ import pytest
 import torch
 from conftest import SENTENCES, tiny_config_dict, write_corpus
 
+import s2s.decoding.translate as translate_mod
 import s2s.train as train_mod
-import s2s.translate as translate_mod
 from s2s import checkpoint, config
 from s2s.cli import main
-from s2s.data import source_ids
-from s2s.ensemble import Ensemble
-from s2s.tokenize import EOS
+from s2s.data.corpus import source_ids
+from s2s.data.tokenize import EOS
+from s2s.decoding.ensemble import Ensemble
+from s2s.decoding.translate import translate_lines
 from s2s.train import Trainer, train
-from s2s.translate import translate_lines
 
 NOVEL = ["a dog plays in the park .", "two men read .", "the cat runs down the street ."]
 
@@ -202,13 +202,13 @@ def test_separate_tokenizers_when_not_joint(tmp_path, tiny_corpus):
 
 
 def test_recurrent_dropout_reaches_every_recurrent_layer(tmp_path, tiny_corpus):
-    from s2s.cells import LoopRNN
+    from s2s.nn.cells import LoopRNN
 
     trainer = run(tmp_path, tiny_corpus, model={"recurrent_dropout": 0.4}, max_steps=1)
     model = trainer.model
     layers = [*model.encoder.rnn.layers, *model.decoder.rnn.layers]
     assert all(isinstance(x, LoopRNN) and x.recurrent_dropout == 0.4 for x in layers)
-    from s2s.data import collate
+    from s2s.data.corpus import collate
 
     batch = collate(trainer.train_corpus, [0, 1, 2])
     outputs = []

@@ -71,7 +71,7 @@ def make_rnn(
 class LoopCell(nn.Module):
     """One direction of a step-loop cell. Gate blocks are stacked like PyTorch's
     (LSTM i, f, g, o; GRU r, z, n) under the same parameter names, so that
-    s2s/init.py treats them alike."""
+    s2s/nn/init.py treats them alike."""
 
     def __init__(self, *, cell: str, input_size: int, hidden_size: int, activation: str):
         super().__init__()

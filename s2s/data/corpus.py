@@ -19,8 +19,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from s2s.config import DataConfig, unset_variables
+from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
 from s2s.errors import DataError
-from s2s.tokenize import BOS, EOS, PAD, Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from s2s.data import length_batches, source_ids
-from s2s.search import beam_search, greedy, max_lengths
-from s2s.tokenize import BOS, EOS, PAD, Tokenizer
+from s2s.data.corpus import length_batches, source_ids
+from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
+from s2s.decoding.search import beam_search, greedy, max_lengths
 
 log = logging.getLogger(__name__)
 

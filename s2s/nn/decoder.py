@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from s2s.attention import Attention
-from s2s.cells import LayerState, RecurrentStack, is_lstm
-from s2s.encoder import EncoderOutput
+from s2s.nn.attention import Attention
+from s2s.nn.cells import LayerState, RecurrentStack, is_lstm
+from s2s.nn.encoder import EncoderOutput
 
 
 def _reorder_layer(state: LayerState, index: torch.Tensor) -> LayerState:

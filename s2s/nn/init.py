@@ -20,8 +20,8 @@ import math
 import torch
 from torch import nn
 
-from s2s.cells import LoopCell
 from s2s.config import INIT_SCHEMES, RECURRENT_INITS
+from s2s.nn.cells import LoopCell
 
 GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from s2s.search import reorder
+from s2s.decoding.search import reorder
 
 
 @dataclass

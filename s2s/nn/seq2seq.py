@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from s2s.attention import make_attention
 from s2s.config import ModelConfig
-from s2s.decoder import Decoder, DecoderState, StepOutput
-from s2s.encoder import Encoder, EncoderOutput
-from s2s.init import initialize
+from s2s.nn.attention import make_attention
+from s2s.nn.decoder import Decoder, DecoderState, StepOutput
+from s2s.nn.encoder import Encoder, EncoderOutput
+from s2s.nn.init import initialize
 
 
 class Seq2Seq(nn.Module):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from s2s.cells import RecurrentStack
+from s2s.nn.cells import RecurrentStack
 
 
 @dataclass
