@@ -158,7 +158,8 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from s2s import config, debug
+    from s2s import config
+    from s2s.experiments import debug
 
     cfg = config.load(args.config, args.overrides)
     if args.check == "overfit":
@@ -256,7 +257,7 @@ def cmd_charlm(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from s2s.compare import compare, markdown, plan, read_sweep
+    from s2s.experiments.compare import compare, markdown, plan, read_sweep
 
     sweep = read_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("runs") / Path(args.sweep).stem

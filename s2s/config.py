@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from s2s.errors import ConfigError
-from s2s.schedules import LR_SCHEDULES, SAMPLING_DECAYS
+from s2s.training.schedules import LR_SCHEDULES, SAMPLING_DECAYS
 
 CELLS = ("lstm", "gru", "rnn", "peephole_lstm", "layernorm_lstm", "layernorm_gru", "mlstm")
 ACTIVATIONS = ("tanh", "relu")
@@ -287,7 +287,7 @@ class TrainConfig:
     keep_checkpoints: int = non_negative(
         0
     )  # also keep the last N as step-STEP.pt (for s2s average)
-    # Learning-rate schedule (s2s/schedules.py). plateau: lr x lr_decay when validation
+    # Learning-rate schedule (s2s/training/schedules.py). plateau: lr x lr_decay when validation
     # BLEU has not improved for `patience` validations, down to min_lr, and training
     # stops when a plateau comes at min_lr (if stop_at_min_lr). linear: from lr at
     # decay_start down to min_lr over decay_steps (0 = until max_steps). exponential:

@@ -27,12 +27,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from s2s import checkpoint, runlock
+from s2s import checkpoint
 from s2s import config as config_mod
 from s2s.charlm import CharLM, Units, build_lm, sequence_features
 from s2s.config import LMConfig
 from s2s.errors import CheckpointError, DataError, S2SError
-from s2s.schedules import learning_rate
 from s2s.train import (
     append_record,
     catch_stop_signals,
@@ -41,6 +40,8 @@ from s2s.train import (
     resolve_device,
     trim_metrics,
 )
+from s2s.training import runlock
+from s2s.training.schedules import learning_rate
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from s2s import checkpoint, distributed, runlock
+from s2s import checkpoint
 from s2s import config as config_mod
 from s2s.config import Config
 from s2s.data.corpus import (
@@ -38,17 +38,18 @@ from s2s.data.corpus import (
 )
 from s2s.data.tokenize import PAD, save_tokenizers, train_tokenizers
 from s2s.decoding.translate import translate_lines
-from s2s.diagnostics import (
+from s2s.errors import ConfigError, DataError, S2SError
+from s2s.evaluate import score
+from s2s.nn.seq2seq import Seq2Seq, build_model
+from s2s.training import distributed, runlock
+from s2s.training.diagnostics import (
     first_nonfinite_module,
     nonfinite_gradients,
     record_activations,
     snapshot,
     update_ratios,
 )
-from s2s.errors import ConfigError, DataError, S2SError
-from s2s.evaluate import score
-from s2s.nn.seq2seq import Seq2Seq, build_model
-from s2s.schedules import learning_rate, teacher_forcing
+from s2s.training.schedules import learning_rate, teacher_forcing
 
 log = logging.getLogger(__name__)
 

@@ -64,15 +64,15 @@ DA, TO, T, SC, CO = (
     "s2s/data/corpus.py",
     "s2s/data/tokenize.py",
     "s2s/train.py",
-    "s2s/schedules.py",
-    "s2s/compare.py",
+    "s2s/training/schedules.py",
+    "s2s/experiments/compare.py",
 )
 LM, CH, CK, DB, DI = (
     "s2s/lmtrain.py",
     "s2s/charlm.py",
     "s2s/checkpoint.py",
-    "s2s/debug.py",
-    "s2s/distributed.py",
+    "s2s/experiments/debug.py",
+    "s2s/training/distributed.py",
 )
 EV = "s2s/evaluate.py"
 UNIT = "test_formulas.py test_model.py test_cells.py"

@@ -8,10 +8,10 @@ import pytest
 import yaml
 from conftest import SENTENCES, tiny_config_dict, write_corpus
 
-from s2s import compare as cmp
 from s2s.cli import main
 from s2s.errors import ConfigError
 from s2s.evaluate import score
+from s2s.experiments import compare as cmp
 
 
 def write_sweep(tmp_path, corpus, test_pairs, sweep: dict, name: str, valid_every=3):

@@ -7,7 +7,7 @@ from test_cli import write_config
 from s2s import config
 from s2s.cli import main
 from s2s.config import ATTENTIONS, CELLS
-from s2s.debug import gradcheck
+from s2s.experiments.debug import gradcheck
 
 
 def test_overfit_smoke_config(capsys, multi30k_slice):
@@ -90,7 +90,7 @@ def test_lr_find_writes_a_plot_and_suggests_a_rate(tmp_path, capsys, tiny_corpus
 def test_lr_find_sweeps_geometrically_and_suggests_the_steepest_descent(tiny_corpus):
     import math
 
-    from s2s.debug import lr_find
+    from s2s.experiments.debug import lr_find
 
     cfg = tiny_config_dict(tiny_corpus, optimizer="sgd", clip_grad_norm=0.0)
     result = lr_find(config.from_dict(cfg), start=1e-3, end=1e4, steps=40)

@@ -11,9 +11,10 @@ import torch
 import yaml
 from conftest import tiny_config_dict
 
-from s2s import checkpoint, config, distributed
+from s2s import checkpoint, config
 from s2s.errors import ConfigError
 from s2s.train import Trainer
+from s2s.training import distributed
 
 
 def torchrun(tmp_path, cfg: dict, out, processes=2):

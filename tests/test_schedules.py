@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from s2s.schedules import learning_rate, teacher_forcing, warmup_factor
+from s2s.training.schedules import learning_rate, teacher_forcing, warmup_factor
 
 
 def lr(step, **kw):

@@ -353,7 +353,7 @@ def test_nan_weights_stop_training_naming_the_module(tmp_path, tiny_corpus, monk
 
 
 def test_update_ratio_formula():
-    from s2s.diagnostics import snapshot, update_ratios
+    from s2s.training.diagnostics import snapshot, update_ratios
 
     model = tiny()
     before = snapshot(model)
