@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from s2s.errors import ConfigError
-from s2s.training.schedules import LR_SCHEDULES, SAMPLING_DECAYS
 
+LR_SCHEDULES = ("plateau", "constant", "exponential", "linear", "step", "cyclic")
+SAMPLING_DECAYS = ("constant", "linear", "exponential", "inverse_sigmoid")
 CELLS = ("lstm", "gru", "rnn", "peephole_lstm", "layernorm_lstm", "layernorm_gru", "mlstm")
 ACTIVATIONS = ("tanh", "relu")
 STACKINGS = ("none", "residual", "dense", "skip")

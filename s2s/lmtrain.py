@@ -41,7 +41,7 @@ from s2s.train import (
     trim_metrics,
 )
 from s2s.training import runlock
-from s2s.training.schedules import learning_rate
+from s2s.training.schedules import configured_learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -198,19 +198,7 @@ class LMTrainer:
 
     # ------------------------------------------------------------------ steps
     def _lr(self) -> float:
-        t = self.cfg.train
-        return learning_rate(
-            self.progress.step,
-            schedule=t.lr_schedule,
-            base=t.lr,
-            min_lr=t.min_lr,
-            warmup_steps=t.warmup_steps,
-            decay_start=t.decay_start,
-            decay_steps=t.decay_steps or max(0, t.max_steps - t.decay_start),
-            factor=t.lr_decay,
-            gamma=t.lr_gamma,
-            step_size=t.lr_step_size,
-        )
+        return configured_learning_rate(self.progress.step, self.cfg.train, self.cfg.train.lr)
 
     @torch.no_grad()
     def evaluate(self) -> float:

@@ -49,7 +49,7 @@ from s2s.training.diagnostics import (
     snapshot,
     update_ratios,
 )
-from s2s.training.schedules import learning_rate, teacher_forcing
+from s2s.training.schedules import configured_learning_rate, teacher_forcing
 
 log = logging.getLogger(__name__)
 
@@ -548,19 +548,8 @@ class Trainer:
         )
 
     def _scheduled_lr(self) -> float:
-        t = self.cfg.train
-        return learning_rate(
-            self.progress.step,
-            schedule=t.lr_schedule,
-            base=self.progress.plateau_lr,
-            min_lr=t.min_lr,
-            warmup_steps=t.warmup_steps,
-            decay_start=t.decay_start,
-            decay_steps=t.decay_steps or max(0, t.max_steps - t.decay_start),
-            factor=t.lr_decay,
-            gamma=t.lr_gamma,
-            step_size=t.lr_step_size,
-        )
+        p = self.progress
+        return configured_learning_rate(p.step, self.cfg.train, p.plateau_lr)
 
     def _teacher_prob(self) -> float:
         ss = self.cfg.train.scheduled_sampling

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 
-LR_SCHEDULES = ("plateau", "constant", "exponential", "linear", "step", "cyclic")
-SAMPLING_DECAYS = ("constant", "linear", "exponential", "inverse_sigmoid")
+from s2s.config import LR_SCHEDULES, SAMPLING_DECAYS
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -85,3 +84,21 @@ def teacher_forcing(
     else:
         raise ValueError(f"unknown sampling decay {decay!r}; choose from {SAMPLING_DECAYS}")
     return min(1.0, max(0.0, eps))
+
+
+def configured_learning_rate(step: int, t, base: float) -> float:
+    """``learning_rate`` with the schedule keys of a config's train section (both
+    trainers name them alike); linear decay lasts until ``max_steps`` unless
+    ``decay_steps`` says otherwise."""
+    return learning_rate(
+        step,
+        schedule=t.lr_schedule,
+        base=base,
+        min_lr=t.min_lr,
+        warmup_steps=t.warmup_steps,
+        decay_start=t.decay_start,
+        decay_steps=t.decay_steps or max(0, t.max_steps - t.decay_start),
+        factor=t.lr_decay,
+        gamma=t.lr_gamma,
+        step_size=t.lr_step_size,
+    )
