@@ -1,16 +1,13 @@
-"""Self-describing checkpoints (level 5): save atomically, load safely, rebuild.
+"""Translation checkpoints (level 4): the config, tokenizers and model a checkpoint holds.
 
-A checkpoint holds the resolved config, both tokenizers, the model weights, optimizer
-and scheduler state, the step and data position, and RNG states: enough to resume
-training or to translate with nothing else. Files are written to a temporary name,
-fsynced and renamed, so a crash mid-save leaves the previous file intact; they are
-loaded with ``weights_only=True``, which runs no pickled code.
+A translation checkpoint holds the resolved config, both tokenizers, the model weights,
+optimizer and scheduler state, the step and data position, and RNG states: enough to
+resume training or to translate with nothing else. Writing and loading the files
+(atomic, versioned, ``weights_only``) is ``s2s.training.checkpoint``'s.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,66 +18,15 @@ from s2s import config as config_mod
 from s2s.data.tokenize import Tokenizer, from_state
 from s2s.errors import CheckpointError, S2SError
 from s2s.nn.seq2seq import Seq2Seq, build_model
-
-FORMAT = "s2s-checkpoint"
-VERSION = 1
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def save(path: Path, payload: dict[str, Any]) -> None:
-    payload = {"format": FORMAT, "version": VERSION, **payload}
-    atomic_write(path, lambda handle: torch.save(payload, handle))
-
-
-def load(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch's safe unpickler raises many kinds on garbage
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path} is not an s2s checkpoint ({reason[:120]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an s2s checkpoint")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {payload.get('version')}; this s2s reads {VERSION}"
-        )
-    return payload
-
-
-def rng_state(device: torch.device) -> dict:
-    """The random state a resumed run needs: the CPU generator's, and the current CUDA
-    device's when training there (one device per process)."""
-    cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
-    return {"torch": torch.get_rng_state(), "cuda": cuda}
-
-
-def restore_rng(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda"):
-        torch.cuda.set_rng_state(state["cuda"][0], device)
+from s2s.training.checkpoint import (  # noqa: F401 (callers use checkpoint.load etc.)
+    FORMAT,
+    VERSION,
+    atomic_write,
+    load,
+    restore_rng,
+    rng_state,
+    save,
+)
 
 
 def config_of(payload: dict) -> config_mod.Config:

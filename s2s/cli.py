@@ -94,7 +94,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from s2s import checkpoint
     from s2s.decoding.ensemble import Ensemble
     from s2s.decoding.translate import translate
-    from s2s.train import resolve_device
+    from s2s.training.runfolder import resolve_device
 
     if args.nbest < 1 or (args.beam is not None and args.beam < 1):
         raise S2SError("--beam and --nbest must be at least 1")

@@ -32,15 +32,15 @@ from s2s import config as config_mod
 from s2s.charlm import CharLM, Units, build_lm, sequence_features
 from s2s.config import LMConfig
 from s2s.errors import CheckpointError, DataError, S2SError
-from s2s.train import (
+from s2s.training import runlock
+from s2s.training.optim import make_optimizer
+from s2s.training.runfolder import (
     append_record,
     catch_stop_signals,
-    make_optimizer,
     prepare_run_dir,
     resolve_device,
     trim_metrics,
 )
-from s2s.training import runlock
 from s2s.training.schedules import configured_learning_rate
 
 log = logging.getLogger(__name__)

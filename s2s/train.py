@@ -9,17 +9,15 @@ rate, step, data position (epoch and batch) and RNG states are restored.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import shutil
-import signal
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,19 +47,21 @@ from s2s.training.diagnostics import (
     snapshot,
     update_ratios,
 )
+from s2s.training.optim import make_optimizer
+from s2s.training.runfolder import (
+    append_record,
+    catch_stop_signals,
+    check_disk_space,
+    prepare_run_dir,
+    resolve_device,
+    step_checkpoints,
+    trim_metrics,
+)
 from s2s.training.schedules import configured_learning_rate, teacher_forcing
 
 log = logging.getLogger(__name__)
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 @dataclass
@@ -81,68 +81,6 @@ class Progress:
     last_valid_step: int = -1
     bad_steps: int = 0  # consecutive updates skipped for NaN/Inf
     first_bad: str = ""  # where the first of them appeared
-
-
-# --------------------------------------------------------------------------- run folder
-
-# Keys that may change between sessions of one run: stopping limits (e.g. to train
-# longer), how many step checkpoints are kept, and where and how the arithmetic runs
-# (resume a CPU run on a GPU, or in mixed precision).
-LIMIT_KEYS = frozenset(
-    {
-        "train.device",
-        "train.threads",
-        "train.precision",
-        "train.max_steps",
-        "train.max_epochs",
-        "train.max_minutes",
-        "train.early_stopping",
-        "train.keep_checkpoints",
-    }
-)
-
-
-def prepare_run_dir(
-    cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any] = config_mod.from_dict
-) -> bool:
-    """Create or check the run folder; return True when it holds a run to resume.
-    ``parse`` turns the folder's config.yaml into a config (of the type of ``cfg``)."""
-    cfg_path = out / "config.yaml"
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(p.name != runlock.NAME for p in out.iterdir()):
-        if not cfg_path.is_file():
-            if not force:
-                raise DataError(
-                    f"output folder {out} is not empty and holds no s2s run (no config.yaml); "
-                    "choose another --out or pass --force"
-                )
-        else:
-            old = parse(config_mod.read_yaml(cfg_path))
-            differs = config_mod.diff(old, cfg)
-            changed = [k for k in differs if k not in LIMIT_KEYS]
-            if changed and not force:
-                shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
-                raise ConfigError(
-                    f"run folder {out} belongs to a different config (differs in {shown}); "
-                    "use another --out, or --force to start over there"
-                )
-            if not changed and (out / "last.pt").is_file():
-                runlock.acquire(out)
-                if differs:  # new limits or devices: config.yaml says what runs now
-                    text = config_mod.dump(cfg).encode("utf-8")
-                    checkpoint.atomic_write(cfg_path, lambda handle: handle.write(text))
-                return True
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".s2s-write-test"
-        probe.write_bytes(b"0" * 4096)
-        probe.unlink()
-    except OSError as err:
-        raise DataError(f"cannot write to output folder {out}: {err.strerror or err}") from None
-    runlock.acquire(out)
-    checkpoint.atomic_write(cfg_path, lambda h: h.write(config_mod.dump(cfg).encode("utf-8")))
-    return False
 
 
 # --------------------------------------------------------------------------- steps
@@ -199,102 +137,6 @@ def validation_loss(model: Seq2Seq, corpus: Corpus, device: torch.device, batch_
         tokens += batch.n_tokens
     model.train(was_training)
     return total / max(1, tokens)
-
-
-def trim_metrics(path: Path, step: int) -> None:
-    """Drop the records of ``metrics.jsonl`` past ``step``: those logged after the
-    checkpoint a run resumes from (all, at step 0), so the file tells one history."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step and step > 0:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a kill
-    data = "".join(kept).encode("utf-8")
-    checkpoint.atomic_write(path, lambda handle: handle.write(data))
-
-
-def append_record(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-
-
-def catch_stop_signals(handler: Callable) -> Callable[[], None]:
-    """Route SIGINT and SIGTERM to ``handler``; returns the function that restores the
-    previous handlers."""
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for s, old in previous.items():
-            signal.signal(s, old)
-
-    return restore
-
-
-def check_disk_space(out: Path, n_params: int, keep: int) -> None:
-    """Refuse to start when the folder cannot hold the checkpoints: last.pt, best.pt,
-    kept step checkpoints and one temporary copy, each about 3 x 4 bytes per
-    parameter (weights and two Adam moments)."""
-    need = 12 * n_params * (3 + keep)
-    free = shutil.disk_usage(out).free
-    if free < need:
-        raise DataError(
-            f"not enough disk space in {out}: {free / 2**20:.0f} MiB free, checkpoints "
-            f"need about {need / 2**20:.0f} MiB"
-        )
-
-
-def step_checkpoints(out: Path) -> list[Path]:
-    """The run's step-STEP.pt files, oldest first."""
-    found = []
-    for path in Path(out).glob("step-*.pt"):
-        number = path.stem.removeprefix("step-")
-        if number.isdigit():
-            found.append((int(number), path))
-    return [path for _, path in sorted(found)]
-
-
-def lr_groups(model: torch.nn.Module, multipliers: dict[str, float]) -> list[dict]:
-    """Parameter groups by learning-rate multiplier: each parameter takes the
-    multiplier of the longest prefix of its name in ``multipliers`` (else 1)."""
-    names = [n for n, _ in model.named_parameters()]
-    for prefix in multipliers:
-        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
-            raise ConfigError(
-                f"train.lr_multipliers: '{prefix}' matches no parameter "
-                f"(parameters start with {', '.join(sorted({n.split('.')[0] for n in names}))})"
-            )
-    groups: dict[float, list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        best = max(
-            (k for k in multipliers if name == k or name.startswith(k + ".")), key=len, default=None
-        )
-        groups.setdefault(1.0 if best is None else multipliers[best], []).append(param)
-    return [{"params": ps, "lr_mult": mult} for mult, ps in groups.items()]
-
-
-def make_optimizer(model: torch.nn.Module, t) -> torch.optim.Optimizer:
-    groups = lr_groups(model, t.lr_multipliers)
-    for group in groups:
-        group["lr"] = t.lr * group["lr_mult"]
-    if t.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(
-            groups,
-            lr=t.lr,
-            momentum=t.momentum,
-            nesterov=t.nesterov,
-            weight_decay=t.weight_decay,
-        )
-    raise ConfigError(f"unknown optimizer {t.optimizer!r}")
 
 
 # --------------------------------------------------------------------------- trainer

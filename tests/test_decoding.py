@@ -14,7 +14,8 @@ from s2s.decoding.ensemble import Ensemble
 from s2s.decoding.search import beam_search, greedy, max_lengths
 from s2s.decoding.translate import translate_lines
 from s2s.nn.seq2seq import build_model
-from s2s.train import step_checkpoints, train
+from s2s.train import train
+from s2s.training.runfolder import step_checkpoints
 
 
 def sources(batch=6, seed=0):

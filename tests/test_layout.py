@@ -40,7 +40,7 @@ LEVELS = {
 
 # Today's debts (issue 12): (module or module:function) -> lines now.
 LONG_MODULES = {
-    "s2s.train": 965,
+    "s2s.train": 807,
     "s2s.config": 642,
     "s2s.experiments.compare": 462,
     "s2s.cli": 459,
@@ -54,8 +54,8 @@ LONG_FUNCTIONS = {
     "s2s.train:Trainer._update": 90,
     "s2s.train:Trainer.run": 84,
 }
-CYCLES = {frozenset({"s2s.train", "s2s.lmtrain"})}  # the two trainers share helpers
-SAME_LEVEL = {("s2s.train", "s2s.lmtrain"), ("s2s.lmtrain", "s2s.train")}  # the trainers
+CYCLES: set[frozenset] = set()
+SAME_LEVEL = {("s2s.train", "s2s.lmtrain")}  # model.charlm: the translation trainer loads an LM
 REPEATED = {  # blocks that stand twice: the trainers' stop check, a stack's arguments
     frozenset({"s2s.lmtrain", "s2s.train"}),
     frozenset({"s2s.charlm", "s2s.nn.decoder"}),

@@ -8,7 +8,8 @@ from test_model import V, model_cfg, toy_batch
 from s2s import config
 from s2s.errors import ConfigError
 from s2s.nn.seq2seq import build_model
-from s2s.train import Trainer, batch_loss, make_optimizer
+from s2s.train import Trainer, batch_loss
+from s2s.training.optim import make_optimizer
 
 
 def tiny(**kw):

@@ -236,7 +236,7 @@ def plan(sweep: Sweep, out: Path) -> list[Run]:
 
 def evaluate_run(run: Run, split: str, beam: int) -> dict:
     """Translate the split with the run's best checkpoint; write SPLIT.hyp; return scores."""
-    from s2s.train import resolve_device
+    from s2s.training.runfolder import resolve_device
 
     loaded = checkpoint.load_for_translation(run.folder / "best.pt")
     device = resolve_device(run.cfg.train.device)

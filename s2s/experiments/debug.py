@@ -23,7 +23,9 @@ from s2s.data.corpus import Batch, collate, encode_corpus, load_split
 from s2s.data.tokenize import train_tokenizers
 from s2s.errors import DataError
 from s2s.nn.seq2seq import Seq2Seq, build_model
-from s2s.train import batch_loss, make_optimizer, resolve_device
+from s2s.train import batch_loss
+from s2s.training.optim import make_optimizer
+from s2s.training.runfolder import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,146 @@
+"""The run folder (level 3): created or checked before a run, resumable, one writer.
+
+``prepare_run_dir`` creates a run folder or checks that it holds a run of the same
+config (stopping limits and devices may change between sessions), and takes its lock;
+the other helpers keep ``metrics.jsonl`` one history, route stop signals, check disk
+space and list kept step checkpoints. Both trainers use them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from s2s import config as config_mod
+from s2s.errors import ConfigError, DataError
+from s2s.training import runlock
+from s2s.training.checkpoint import atomic_write
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+# Keys that may change between sessions of one run: stopping limits (e.g. to train
+# longer), how many step checkpoints are kept, and where and how the arithmetic runs
+# (resume a CPU run on a GPU, or in mixed precision).
+LIMIT_KEYS = frozenset(
+    {
+        "train.device",
+        "train.threads",
+        "train.precision",
+        "train.max_steps",
+        "train.max_epochs",
+        "train.max_minutes",
+        "train.early_stopping",
+        "train.keep_checkpoints",
+    }
+)
+
+
+def prepare_run_dir(
+    cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any] = config_mod.from_dict
+) -> bool:
+    """Create or check the run folder; return True when it holds a run to resume.
+    ``parse`` turns the folder's config.yaml into a config (of the type of ``cfg``)."""
+    cfg_path = out / "config.yaml"
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(p.name != runlock.NAME for p in out.iterdir()):
+        if not cfg_path.is_file():
+            if not force:
+                raise DataError(
+                    f"output folder {out} is not empty and holds no s2s run (no config.yaml); "
+                    "choose another --out or pass --force"
+                )
+        else:
+            old = parse(config_mod.read_yaml(cfg_path))
+            differs = config_mod.diff(old, cfg)
+            changed = [k for k in differs if k not in LIMIT_KEYS]
+            if changed and not force:
+                shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+                raise ConfigError(
+                    f"run folder {out} belongs to a different config (differs in {shown}); "
+                    "use another --out, or --force to start over there"
+                )
+            if not changed and (out / "last.pt").is_file():
+                runlock.acquire(out)
+                if differs:  # new limits or devices: config.yaml says what runs now
+                    text = config_mod.dump(cfg).encode("utf-8")
+                    atomic_write(cfg_path, lambda handle: handle.write(text))
+                return True
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".s2s-write-test"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise DataError(f"cannot write to output folder {out}: {err.strerror or err}") from None
+    runlock.acquire(out)
+    atomic_write(cfg_path, lambda h: h.write(config_mod.dump(cfg).encode("utf-8")))
+    return False
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop the records of ``metrics.jsonl`` past ``step``: those logged after the
+    checkpoint a run resumes from (all, at step 0), so the file tells one history."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step and step > 0:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    data = "".join(kept).encode("utf-8")
+    atomic_write(path, lambda handle: handle.write(data))
+
+
+def append_record(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def catch_stop_signals(handler: Callable) -> Callable[[], None]:
+    """Route SIGINT and SIGTERM to ``handler``; returns the function that restores the
+    previous handlers."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+    return restore
+
+
+def check_disk_space(out: Path, n_params: int, keep: int) -> None:
+    """Refuse to start when the folder cannot hold the checkpoints: last.pt, best.pt,
+    kept step checkpoints and one temporary copy, each about 3 x 4 bytes per
+    parameter (weights and two Adam moments)."""
+    need = 12 * n_params * (3 + keep)
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise DataError(
+            f"not enough disk space in {out}: {free / 2**20:.0f} MiB free, checkpoints "
+            f"need about {need / 2**20:.0f} MiB"
+        )
+
+
+def step_checkpoints(out: Path) -> list[Path]:
+    """The run's step-STEP.pt files, oldest first."""
+    found = []
+    for path in Path(out).glob("step-*.pt"):
+        number = path.stem.removeprefix("step-")
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
