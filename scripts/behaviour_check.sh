@@ -15,7 +15,7 @@ if [ ! -d "$out/before" ]; then
   git -C "$here" worktree add --detach "$out/before" "$rev" > /dev/null
 fi
 git -C "$out/before" checkout --quiet --detach "$rev"
-gzip -dc "$S2S_DATA/multi30k/test_2016_flickr.en.gz" | head -200 > "$out/test200.en"
+gzip -dc "$S2S_DATA/multi30k/test_2016_flickr.en.gz" | sed -n '1,200p' > "$out/test200.en"  # sed reads it all: no SIGPIPE
 cd "$out"  # not a checkout: python puts the working folder first on its path
 for side in before after; do
   code=$here
