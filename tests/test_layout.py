@@ -41,7 +41,6 @@ LEVELS = {
 # Today's debts (issue 12): (module or module:function) -> lines now.
 LONG_MODULES = {
     "s2s.train": 807,
-    "s2s.config": 642,
     "s2s.experiments.compare": 462,
     "s2s.cli": 459,
     "s2s.lmtrain": 447,
@@ -160,9 +159,15 @@ def test_modules_and_functions_stay_short():
 def test_no_block_of_six_lines_is_written_twice():
     places: dict[tuple, list] = {}
     for module, path in modules().items():
-        text = path.read_text(encoding="utf-8").splitlines()
-        lines = [(i + 1, x.strip()) for i, x in enumerate(text)]
-        lines = [(i, x) for i, x in lines if x and not x.startswith("#")]
+        source = path.read_text(encoding="utf-8")
+        imports = {  # import lists name the same things: not code written twice
+            n
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            for n in range(node.lineno, node.end_lineno + 1)
+        }
+        lines = [(i + 1, x.strip()) for i, x in enumerate(source.splitlines())]
+        lines = [(i, x) for i, x in lines if x and not x.startswith("#") and i not in imports]
         for k in range(len(lines) - 5):
             block = tuple(x for _, x in lines[k : k + 6])
             if all(len(x) > 3 for x in block):  # not brackets and the like

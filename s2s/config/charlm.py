@@ -1,0 +1,112 @@
+"""The char-LM config (level 1): ``s2s charlm``'s own small tree, and loading it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s2s.config.fields import (
+    ACTIVATIONS,
+    CELLS,
+    DEVICES,
+    LM_SCHEDULES,
+    LM_UNITS,
+    OPTIMIZERS,
+    STACKINGS,
+    InitConfig,
+    at_least_one,
+    bounded,
+    choice,
+    fraction,
+    non_negative,
+    positive,
+    shrink_factor,
+)
+from s2s.config.loading import apply_overrides, build_tree, expand_env, read_yaml
+from s2s.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LMModelConfig:
+    # byte: the 256 byte values, whatever the file's encoding (Latin-1 text included);
+    # char: the characters of the training text (decoded with data.encoding)
+    unit: str = choice("byte", LM_UNITS)
+    embedding_size: int = positive(64)
+    cell: str = choice("lstm", CELLS)  # mlstm: Krause et al. 2016
+    activation: str = choice("tanh", ACTIVATIONS)
+    layers: int = at_least_one(1)
+    hidden_size: int = positive(512)
+    stacking: str = choice("none", STACKINGS)
+    dropout: float = fraction(0.0)  # on embeddings, between layers and before the output layer
+    recurrent_dropout: float = fraction(0.0)
+    init: InitConfig = field(default_factory=InitConfig)
+
+
+@dataclass(frozen=True)
+class LMDataConfig:
+    text: str = ""  # a text file (plain or .gz); ${VAR} expanded
+    encoding: str = "utf-8"  # model.unit char: how to decode it
+    valid_fraction: float = bounded(
+        0.1, 0.0, 1.0, low_open=True, high_open=True
+    )  # the last part of the text validates
+    limit: int = non_negative(0)  # the first N bytes only (0 = all)
+
+
+@dataclass(frozen=True)
+class LMTrainConfig:
+    seed: int = 1
+    device: str = choice("auto", DEVICES)
+    threads: int = non_negative(0)
+    max_steps: int = positive(2000)
+    max_minutes: float = non_negative(0.0)
+    batch_size: int = positive(32)  # parallel streams through the text
+    bptt: int = positive(100)  # truncated backpropagation through time: units per update
+    optimizer: str = choice("adam", OPTIMIZERS)
+    lr: float = positive(2e-3)
+    betas: tuple[float, float] = fraction((0.9, 0.999))
+    momentum: float = fraction(0.9)
+    nesterov: bool = False
+    weight_decay: float = non_negative(0.0)
+    clip_grad_norm: float = non_negative(5.0)
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    lr_schedule: str = choice("constant", LM_SCHEDULES)
+    warmup_steps: int = non_negative(0)
+    decay_start: int = non_negative(0)
+    decay_steps: int = non_negative(0)  # linear: 0 = until max_steps
+    lr_gamma: float = shrink_factor(0.9999)
+    lr_step_size: int = positive(1000)
+    lr_decay: float = shrink_factor(0.5)
+    min_lr: float = non_negative(1e-5)
+    log_every: int = positive(100)
+    valid_every: int = positive(500)
+    save_every: int = positive(500)
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    model: LMModelConfig = field(default_factory=LMModelConfig)
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+
+
+def _check_lm(cfg: LMConfig) -> None:
+    d, t = cfg.data, cfg.train
+    if not d.text:
+        raise ConfigError("config key 'data.text' is not set (a text file)")
+    if t.min_lr > t.lr:
+        raise ConfigError(f"train.min_lr ({t.min_lr}) is above train.lr ({t.lr})")
+
+
+def lm_from_dict(data: dict) -> LMConfig:
+    cfg = build_tree(LMConfig, data, "")
+    _check_lm(cfg)
+    return cfg
+
+
+def load_lm(path: str | Path, overrides: list[str] | None = None) -> LMConfig:
+    """A char-LM config from YAML, with overrides and ${VAR} in data.text expanded."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    section = data.get("data")
+    if isinstance(section, dict) and isinstance(section.get("text"), str):
+        section["text"] = expand_env(section["text"])
+    return lm_from_dict(data)
