@@ -58,7 +58,7 @@ MO, S, EN, TR, CLI = (
     "s2s/decoding/search.py",
     "s2s/decoding/ensemble.py",
     "s2s/decoding/translate.py",
-    "s2s/cli.py",
+    "s2s/cli/translation.py",
 )
 DA, TO, T, SC, CO = (
     "s2s/data/corpus.py",

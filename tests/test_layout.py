@@ -42,11 +42,9 @@ LEVELS = {
 LONG_MODULES = {
     "s2s.train": 807,
     "s2s.experiments.compare": 462,
-    "s2s.cli": 459,
     "s2s.lmtrain": 447,
 }
 LONG_FUNCTIONS = {
-    "s2s.cli:build_parser": 145,
     "s2s.decoding.search:beam_search": 108,
     "s2s.decoding.translate:translate": 72,
     "s2s.train:Trainer.__init__": 113,

@@ -1,0 +1,69 @@
+"""The ``s2s`` command (level 7): argument parsing and presentation only.
+
+Subcommands: ``train``, ``translate``, ``average``, ``score`` (``cli.translation``),
+``debug``, ``compare`` (``cli.experiments``), ``charlm`` (``cli.charlm``). Errors that
+s2s raises for bad input (``S2SError``) are printed as one line, ``s2s: error: ...``,
+with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from s2s.cli import charlm, experiments, translation
+from s2s.errors import S2SError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2s", description="Train, translate and score recurrent sequence-to-sequence models."
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+    translation.add_train(sub)
+    translation.add_translate(sub)
+    translation.add_average(sub)
+    experiments.add_debug(sub)
+    experiments.add_compare(sub)
+    charlm.add_charlm(sub)
+    translation.add_score(sub)
+    return parser
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Arguments, with KEY=VALUE overrides accepted before and after options
+    (``s2s train CONFIG --out DIR key=value``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    late = [x for x in extra if "=" in x and not x.startswith("-")]
+    if late and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *late]
+        extra = [x for x in extra if x not in late]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except S2SError as err:
+        print(f"s2s: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("s2s: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

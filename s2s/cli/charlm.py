@@ -1,0 +1,96 @@
+"""``s2s charlm train|sample|probe`` (level 7)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from s2s.errors import S2SError
+
+log = logging.getLogger("s2s")
+
+
+def cmd_charlm(args: argparse.Namespace) -> int:
+    import torch
+
+    from s2s import config, lmtrain
+    from s2s.charlm import sample
+
+    if args.action == "train":
+        cfg = config.load_lm(args.config, args.overrides)
+        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+
+        def on_step(record: dict) -> None:
+            log.info(
+                "step %d %.4f bits per unit %.0f units/s lr %.3g",
+                record["step"],
+                record["bits"],
+                record["units_per_s"],
+                record["lr"],
+            )
+
+        result = lmtrain.train_lm(cfg, out, force=args.force, on_step=on_step)
+        log.info("done: %d steps, best validation %.4f bits", result["step"], result["best_bits"])
+        return 0
+    if args.action == "sample":
+        if args.length < 0:
+            raise S2SError("--length must be >= 0")
+        model, units, _ = lmtrain.load_lm(args.checkpoint)
+        generator = torch.Generator().manual_seed(args.seed)
+        text = sample(
+            model,
+            units,
+            prime=args.prime,
+            length=args.length,
+            temperature=args.temperature,
+            generator=generator,
+        )
+        sys.stdout.write(args.prime + text + "\n")
+        return 0
+    scores, texts, size = lmtrain.probe_files(
+        args.checkpoint,
+        args.pos,
+        args.neg,
+        folds=args.folds,
+        seed=args.seed,
+        l2=args.l2,
+        encoding=args.encoding,
+    )
+    mean = sum(scores) / len(scores)
+    std = (sum((s - mean) ** 2 for s in scores) / max(1, len(scores) - 1)) ** 0.5
+    print(
+        f"probe accuracy {100 * mean:.2f} ± {100 * std:.2f} % over {len(scores)} folds "
+        f"({texts} texts, {size} features, logistic regression, L2 {args.l2:g})"
+    )
+    return 0
+
+
+def add_charlm(sub) -> None:
+    p = sub.add_parser("charlm", help="character / byte language models: train, sample, probe")
+    actions = p.add_subparsers(dest="action", required=True)
+    c = actions.add_parser("train", help="train (resumes an existing run folder)")
+    c.add_argument("config", help="YAML config, e.g. configs/charlm_shakespeare.yaml")
+    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    c.add_argument("--out", help="run folder (default runs/<config name>)")
+    c.add_argument("--force", action="store_true", help="start over in a folder of another run")
+    c.set_defaults(func=cmd_charlm)
+    c = actions.add_parser("sample", help="generate text")
+    c.add_argument("checkpoint")
+    c.add_argument("--prime", default="", help="text to read first")
+    c.add_argument("--length", type=int, default=300, help="units to generate")
+    c.add_argument("--temperature", type=float, default=0.8, help="0 = argmax")
+    c.add_argument("--seed", type=int, default=1)
+    c.set_defaults(func=cmd_charlm)
+    c = actions.add_parser(
+        "probe", help="k-fold logistic-regression accuracy on the LM's features of labelled text"
+    )
+    c.add_argument("checkpoint")
+    c.add_argument("--pos", required=True, help="file of positive texts, one a line")
+    c.add_argument("--neg", required=True, help="file of negative texts, one a line")
+    c.add_argument("--encoding", help="char units: the files' encoding (bytes need none)")
+    c.add_argument("--folds", type=int, default=10)
+    c.add_argument("--seed", type=int, default=0, help="seeds the fold split")
+    c.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the regression")
+    c.set_defaults(func=cmd_charlm)

@@ -1,0 +1,89 @@
+"""``s2s debug`` and ``s2s compare`` (level 7)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("s2s")
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from s2s import config
+    from s2s.experiments import debug
+
+    cfg = config.load(args.config, args.overrides)
+    if args.check == "overfit":
+        result = debug.overfit(cfg, sentences=args.sentences, steps=args.steps)
+        verdict = "reached" if result.reached else "did NOT reach"
+        print(
+            f"overfit: loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f} after "
+            f"{len(result.losses)} steps on {args.sentences} sentences; {verdict} 0.05"
+        )
+        return 0 if result.reached else 1
+    if args.check == "gradcheck":
+        worst_all = 0.0
+        for cell, attention, diffs in debug.gradcheck_variants(cfg, args.all):
+            worst = max(diffs.values())
+            worst_all = max(worst_all, worst)
+            print(f"# cell {cell}, attention {attention}: max relative difference {worst:.2e}")
+            if not args.all:
+                for name, value in diffs.items():
+                    print(f"{value:.2e}  {name}")
+        ok = worst_all < 1e-5
+        print(f"gradcheck {'passed' if ok else 'FAILED'}: max relative difference {worst_all:.2e}")
+        return 0 if ok else 1
+    result = debug.lr_find(cfg, steps=args.steps)
+    debug.plot_range_test(result, Path(args.out))
+    print(f"lr-find: suggested learning rate {result.suggestion:.3g} (plot: {args.out})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from s2s.experiments.compare import compare, markdown, plan, read_sweep
+
+    sweep = read_sweep(args.sweep)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.sweep).stem
+    if args.dry_run:
+        for run in plan(sweep, out):
+            changes = {**sweep.settings, **sweep.variants[run.variant]}
+            shown = " ".join(f"{k}={v}" for k, v in changes.items()) or "(base config)"
+            print(f"{run.folder}\tseed {run.seed}\t{shown}")
+        return 0
+    print(markdown(compare(sweep, out)), end="")
+    log.info("report: %s", out / "report.md")
+    return 0
+
+
+def add_debug(sub) -> None:
+    p = sub.add_parser("debug", help="checks for a model that does not learn")
+    checks = p.add_subparsers(dest="check", required=True)
+    for name, text in (
+        ("overfit", "train on one small batch: can the loss reach ~0?"),
+        ("gradcheck", "autograd against finite differences on a tiny float64 model"),
+        ("lr-find", "learning-rate range test: loss vs lr plot and a suggestion"),
+    ):
+        c = checks.add_parser(name, help=text)
+        c.add_argument("config")
+        c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+        c.set_defaults(func=cmd_debug)
+    checks.choices["overfit"].add_argument("--sentences", type=int, default=32)
+    checks.choices["overfit"].add_argument("--steps", type=int, default=500)
+    checks.choices["gradcheck"].add_argument(
+        "--all", action="store_true", help="every cell kind x attention kind"
+    )
+    checks.choices["lr-find"].add_argument("--steps", type=int, default=100)
+    checks.choices["lr-find"].add_argument("--out", default="lr_find.png", help="plot file")
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="train variants x seeds and compare their BLEU (mean, std, tests)"
+    )
+    p.add_argument("sweep", help="sweep file: base config, variants / grid / random, seeds")
+    p.add_argument("--out", help="sweep folder (default runs/<sweep name>)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs and their settings; train nothing"
+    )
+    p.set_defaults(func=cmd_compare)

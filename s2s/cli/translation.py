@@ -1,0 +1,232 @@
+"""``s2s train``, ``translate``, ``average`` and ``score`` (level 7): arguments in,
+results out; the work is the library's."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from s2s.cli.io import read_input, write_output
+from s2s.errors import S2SError
+
+log = logging.getLogger("s2s")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from s2s import config
+    from s2s.train import train
+
+    cfg = config.load(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    bar = None
+    if sys.stderr.isatty() and os.environ.get("RANK", "0") == "0":  # one bar under torchrun
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.train.max_steps or None, unit="step", dynamic_ncols=True)
+
+    def on_step(record: dict) -> None:
+        if bar is not None:
+            bar.n = record["step"]
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}",
+                tok_s=f"{record['tokens_per_s']:.0f}",
+                lr=f"{record['lr']:.2g}",
+                refresh=False,
+            )
+            bar.refresh()
+        else:
+            log.info(
+                "step %d loss %.3f %.0f tok/s lr %.3g",
+                record["step"],
+                record["loss"],
+                record["tokens_per_s"],
+                record["lr"],
+            )
+
+    try:
+        result = train(cfg, out, force=args.force, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    log.info(
+        "done: %d steps, best validation BLEU %.2f, run folder %s",
+        result["step"],
+        result["best_bleu"],
+        out,
+    )
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    import torch
+
+    from s2s import checkpoint
+    from s2s.decoding.ensemble import Ensemble
+    from s2s.decoding.translate import translate
+    from s2s.training.runfolder import resolve_device
+
+    if args.nbest < 1 or (args.beam is not None and args.beam < 1):
+        raise S2SError("--beam and --nbest must be at least 1")
+    if args.max_source_length < 0:
+        raise S2SError("--max-source-length must be >= 0 (0 = no limit)")
+    if args.nbest > (args.beam or 1):
+        raise S2SError(f"--nbest {args.nbest} needs --beam of at least {args.nbest}")
+    members = [checkpoint.load_for_translation(p) for p in args.checkpoint]
+    checkpoint.check_compatible(members)
+    if args.alignments and any(m.config.model.attention == "none" for m in members):
+        raise S2SError("--alignments needs a model with attention (model.attention is 'none')")
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for m in members:
+        m.model.to(device)
+    first = members[0]
+    model = first.model if len(members) == 1 else Ensemble([m.model for m in members])
+    lines = read_input(args.input, args.encoding)
+    results = translate(
+        model,
+        first.src_tok,
+        first.tgt_tok,
+        lines,
+        reverse_source=first.config.data.reverse_source,
+        batch_size=args.batch_size,
+        max_output_ratio=args.max_length_ratio or first.config.train.max_output_ratio,
+        device=device,
+        beam=args.beam,
+        nbest=args.nbest,
+        alpha=args.length_penalty,
+        normalize=args.length_norm,
+        min_len=args.min_length,
+        max_src_len=args.max_source_length,
+        alignments=bool(args.alignments),
+    )
+    if args.nbest > 1:
+        out = []
+        for i, r in enumerate(results):
+            pairs = list(zip(r.texts, r.scores))
+            pairs += [pairs[-1]] * (args.nbest - len(pairs))  # empty input: N empty lines
+            out += [f"{i} ||| {text} ||| {value:.4f}" for text, value in pairs]
+    else:
+        out = [r.texts[0] for r in results]
+    if args.alignments:
+        write_output(args.alignments, [r.alignment for r in results])
+    write_output(args.output, out)
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from s2s import checkpoint
+
+    out = Path(args.out)
+    if out.resolve() in {Path(p).resolve() for p in args.checkpoints}:
+        raise S2SError(f"--out {out} is one of the inputs; choose another file")
+    payload = checkpoint.average(args.checkpoints)
+    checkpoint.save(out, payload)
+    log.info("averaged %d checkpoints into %s", len(args.checkpoints), out)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from s2s.data.corpus import read_lines
+    from s2s.evaluate import score
+
+    refs = read_lines(args.ref, args.encoding)
+    hyps = read_input(args.hyp, args.encoding)
+    result = score(hyps, refs, published=args.published)
+    print(f"BLEU = {result.bleu:.2f}  {result.bleu_signature}")
+    print(f"chrF = {result.chrf:.2f}  {result.chrf_signature}")
+    print(result.bleu_text)
+    return 0
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model (resumes an existing run folder)")
+    p.add_argument("config", help="YAML config, e.g. configs/multi30k_en_de.yaml")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted config overrides, e.g. model.encoder.cell=gru",
+    )
+    p.add_argument("--out", help="run folder (default runs/<config name>)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="use the folder even if it holds a run with another config (starts over)",
+    )
+    p.set_defaults(func=cmd_train)
+
+
+def add_translate(sub) -> None:
+    p = sub.add_parser(
+        "translate", help="translate raw text with a checkpoint (several: an ensemble)"
+    )
+    p.add_argument("checkpoint", nargs="+", help="checkpoint(s); several are ensembled")
+    p.add_argument("--input", help="source file (default: standard input)")
+    p.add_argument("--output", help="output file (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
+    p.add_argument("--encoding", default="utf-8", help="input encoding")
+    p.add_argument("--beam", type=int, help="beam size (default: greedy search)")
+    p.add_argument(
+        "--nbest",
+        type=int,
+        default=1,
+        help="N hypotheses per input, as lines 'INDEX ||| TEXT ||| SCORE' (needs --beam >= N)",
+    )
+    p.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="GNMT length penalty alpha (Wu et al. 2016); 0 = off",
+    )
+    p.add_argument(
+        "--length-norm",
+        action="store_true",
+        help="rank hypotheses by log-probability per token (overrides --length-penalty)",
+    )
+    p.add_argument("--min-length", type=int, default=0, help="no EOS before this many tokens")
+    p.add_argument(
+        "--max-length-ratio",
+        type=float,
+        default=0.0,
+        help="at most RATIO x source length + 10 tokens (default: the model's config)",
+    )
+    p.add_argument(
+        "--max-source-length",
+        type=int,
+        default=250,
+        metavar="N",
+        help="cut longer source lines to N tokens, with a warning (0 = no limit)",
+    )
+    p.add_argument(
+        "--alignments",
+        metavar="FILE",
+        help="write hard attention alignments 'SRC-TGT' (subword positions) to FILE",
+    )
+    p.set_defaults(func=cmd_translate)
+
+
+def add_average(sub) -> None:
+    p = sub.add_parser("average", help="average the parameters of checkpoints of one model")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--out", required=True, help="the averaged checkpoint")
+    p.set_defaults(func=cmd_average)
+
+
+def add_score(sub) -> None:
+    p = sub.add_parser("score", help="BLEU and chrF with sacrebleu")
+    p.add_argument("--ref", required=True, help="reference file (plain or .gz)")
+    p.add_argument("--hyp", help="hypothesis file (default: standard input)")
+    p.add_argument(
+        "--published",
+        action="store_true",
+        help="lowercase, --tokenize none: for pre-tokenized text as papers score it",
+    )
+    p.add_argument("--encoding", default="utf-8")
+    p.set_defaults(func=cmd_score)
