@@ -881,9 +881,8 @@ def apply(work: Path, mutant: Mutant) -> dict[Path, str]:
     originals = {}
     for file, old, new in mutant.edits:
         path = work / file
-        text = originals.get(path) or path.read_text(encoding="utf-8")
-        originals.setdefault(path, text)
         current = path.read_text(encoding="utf-8")
+        originals.setdefault(path, current)  # before this mutant's first edit
         count = current.count(old)
         if count != 1:
             raise SystemExit(f"mutant {mutant.id}: its text occurs {count} times in {file}")

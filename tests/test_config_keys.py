@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -331,18 +332,20 @@ def warnings(cfg, env):
 
 
 @contextmanager
-def spying(module, name: str, calls: list):
-    real = getattr(module, name)
+def spying(owner, name: str, calls: list):
+    """Record the keyword arguments of calls to ``owner.name`` (a module function or a
+    static method), then put the original back as it was."""
+    stored, real = inspect.getattr_static(owner, name), getattr(owner, name)
 
     def spy(*args, **kw):
         calls.append(kw)
         return real(*args, **kw)
 
-    setattr(module, name, spy)
+    setattr(owner, name, staticmethod(spy) if isinstance(stored, staticmethod) else spy)
     try:
         yield
     finally:
-        setattr(module, name, real)
+        setattr(owner, name, stored)
 
 
 def validation_options(cfg, env):

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 NAME = ".lock"
 _held: set[Path] = set()
-_at_exit: list[bool] = []  # registered once
+_registered = False  # the exit handler, once
 
 
 def _alive(pid: int) -> bool:
@@ -65,9 +65,10 @@ def acquire(folder: Path) -> None:
     else:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(me)
-    if not _at_exit:
+    global _registered
+    if not _registered:
         atexit.register(_release_all)
-        _at_exit.append(True)
+        _registered = True
     _held.add(path)
 
 
