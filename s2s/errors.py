@@ -1,4 +1,4 @@
-"""Errors that s2s reports to the user as one line (level 0).
+"""Errors that s2s reports to the user as one line.
 
 Library code raises these for bad input; the CLI prints ``s2s: error: <message>``
 and exits non-zero without a traceback. Anything else is a bug and keeps its traceback.

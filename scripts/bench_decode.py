@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from s2s import checkpoint
 from s2s.decoding.ensemble import Ensemble
 from s2s.decoding.translate import translate
-from s2s.evaluate import score
+from s2s.translation import checkpoint
+from s2s.translation.scores import score
 
 ROOT = Path(__file__).resolve().parents[1]
 

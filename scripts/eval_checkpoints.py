@@ -13,7 +13,7 @@ import argparse
 from bench_decode import load_stepper, multi30k, read
 
 from s2s.decoding.translate import translate_lines
-from s2s.evaluate import score
+from s2s.translation.scores import score
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from s2s import config
 from s2s.nn.cells import LoopRNN, RecurrentStack
 from s2s.nn.init import initialize
 from s2s.nn.seq2seq import build_model
-from s2s.train import batch_loss
+from s2s.translation.objective import batch_loss
 
 LOOP_CELLS = ["peephole_lstm", "layernorm_lstm", "layernorm_gru", "mlstm"]
 

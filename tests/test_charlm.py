@@ -1,6 +1,7 @@
 """s2s charlm: units, truncated BPTT with a carried state, exact resume, sampling,
 features and the logistic-regression probe."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,10 +9,13 @@ import torch
 import yaml
 
 from s2s import config
-from s2s.charlm import Units, build_lm, sample, sequence_features
+from s2s.charlm import LMTrainer, load_lm, train_lm
+from s2s.charlm.generate import sample
+from s2s.charlm.probe import logistic_accuracy, probe, sequence_features
 from s2s.cli import main
+from s2s.data.units import Units
 from s2s.errors import ConfigError
-from s2s.lmtrain import LMTrainer, load_lm, logistic_accuracy, probe, train_lm
+from s2s.nn.charlm import build_lm
 
 
 def lm_config(text_path, **train):
@@ -57,7 +61,8 @@ def test_a_model_with_zero_weights_scores_log2_vocabulary_bits(tmp_path, periodi
     with torch.no_grad():
         for p in trainer.model.parameters():
             p.zero_()
-    assert trainer.evaluate() == pytest.approx(math.log2(trainer.units.size), rel=1e-6)
+    bits, _ = trainer.task.evaluate()
+    assert bits == pytest.approx(math.log2(trainer.task.units.size), rel=1e-6)
 
 
 def test_the_state_is_carried_between_updates_and_reset_at_an_epoch(tmp_path, periodic):
@@ -70,14 +75,20 @@ def test_the_state_is_carried_between_updates_and_reset_at_an_epoch(tmp_path, pe
         return real(ids, state)
 
     trainer.model.forward = spy
-    trainer._update()
-    first = trainer.carry
-    trainer._update()
+    task = trainer.task
+    trainer._update([task.batch(0)])
+    first = task.carry
+    trainer._update([task.batch(task.cfg.train.bptt)])
     assert seen[0] is None and seen[1] is first  # the second window starts where the first ended
     assert not first[0][0].requires_grad  # detached: gradients stop at the window
-    width = trainer.train_data.shape[1]
-    trainer.progress.position = width - 1
-    assert trainer._update() is None  # streams read: the loop starts a new epoch
+    width = task.train_data.shape[1]
+    windows = task.epoch(0)
+    assert windows[-1] + task.batch(windows[-1]).x.shape[1] == width - 1  # every unit read
+    trainer.progress.batch_in_epoch = len(windows)  # streams read: the loop starts an epoch
+    trainer.settings = dataclasses.replace(trainer.settings, max_steps=trainer.progress.step + 1)
+    before = len(seen)
+    trainer.run()
+    assert trainer.progress.epoch == 1 and seen[before] is None  # ... from a fresh state
 
 
 def test_tbptt_learns_a_periodic_text_and_samples_it(tmp_path, periodic):
@@ -173,7 +184,7 @@ def test_a_translation_model_starts_from_a_char_lm(tmp_path, periodic, tiny_corp
     cfg = tiny_config_dict(tiny_corpus, max_steps=1)
     cfg["data"]["tokenizer"] = {"kind": "char"}
     cfg["model"]["charlm"] = str(tmp_path / "lm" / "best.pt")
-    from s2s.train import Trainer
+    from s2s.translation import Trainer
 
     seq2seq = Trainer(config.from_dict(cfg), tmp_path / "mt")
     enc = seq2seq.model.encoder
@@ -182,7 +193,7 @@ def test_a_translation_model_starts_from_a_char_lm(tmp_path, periodic, tiny_corp
     assert not torch.equal(
         enc.rnn.layers[0].weight_hh_l0_reverse[:16], lm.rnn.layers[0].weight_hh_l0
     )
-    vocab = seq2seq.src_tok.vocabulary()
+    vocab = seq2seq.task.src_tok.vocabulary()
     a_row = enc.embedding.weight[vocab.index("a")]
     assert torch.equal(a_row, lm.embedding.weight[units.encode("a")[0]])
     assert not torch.equal(enc.embedding.weight[vocab.index("m")], lm.embedding.weight[0])
@@ -211,3 +222,31 @@ def test_the_logged_learning_rate_is_the_one_each_update_used(tmp_path, periodic
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     logged = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "train"]
     assert logged == pytest.approx([0.005, 0.01, 0.01, 0.01])  # warm-up 1/2, 2/2
+
+
+def test_a_non_finite_step_is_skipped_as_in_translation(tmp_path, periodic, monkeypatch):
+    """The char LM trains on the shared engine: a NaN loss skips that update (the
+    weights stay), halves the learning rate, and training goes on."""
+    from s2s.charlm.task import LMTask
+
+    real, calls = LMTask.loss, []
+
+    def poisoned(self, batch, step):
+        calls.append(step)
+        loss = real(self, batch, step)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(LMTask, "loss", poisoned)
+    trainer = LMTrainer(lm_config(periodic, max_steps=2, threads=1, log_every=1), tmp_path / "run")
+    seen = []
+    trainer.on_step = lambda r: seen.append(trainer.model.output.bias.detach().clone())
+    trainer.run()
+    assert len(seen) == 1 and torch.equal(trainer.model.output.bias, seen[0])  # 2 skipped
+    result = train_lm(lm_config(periodic, max_steps=4, threads=1, log_every=1), tmp_path / "run")
+    assert result["step"] == 4  # ... and training goes on
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [yaml.safe_load(x) for x in lines]
+    bad = [r for r in records if r["kind"] == "bad_step"]
+    assert [r["step"] for r in bad] == [2] and bad[0]["where"] == "the loss"
+    lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
+    assert lrs[1] == 0.01 and lrs[3] == lrs[4] == pytest.approx(0.005)

@@ -87,7 +87,7 @@ def test_smoke_config_trains_writes_run_folder_and_translates(tmp_path, multi30k
 
 def test_kill_and_rerun_resumes_from_last_checkpoint(tmp_path, tiny_corpus):
     """SIGKILL mid-run, rerun the same command: it continues from last.pt, not step 0."""
-    from s2s import checkpoint
+    from s2s.translation import checkpoint
 
     cfg = write_config(
         tmp_path / "c.yaml",
@@ -131,7 +131,7 @@ def test_kill_and_rerun_resumes_from_last_checkpoint(tmp_path, tiny_corpus):
 
 def test_resume_continues_identically(tmp_path, tiny_corpus):
     """6 steps straight equal 3 steps plus a rerun with the limit raised to 6."""
-    from s2s import checkpoint
+    from s2s.translation import checkpoint
 
     def cfg(steps):
         return str(
@@ -283,7 +283,7 @@ def test_published_scoring_option(tmp_path, capsys):
 
 
 def test_overrides_may_follow_options(tmp_path, tiny_corpus):
-    from s2s import checkpoint
+    from s2s.translation import checkpoint
 
     cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=6))
     out = tmp_path / "run"
@@ -332,7 +332,7 @@ def test_a_run_folder_in_use_is_refused_and_a_stale_lock_taken_over(
     import logging
     import socket
 
-    from s2s import checkpoint
+    from s2s.translation import checkpoint
 
     cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
     out = tmp_path / "run"

@@ -10,8 +10,8 @@ from conftest import SENTENCES, tiny_config_dict, write_corpus
 
 from s2s.cli import main
 from s2s.errors import ConfigError
-from s2s.evaluate import score
 from s2s.experiments import compare as cmp
+from s2s.translation.scores import score
 
 
 def write_sweep(tmp_path, corpus, test_pairs, sweep: dict, name: str, valid_every=3):
@@ -44,8 +44,8 @@ def learned_sweep(tmp_path, tiny_corpus):
 def test_compare_trains_every_run_and_reports_mean_std_and_tests(
     tmp_path, learned_sweep, monkeypatch
 ):
-    from s2s import checkpoint
     from s2s.decoding.translate import translate_lines
+    from s2s.translation import checkpoint
 
     beams = []
     monkeypatch.setattr(
@@ -66,6 +66,10 @@ def test_compare_trains_every_run_and_reports_mean_std_and_tests(
             hyps[(variant, seed)] = (folder / "test.hyp").read_text().split("\n")[:-1]
             assert result["bleu"] == pytest.approx(score(hyps[(variant, seed)], refs).bleu)
             assert yaml.safe_load((folder / "config.yaml").read_text())["train"]["seed"] == seed
+            records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+            valid = [r for r in records if r["kind"] == "valid"]
+            assert result["valid_bleu"] == max(r["bleu"] for r in valid)
+            assert result["steps"] == valid[-1]["step"] and result["train_seconds"] > 0
             # the sweep's beam decoded the test set
             loaded = checkpoint.load_for_translation(folder / "best.pt")
             sources = [s for s, _ in SENTENCES]

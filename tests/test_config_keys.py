@@ -32,14 +32,14 @@ import torch
 from conftest import SENTENCES, tiny_config_dict, write_corpus
 from test_model import V, toy_batch
 
-import s2s.train as train_mod
-from s2s import checkpoint, config
+import s2s.translation.task as train_mod
+from s2s import config
+from s2s.charlm import LMTrainer, train_lm
 from s2s.data.corpus import epoch_batches, load_split
 from s2s.data.tokenize import train_tokenizers
 from s2s.errors import S2SError
-from s2s.lmtrain import LMTrainer, train_lm
 from s2s.nn.seq2seq import build_model
-from s2s.train import Trainer
+from s2s.translation import Trainer, checkpoint
 
 UNSET = "S2S_PROBE_UNSET_VARIABLE"
 
@@ -228,12 +228,14 @@ def trainer_class(cfg) -> type:
 
 def corpus(cfg, env):
     t = trainer(cfg, env)
-    return [x.tolist() for x in t.train_corpus.src], [x.tolist() for x in t.train_corpus.tgt]
+    return [x.tolist() for x in t.task.train_corpus.src], [
+        x.tolist() for x in t.task.train_corpus.tgt
+    ]
 
 
 def batches(cfg, env):
     t = trainer(cfg, env)
-    return epoch_batches(t.train_corpus, cfg.data, cfg.train.seed, 0)
+    return epoch_batches(t.task.train_corpus, cfg.data, cfg.train.seed, 0)
 
 
 def device(cfg, env):
@@ -322,7 +324,7 @@ def warnings(cfg, env):
     seen = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = lambda record: seen.append(record.getMessage())
-    logger = logging.getLogger("s2s.train")
+    logger = logging.getLogger("s2s.training.update")
     logger.addHandler(handler)
     try:
         trained(cfg, env)
@@ -398,7 +400,7 @@ def lm_data(cfg, env):
         t = trainer(cfg, env)
     except S2SError as err:
         return f"error: {err}"
-    return t.train_data, t.valid_data
+    return t.task.train_data, t.task.valid_data
 
 
 # --------------------------------------------------------------------------- the probes

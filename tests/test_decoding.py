@@ -8,14 +8,14 @@ import yaml
 from conftest import SENTENCES, tiny_config_dict, write_corpus
 from test_model import V, model_cfg
 
-from s2s import checkpoint, config
+from s2s import config
 from s2s.cli import main
 from s2s.decoding.ensemble import Ensemble
 from s2s.decoding.search import beam_search, greedy, max_lengths
 from s2s.decoding.translate import translate_lines
 from s2s.nn.seq2seq import build_model
-from s2s.train import train
 from s2s.training.runfolder import step_checkpoints
+from s2s.translation import checkpoint, train
 
 
 def sources(batch=6, seed=0):

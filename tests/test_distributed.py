@@ -11,10 +11,10 @@ import torch
 import yaml
 from conftest import tiny_config_dict
 
-from s2s import checkpoint, config
+from s2s import config
 from s2s.errors import ConfigError
-from s2s.train import Trainer
 from s2s.training import distributed
+from s2s.translation import Trainer, checkpoint
 
 
 def torchrun(tmp_path, cfg: dict, out, processes=2):
@@ -75,7 +75,7 @@ LEFT_THREADS = """
 import os, sys
 from pathlib import Path
 from s2s import config
-from s2s.train import Trainer
+from s2s.translation import Trainer
 
 Trainer(config.load(sys.argv[1]), Path(sys.argv[2])).run()
 tasks = os.listdir("/proc/self/task")

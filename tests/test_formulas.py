@@ -164,10 +164,10 @@ def gradients_and_update(tmp_path, corpus, name, **options):
     from test_tricks import make_trainer, sgd
 
     from s2s.data.corpus import collate
-    from s2s.train import batch_loss
+    from s2s.translation.objective import batch_loss
 
     trainer = make_trainer(tmp_path, corpus, name, **(sgd(lr=1.0) | options))
-    batch = collate(trainer.train_corpus, [0, 1, 2, 3])
+    batch = collate(trainer.task.train_corpus, [0, 1, 2, 3])
     model = trainer.model
     model.zero_grad()
     (batch_loss(model, batch) / batch.n_tokens).backward()

@@ -7,7 +7,7 @@ from s2s import config
 from s2s.data.corpus import Batch
 from s2s.decoding.search import greedy, max_lengths
 from s2s.nn.seq2seq import build_model
-from s2s.train import batch_loss
+from s2s.translation.objective import batch_loss
 
 V = 20
 

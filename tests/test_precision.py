@@ -8,9 +8,9 @@ import torch
 from conftest import tiny_config_dict
 from test_tricks import make_trainer, sgd, updated
 
-from s2s import checkpoint, config
+from s2s import config
 from s2s.errors import ConfigError
-from s2s.train import Trainer
+from s2s.translation import Trainer, checkpoint
 
 
 def one_update(tmp_path, corpus, name, **options):
@@ -47,7 +47,7 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_weights(
 def test_fp16_overflow_skips_the_update_and_halves_the_loss_scale(tmp_path, tiny_corpus):
     trainer = make_trainer(tmp_path, tiny_corpus, precision="fp16", max_steps=2, log_every=1)
     # a scale so large that the scaled loss overflows float32: gradients are inf
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    trainer.updater.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
     start = trainer.model.decoder.output.bias.detach().clone()
     biases = []
     trainer.on_step = lambda record: biases.append(trainer.model.decoder.output.bias.clone())
@@ -102,7 +102,7 @@ class InfGradient(torch.autograd.Function):
 
 
 def inf_gradients(monkeypatch):
-    import s2s.train as train_mod
+    import s2s.translation.task as train_mod
 
     real = train_mod.batch_loss
 
@@ -118,7 +118,7 @@ def test_fp16_gradients_that_never_recover_reach_the_nan_guard(tmp_path, tiny_co
 
     inf_gradients(monkeypatch)
     trainer = make_trainer(tmp_path, tiny_corpus, precision="fp16", max_steps=10, max_bad_steps=2)
-    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0)  # collapses below 1 soon
+    trainer.updater.scaler = torch.amp.GradScaler("cpu", init_scale=2.0)  # collapses below 1 soon
     with pytest.raises(S2SError, match="2 steps in a row with NaN/Inf"):
         trainer.run()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -132,6 +132,6 @@ def test_clipping_by_value_does_not_hide_infinite_gradients(tmp_path, tiny_corpu
     from s2s.data.corpus import collate
 
     before = trainer.model.decoder.output.bias.detach().clone()
-    _, _, where = trainer._update([collate(trainer.train_corpus, [0, 1])])
+    where = trainer._update([collate(trainer.task.train_corpus, [0, 1])]).nonfinite
     assert where is not None and "decoder.output.bias" in where
     assert torch.equal(trainer.model.decoder.output.bias, before)  # not applied

@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import one_line_error, write_config
 
-from s2s import checkpoint, config
+from s2s import config
 from s2s.cli import main
 from s2s.errors import CheckpointError, ConfigError
-from s2s.train import Trainer
+from s2s.training import checkpoint as files
+from s2s.translation import Trainer, checkpoint
 
 COMPARED = ("kind", "step", "epoch", "loss", "lr", "teacher_prob", "bleu", "ppl")
 
@@ -91,11 +92,11 @@ def test_sigint_saves_a_checkpoint_before_exiting(tmp_path, tiny_corpus):
 SAVER = """
 import sys, torch
 from pathlib import Path
-from s2s import checkpoint
+from s2s.training import checkpoint as files
 path = Path(sys.argv[1])
 i = 0
 while True:
-    checkpoint.save(path, {"i": i, "big": torch.full((3_000_000,), float(i))})
+    files.save(path, {"i": i, "big": torch.full((3_000_000,), float(i))})
     i += 1
 """
 
@@ -113,21 +114,21 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path):
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        payload = checkpoint.load(path)  # never a torn file
+        payload = files.load(path)  # never a torn file
         assert torch.all(payload["big"] == payload["i"])
 
 
 def test_an_error_during_a_save_keeps_the_previous_file(tmp_path):
     path = tmp_path / "last.pt"
-    checkpoint.save(path, {"i": 1})
+    files.save(path, {"i": 1})
 
     def broken(handle):
         handle.write(b"partial")
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OSError):
-        checkpoint.atomic_write(path, broken)
-    assert checkpoint.load(path)["i"] == 1
+        files.atomic_write(path, broken)
+    assert files.load(path)["i"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left
 
 
@@ -147,7 +148,7 @@ def test_loading_runs_no_pickled_code(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "s2s-checkpoint", "version": 1, "x": Evil(marker)}, path)
     with pytest.raises(CheckpointError, match="is not an s2s checkpoint"):
-        checkpoint.load(path)
+        files.load(path)
     assert not marker.exists()
 
 
@@ -228,7 +229,7 @@ def test_empty_lines_in_training_data_are_dropped_and_counted(tmp_path, tiny_cor
     data["data"]["train"] = write_corpus(tmp_path / "d", "train", pairs)
     with caplog.at_level(logging.INFO):
         trainer = Trainer(config.from_dict(data), tmp_path / "run")
-    assert len(trainer.train_corpus) == len(SENTENCES) * 2
+    assert len(trainer.task.train_corpus) == len(SENTENCES) * 2
     assert "dropped 2 empty pairs" in caplog.text
     assert trainer.run()["step"] == 2
 
@@ -249,7 +250,7 @@ def test_over_long_pairs_are_dropped_or_truncated_and_counted(
     with caplog.at_level(logging.INFO):
         trainer = Trainer(config.from_dict(data), tmp_path / "run")
     assert f"{'truncated' if policy == 'truncate' else 'dropped'} 1 over-long" in caplog.text
-    corpus = trainer.train_corpus
+    corpus = trainer.task.train_corpus
     assert len(corpus) == len(SENTENCES) + (policy == "truncate")
     assert max(len(s) - 1 for s in corpus.src) <= 10 and max(len(t) for t in corpus.tgt) <= 10
 
@@ -265,10 +266,8 @@ def test_an_empty_validation_file_is_an_error(tmp_path, capsys, tiny_corpus):
 def test_disk_full_is_refused_before_training(tmp_path, capsys, tiny_corpus, monkeypatch):
     import shutil
 
-    import s2s.train as train_mod
-
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(train_mod.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1000))
     cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus))
     line = one_line_error(capsys, ["train", str(cfg), "--out", str(tmp_path / "run")])
     assert "not enough disk space" in line

@@ -8,8 +8,9 @@ from test_model import V, model_cfg, toy_batch
 from s2s import config
 from s2s.errors import ConfigError
 from s2s.nn.seq2seq import build_model
-from s2s.train import Trainer, batch_loss
 from s2s.training.optim import make_optimizer
+from s2s.translation import Trainer
+from s2s.translation.objective import batch_loss
 
 
 def tiny(**kw):
@@ -115,7 +116,7 @@ def test_scheduled_sampling_trains_as_teacher_forcing_on_the_fed_tokens(mode, sa
 def test_trainer_logs_the_teacher_forcing_probability(tmp_path, tiny_corpus, monkeypatch):
     import json
 
-    import s2s.train as train_mod
+    import s2s.translation.task as train_mod
 
     real, used = train_mod.batch_loss, []
 
@@ -212,7 +213,7 @@ def updated(trainer, rows=(0, 1, 2, 3)):
 
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer._set_lr(trainer._scheduled_lr())
-    _, _, where = trainer._update([collate(trainer.train_corpus, list(rows))])
+    where = trainer._update([collate(trainer.task.train_corpus, list(rows))]).nonfinite
     assert where is None
     return {n: p.detach() - before[n] for n, p in trainer.model.named_parameters()}, before
 
@@ -229,7 +230,7 @@ def test_loss_norm_per_sentence_scales_gradients_by_tokens_per_sentence(tmp_path
     per_token, _ = updated(make_trainer(tmp_path, tiny_corpus, "a", **sgd(lr=1e-3)))
     trainer = make_trainer(tmp_path, tiny_corpus, "b", **sgd(lr=1e-3, loss_norm="sentences"))
     per_sentence, _ = updated(trainer)
-    batch = collate(trainer.train_corpus, [0, 1, 2, 3])
+    batch = collate(trainer.task.train_corpus, [0, 1, 2, 3])
     factor = batch.n_tokens / 4
     name = "decoder.output.bias"
     assert torch.allclose(per_sentence[name], per_token[name] * factor, atol=1e-6)
@@ -240,8 +241,8 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, tiny_corpus):
 
     one = make_trainer(tmp_path, tiny_corpus, "a", **sgd(lr=0.1))
     two = make_trainer(tmp_path, tiny_corpus, "b", **sgd(lr=0.1, accumulate=2))
-    one._update([collate(one.train_corpus, [0, 1, 2, 3])])
-    two._update([collate(two.train_corpus, [0, 1]), collate(two.train_corpus, [2, 3])])
+    one._update([collate(one.task.train_corpus, [0, 1, 2, 3])])
+    two._update([collate(two.task.train_corpus, [0, 1]), collate(two.task.train_corpus, [2, 3])])
     for (name, a), b in zip(one.model.named_parameters(), two.model.parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
 
@@ -296,7 +297,7 @@ def test_lr_multiplier_prefix_must_match(tmp_path, tiny_corpus):
 def test_a_nan_loss_skips_the_update_and_training_goes_on(tmp_path, tiny_corpus, monkeypatch):
     import json
 
-    import s2s.train as train_mod
+    import s2s.translation.task as train_mod
 
     real, calls = train_mod.batch_loss, []
 
@@ -325,9 +326,9 @@ def test_a_nan_loss_skips_the_update_and_training_goes_on(tmp_path, tiny_corpus,
 
 
 def test_nan_weights_stop_training_naming_the_module(tmp_path, tiny_corpus, monkeypatch):
-    import s2s.train as train_mod
-    from s2s import checkpoint
+    import s2s.translation.task as train_mod
     from s2s.errors import S2SError
+    from s2s.translation import checkpoint
 
     real = train_mod.batch_loss
     trainer = make_trainer(tmp_path, tiny_corpus, max_steps=20, max_bad_steps=3)
@@ -421,11 +422,11 @@ def test_the_trainer_minimises_the_smoothed_loss(tmp_path, tiny_corpus):
 
     for eps in (0.0, 0.2):
         trainer = make_trainer(tmp_path, tiny_corpus, f"ls{eps}", label_smoothing=eps)
-        batch = collate(trainer.train_corpus, [0, 1, 2, 3])
+        batch = collate(trainer.task.train_corpus, [0, 1, 2, 3])
         with torch.no_grad():
             smoothed = float(batch_loss(trainer.model, batch, eps))
             plain = float(batch_loss(trainer.model, batch, 0.0))
-        total, _, _ = trainer._update([batch])
+        total = trainer._update([batch]).loss
         assert total == pytest.approx(smoothed, rel=1e-5)
         assert (total == pytest.approx(plain, rel=1e-5)) == (eps == 0.0)
 
@@ -454,18 +455,20 @@ def test_distillation_run_uses_the_teachers_tokenizers(tmp_path, tiny_corpus):
     cfg["model"]["decoder"]["hidden_size"] = 16  # a smaller student
     cfg["train"]["distill"] = {"teacher": str(tmp_path / "teacher" / "last.pt"), "weight": 0.5}
     student = Trainer(config.from_dict(cfg), tmp_path / "student")
-    assert student.teacher is not None
-    assert student.tgt_tok.vocabulary() == teacher.tgt_tok.vocabulary()
-    assert not any(p.requires_grad for p in student.teacher.parameters())
+    assert student.task.teacher is not None
+    assert student.task.tgt_tok.vocabulary() == teacher.task.tgt_tok.vocabulary()
+    assert not any(p.requires_grad for p in student.task.teacher.parameters())
     # the update descends the mixed loss: the summed loss it reports is the formula's
     from s2s.data.corpus import collate
 
-    batch = collate(student.train_corpus, [0, 1, 2, 3])
+    batch = collate(student.task.train_corpus, [0, 1, 2, 3])
     with torch.no_grad():
-        mixed = float(batch_loss(student.model, batch, teacher=student.teacher, distill_weight=0.5))
+        mixed = float(
+            batch_loss(student.model, batch, teacher=student.task.teacher, distill_weight=0.5)
+        )
         plain = float(batch_loss(student.model, batch))
     assert mixed != pytest.approx(plain, rel=1e-3)
-    total, _, _ = student._update([batch])
+    total = student._update([batch]).loss
     assert total == pytest.approx(mixed, rel=1e-5)
     student.progress.step = 1
     assert student.run()["step"] == 3
@@ -475,7 +478,7 @@ def test_distillation_run_uses_the_teachers_tokenizers(tmp_path, tiny_corpus):
 
 
 def test_ema_is_the_moving_average_used_for_translation(tmp_path, tiny_corpus):
-    from s2s import checkpoint
+    from s2s.translation import checkpoint
 
     trainer = make_trainer(
         tmp_path,
@@ -487,9 +490,11 @@ def test_ema_is_the_moving_average_used_for_translation(tmp_path, tiny_corpus):
         save_every=4,
     )
     names = [n for n, _ in trainer.model.named_parameters()]
-    ema = [p.detach().clone() for p in trainer._unique_params()]
+    ema = [p.detach().clone() for p in trainer.updater.unique_params()]
     raws = []
-    trainer.on_step = lambda r: raws.append([p.detach().clone() for p in trainer._unique_params()])
+    trainer.on_step = lambda r: raws.append(
+        [p.detach().clone() for p in trainer.updater.unique_params()]
+    )
     trainer.run()
     assert len(raws) == 4
     for t, raw in enumerate(raws):
@@ -502,7 +507,7 @@ def test_ema_is_the_moving_average_used_for_translation(tmp_path, tiny_corpus):
 
 
 def test_ema_resumes_exactly(tmp_path, tiny_corpus):
-    from s2s import checkpoint
+    from s2s.translation import checkpoint
 
     def run(name, steps):
         cfg = tiny_config_dict(tiny_corpus, ema_decay=0.9, max_steps=steps, save_every=2)

@@ -8,14 +8,15 @@ import torch
 from conftest import SENTENCES, tiny_config_dict, write_corpus
 
 import s2s.decoding.translate as translate_mod
-import s2s.train as train_mod
-from s2s import checkpoint, config
+import s2s.training.engine as engine_mod
+import s2s.translation.task as train_mod
+from s2s import config
 from s2s.cli import main
 from s2s.data.corpus import source_ids
 from s2s.data.tokenize import EOS
 from s2s.decoding.ensemble import Ensemble
 from s2s.decoding.translate import translate_lines
-from s2s.train import Trainer, train
+from s2s.translation import Trainer, checkpoint, train
 
 NOVEL = ["a dog plays in the park .", "two men read .", "the cat runs down the street ."]
 
@@ -91,11 +92,11 @@ def test_the_distillation_teacher_weight_and_temperature_reach_the_loss(
     student = run(tmp_path, tiny_corpus, "student", max_steps=2, distill=distill)
     assert len(calls) == 2
     for call in calls:
-        assert call["teacher"] is student.teacher and call["teacher"] is not None
+        assert call["teacher"] is student.task.teacher and call["teacher"] is not None
         assert call["distill_weight"] == 0.3 and call["temperature"] == 2.0
     teacher = checkpoint.load_for_translation(tmp_path / "teacher" / "last.pt").model
     for name, value in teacher.state_dict().items():
-        assert torch.equal(student.teacher.state_dict()[name], value), name
+        assert torch.equal(student.task.teacher.state_dict()[name], value), name
 
 
 # --------------------------------------------------------------------------- the search
@@ -176,7 +177,7 @@ def test_reversed_sources_are_what_training_validation_and_translation_feed(
 
     monkeypatch.setattr(train_mod.Seq2Seq, "encode", spy)
     trainer = run(tmp_path, tiny_corpus, data={"reverse_source": True}, max_steps=3)
-    tok = trainer.src_tok
+    tok = trainer.task.src_tok
     forward = {tuple(tok.encode([s])[0]) for s, _ in SENTENCES}
     reversed_ = {tuple(ids[::-1]) for ids in forward}
     fed = [tuple(row) for call in seen for row in call]
@@ -190,7 +191,7 @@ def test_reversed_sources_are_what_training_validation_and_translation_feed(
 
 def test_separate_tokenizers_when_not_joint(tmp_path, tiny_corpus):
     trainer = run(tmp_path, tiny_corpus, data={"tokenizer": {"kind": "word", "joint": False}})
-    src, tgt = trainer.src_tok.vocabulary(), trainer.tgt_tok.vocabulary()
+    src, tgt = trainer.task.src_tok.vocabulary(), trainer.task.tgt_tok.vocabulary()
     assert "dog" in src and "dog" not in tgt and "hund" in tgt and "hund" not in src
     out = tmp_path / "run"
     assert (out / "tokenizer.src.vocab").is_file() and (out / "tokenizer.tgt.vocab").is_file()
@@ -210,7 +211,7 @@ def test_recurrent_dropout_reaches_every_recurrent_layer(tmp_path, tiny_corpus):
     assert all(isinstance(x, LoopRNN) and x.recurrent_dropout == 0.4 for x in layers)
     from s2s.data.corpus import collate
 
-    batch = collate(trainer.train_corpus, [0, 1, 2])
+    batch = collate(trainer.task.train_corpus, [0, 1, 2])
     outputs = []
     for mode in (True, True, False, False):
         model.train(mode)
@@ -242,7 +243,7 @@ def test_max_epochs_stops_after_that_many_passes(tmp_path, tiny_corpus):
     trainer = run(tmp_path, tiny_corpus, max_steps=50, max_epochs=2)  # 4 batches an epoch
     assert trainer.result == {
         "step": 8,
-        "best_bleu": trainer.progress.best_bleu,
+        "best_bleu": trainer.progress.best,
         "reason": "reached train.max_epochs (2)",
     }
     assert trainer.progress.epoch == 2
@@ -250,7 +251,7 @@ def test_max_epochs_stops_after_that_many_passes(tmp_path, tiny_corpus):
 
 def test_max_minutes_stops_on_the_training_clock(tmp_path, tiny_corpus, monkeypatch):
     clock = iter(range(0, 10**6, 20))  # every perf_counter call: 20 s later
-    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(engine_mod.time, "perf_counter", lambda: float(next(clock)))
     trainer = run(tmp_path, tiny_corpus, max_steps=50, max_minutes=1.0)
     assert trainer.result["reason"] == "reached train.max_minutes (1.0)"
     assert trainer.result["step"] == 3  # 20 s per step: 60 s after three
@@ -262,7 +263,7 @@ def test_max_minutes_stops_on_the_training_clock(tmp_path, tiny_corpus, monkeypa
 
 @pytest.mark.parametrize("unit", ["byte", "char"])
 def test_a_char_lm_transfers_into_encoder_and_decoder(tmp_path, tiny_corpus, unit):
-    from s2s.lmtrain import load_lm, train_lm
+    from s2s.charlm import load_lm, train_lm
 
     text = tmp_path / "text.txt"
     text.write_text("".join(s + "\n" for s, _ in SENTENCES[:4]) * 20, encoding="utf-8")
@@ -286,7 +287,7 @@ def test_a_char_lm_transfers_into_encoder_and_decoder(tmp_path, tiny_corpus, uni
     cfg["data"].update(data)
     trainer = Trainer(config.from_dict(cfg), tmp_path / "mt")
     lm_rnn = dict(lm.rnn.named_parameters())
-    for side, tok in (("encoder", trainer.src_tok), ("decoder", trainer.tgt_tok)):
+    for side, tok in (("encoder", trainer.task.src_tok), ("decoder", trainer.task.tgt_tok)):
         part = getattr(trainer.model, side)
         for name, value in part.rnn.named_parameters():
             if name in lm_rnn:  # the forward direction (and the decoder's only one)

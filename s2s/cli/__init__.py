@@ -1,4 +1,4 @@
-"""The ``s2s`` command (level 7): argument parsing and presentation only.
+"""The ``s2s`` command: argument parsing and presentation only.
 
 Subcommands: ``train``, ``translate``, ``average``, ``score`` (``cli.translation``),
 ``debug``, ``compare`` (``cli.experiments``), ``charlm`` (``cli.charlm``). Errors that

@@ -1,4 +1,4 @@
-"""``s2s charlm train|sample|probe`` (level 7)."""
+"""``s2s charlm train|sample|probe``."""
 
 from __future__ import annotations
 
@@ -7,37 +7,40 @@ import logging
 import sys
 from pathlib import Path
 
+from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
 log = logging.getLogger("s2s")
 
 
+def _train_figures(record: dict) -> dict[str, str]:
+    return {
+        "bits": f"{record['bits']:.4f}",
+        "units/s": f"{record['units_per_s']:.0f}",
+        "lr": f"{record['lr']:.2g}",
+    }
+
+
 def cmd_charlm(args: argparse.Namespace) -> int:
     import torch
 
-    from s2s import config, lmtrain
-    from s2s.charlm import sample
+    from s2s import config
+    from s2s.charlm import load_lm, train_lm
+    from s2s.charlm.generate import sample
+    from s2s.charlm.probe import probe_files
 
     if args.action == "train":
         cfg = config.load_lm(args.config, args.overrides)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
 
-        def on_step(record: dict) -> None:
-            log.info(
-                "step %d %.4f bits per unit %.0f units/s lr %.3g",
-                record["step"],
-                record["bits"],
-                record["units_per_s"],
-                record["lr"],
-            )
-
-        result = lmtrain.train_lm(cfg, out, force=args.force, on_step=on_step)
+        with training_progress(cfg.train.max_steps, _train_figures) as on_step:
+            result = train_lm(cfg, out, force=args.force, on_step=on_step)
         log.info("done: %d steps, best validation %.4f bits", result["step"], result["best_bits"])
         return 0
     if args.action == "sample":
         if args.length < 0:
             raise S2SError("--length must be >= 0")
-        model, units, _ = lmtrain.load_lm(args.checkpoint)
+        model, units, _ = load_lm(args.checkpoint)
         generator = torch.Generator().manual_seed(args.seed)
         text = sample(
             model,
@@ -49,7 +52,7 @@ def cmd_charlm(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(args.prime + text + "\n")
         return 0
-    scores, texts, size = lmtrain.probe_files(
+    scores, texts, size = probe_files(
         args.checkpoint,
         args.pos,
         args.neg,

@@ -1,4 +1,4 @@
-"""``s2s debug`` and ``s2s compare`` (level 7)."""
+"""``s2s debug`` and ``s2s compare``."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from s2s.experiments.compare import compare, markdown, plan, read_sweep
+    from s2s.experiments.compare import compare, plan, read_sweep
+    from s2s.experiments.report import markdown
 
     sweep = read_sweep(args.sweep)
     out = Path(args.out) if args.out else Path("runs") / Path(args.sweep).stem

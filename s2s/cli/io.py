@@ -1,4 +1,4 @@
-"""Reading command input and writing command output (level 7)."""
+"""Reading command input and writing command output."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def write_output(path: str | None, lines: list[str]) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from s2s.checkpoint import atomic_write
+    from s2s.training.checkpoint import atomic_write
 
     try:
         atomic_write(Path(path), lambda h: h.write(text.encode("utf-8")))

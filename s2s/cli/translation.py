@@ -1,56 +1,35 @@
-"""``s2s train``, ``translate``, ``average`` and ``score`` (level 7): arguments in,
+"""``s2s train``, ``translate``, ``average`` and ``score``: arguments in,
 results out; the work is the library's."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from pathlib import Path
 
 from s2s.cli.io import read_input, write_output
+from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
 log = logging.getLogger("s2s")
 
 
+def _train_figures(record: dict) -> dict[str, str]:
+    return {
+        "loss": f"{record['loss']:.3f}",
+        "tok/s": f"{record['tokens_per_s']:.0f}",
+        "lr": f"{record['lr']:.2g}",
+    }
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from s2s import config
-    from s2s.train import train
+    from s2s.translation import train
 
     cfg = config.load(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    bar = None
-    if sys.stderr.isatty() and os.environ.get("RANK", "0") == "0":  # one bar under torchrun
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.train.max_steps or None, unit="step", dynamic_ncols=True)
-
-    def on_step(record: dict) -> None:
-        if bar is not None:
-            bar.n = record["step"]
-            bar.set_postfix(
-                loss=f"{record['loss']:.3f}",
-                tok_s=f"{record['tokens_per_s']:.0f}",
-                lr=f"{record['lr']:.2g}",
-                refresh=False,
-            )
-            bar.refresh()
-        else:
-            log.info(
-                "step %d loss %.3f %.0f tok/s lr %.3g",
-                record["step"],
-                record["loss"],
-                record["tokens_per_s"],
-                record["lr"],
-            )
-
-    try:
+    with training_progress(cfg.train.max_steps or None, _train_figures) as on_step:
         result = train(cfg, out, force=args.force, on_step=on_step)
-    finally:
-        if bar is not None:
-            bar.close()
     log.info(
         "done: %d steps, best validation BLEU %.2f, run folder %s",
         result["step"],
@@ -63,10 +42,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     import torch
 
-    from s2s import checkpoint
     from s2s.decoding.ensemble import Ensemble
     from s2s.decoding.translate import translate
     from s2s.training.runfolder import resolve_device
+    from s2s.translation import checkpoint
 
     if args.nbest < 1 or (args.beam is not None and args.beam < 1):
         raise S2SError("--beam and --nbest must be at least 1")
@@ -118,7 +97,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from s2s import checkpoint
+    from s2s.translation import checkpoint
 
     out = Path(args.out)
     if out.resolve() in {Path(p).resolve() for p in args.checkpoints}:
@@ -131,7 +110,7 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from s2s.data.corpus import read_lines
-    from s2s.evaluate import score
+    from s2s.translation.scores import score
 
     refs = read_lines(args.ref, args.encoding)
     hyps = read_input(args.hyp, args.encoding)

@@ -1,4 +1,4 @@
-"""The char-LM config (level 1): ``s2s charlm``'s own small tree, and loading it."""
+"""The char-LM config: ``s2s charlm``'s own small tree, and loading it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Config fields (level 1): the closed sets of choices, ranged numbers, and the
+"""Config fields: the closed sets of choices, ranged numbers, and the
 initialisation section both config trees share."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Loading configs (level 1): YAML, ``KEY=VALUE`` overrides, ``${VAR}`` expansion, and
+"""Loading configs: YAML, ``KEY=VALUE`` overrides, ``${VAR}`` expansion, and
 the checked conversion of nested dicts into the frozen dataclasses of either tree.
 
 Loading rejects unknown keys (naming the dotted key and the nearest valid one), values

@@ -1,4 +1,4 @@
-"""The translation config (level 1): model, data and train sections, their checks of
+"""The translation config: model, data and train sections, their checks of
 settings that are valid alone but not together, and loading them."""
 
 from __future__ import annotations

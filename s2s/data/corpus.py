@@ -1,4 +1,4 @@
-"""Data (level 4): parallel text through Hugging Face ``datasets``, token ids, batches.
+"""Data: parallel text through Hugging Face ``datasets``, token ids, batches.
 
 Local corpora are line-aligned files ``PREFIX.LANG`` (plain or ``.gz``); a prefix that
 names an unset ``${VAR}`` falls back to the hub dataset in ``data.hub``. Lines are split
@@ -195,6 +195,10 @@ class Batch:
     tgt_in: torch.Tensor  # (batch, tgt_len): BOS y_1 .. y_n
     tgt_out: torch.Tensor  # (batch, tgt_len): y_1 .. y_n EOS
     n_tokens: int  # target tokens (non-padding positions of tgt_out)
+
+    @property
+    def n_sequences(self) -> int:
+        return self.src.shape[0]
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(

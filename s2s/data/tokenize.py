@@ -1,4 +1,4 @@
-"""Tokenizers (level 4): SentencePiece (unigram or BPE), characters, whitespace words.
+"""Tokenizers: SentencePiece (unigram or BPE), characters, whitespace words.
 
 Every tokenizer maps text to ids with the same special ids (pad 0, unk 1, bos 2, eos 3)
 and back, and serialises to a small state dict (the SentencePiece model as bytes), so a

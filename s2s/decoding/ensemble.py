@@ -1,4 +1,4 @@
-"""Ensembles (level 4): several models decoded as one stepper.
+"""Ensembles: several models decoded as one stepper.
 
 Each step averages the members' log-probabilities (and attention weights, where
 every member has attention). Members may differ in architecture; they must share the

@@ -1,4 +1,4 @@
-"""Search (level 4): decoding against a small "stepper" interface, apart from the model.
+"""Search: decoding against a small "stepper" interface, apart from the model.
 
 A stepper has ``encode(src, src_lengths) -> enc``, ``init_state(enc) -> state`` and
 ``step(prev, state, enc) -> StepOutput`` with ``logits`` (batch, vocab), the next
@@ -8,6 +8,7 @@ how the search functions are tested against stub models with hand-checkable scor
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -122,88 +123,147 @@ def beam_search(
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest ({nbest}) must be between 1 and the beam size ({beam})")
-    device = src.device
     B, K = src.shape[0], beam
-    enc = stepper.encode(src, src_lengths)
-    rows = torch.arange(B, device=device).repeat_interleave(K)  # sentence of each row
-    state = reorder(stepper.init_state(enc), rows)
-    enc = reorder(enc, rows)
-    limit = max_len.to(device)
-    sent = torch.arange(B, device=device)  # original index of each active sentence
-    alive_logp = torch.full((B, K), float("-inf"), device=device)
-    alive_logp[:, 0] = 0.0  # one live hypothesis at the start, not K copies
-    alive_seq = torch.empty(B, K, 0, dtype=torch.long, device=device)
-    fin_seq = torch.empty(B, K, 0, dtype=torch.long, device=device)
-    fin_score = torch.full((B, K), float("-inf"), device=device)
-    alive_att = fin_att = None
-    prev = torch.full((B * K,), bos, dtype=torch.long, device=device)
+    enc, state, beams = _start(stepper, src, src_lengths, K)
+    penalty = functools.partial(length_penalty, alpha=alpha, normalize=normalize)
+    limit = max_len.to(src.device)
+    prev = torch.full((B * K,), bos, dtype=torch.long, device=src.device)
     results: list = [None] * B
     for t in range(int(limit.max())):
-        n = sent.shape[0]
         out = stepper.step(prev, state, enc)
         logp = torch.log_softmax(out.logits.float(), dim=-1)
-        V = logp.shape[-1]
         if t < min_len:
             logp[:, eos] = float("-inf")
-        cand = (alive_logp.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
-        top, idx = cand.topk(min(2 * K, K * V), dim=1)  # (n, 2K), best first
-        origin = torch.div(idx, V, rounding_mode="floor")  # which live hypothesis
-        token = idx % V
-        seq = torch.cat([_take(alive_seq, origin), token.unsqueeze(-1)], dim=-1)
-        if attention:
-            att = _take(out.attention.view(n, K, 1, -1), origin)  # (n, 2K, 1, src_len)
-            step_att = att if alive_att is None else torch.cat([_take(alive_att, origin), att], 2)
-        rank = torch.arange(top.shape[1], device=device).unsqueeze(0)
-        at_limit = (t + 1 >= limit[sent]).unsqueeze(1)
-        ends = ((token == eos) & (rank < K)) | at_limit
-        # Finished: merge this step's ended candidates into the K best so far.
-        lengths = torch.full_like(top, t + 1)
-        normed = top / length_penalty(lengths, alpha, normalize)
-        normed = normed.masked_fill(~ends | torch.isinf(top), float("-inf"))
-        pad = torch.full((n, K, 1), eos, dtype=torch.long, device=device)
-        pool_seq = torch.cat([torch.cat([fin_seq, pad], dim=-1), seq], dim=1)
-        fin_score, pick = torch.cat([fin_score, normed], dim=1).topk(K, dim=1)
-        fin_seq = _take(pool_seq, pick)
-        if attention:
-            padded = (
-                torch.cat([fin_att, torch.zeros_like(fin_att[:, :, :1])], dim=2)
-                if fin_att is not None
-                else torch.zeros_like(step_att[:, :K])
-            )
-            fin_att = _take(torch.cat([padded, step_att], dim=1), pick)
-        # Live: the K best candidates that did not end (EOS never lives on).
-        alive_logp, pick = top.masked_fill(ends | (token == eos), float("-inf")).topk(K, dim=1)
-        alive_seq = _take(seq, pick)
-        if attention:
-            alive_att = _take(step_att, pick)
-        parent = origin.gather(1, pick)  # (n, K)
-        # Done: K finished, or the best live one cannot beat the N-th finished one
-        # (its log-probability only falls; the penalty is at most that of the limit).
-        bound = alive_logp[:, 0] / length_penalty(limit[sent], alpha, normalize)
-        done = (fin_score[:, K - 1] > float("-inf")) | (fin_score[:, nbest - 1] >= bound)
-        done |= at_limit.squeeze(1)
+        at_limit = (t + 1 >= limit[beams.sent]).unsqueeze(1)
+        step_att = out.attention if attention else None
+        parent = _advance(beams, logp, step_att, at_limit, t + 1, eos, penalty)
+        done = _done(beams, penalty(limit[beams.sent]), at_limit, nbest)
         for i in done.nonzero().flatten().tolist():
-            results[int(sent[i])] = _collect(fin_seq[i], fin_score[i], fin_att, i, nbest, eos)
+            results[int(beams.sent[i])] = beams.collect(i, nbest, eos)
         if bool(done.all()):
             break
-        keep = (~done).nonzero().flatten()
-        beam_rows = (keep.unsqueeze(1) * K + parent.index_select(0, keep)).view(-1)
-        state = reorder(out.state, beam_rows)
-        if keep.shape[0] < n:
-            base = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
-            enc = reorder(enc, base)
-            sent = sent.index_select(0, keep)
-            alive_logp, alive_seq, fin_seq, fin_score = (
-                x.index_select(0, keep) for x in (alive_logp, alive_seq, fin_seq, fin_score)
-            )
-            if attention:
-                alive_att, fin_att = alive_att.index_select(0, keep), fin_att.index_select(0, keep)
-        prev = alive_seq[:, :, -1].reshape(-1)
+        state, enc = _drop_done(beams, done, parent, out.state, enc)
+        prev = beams.alive_seq[:, :, -1].reshape(-1)
     return NBest(
         tokens=[r[0] for r in results],
         scores=[r[1] for r in results],
         attention=[r[2] for r in results] if attention else None,
     )
+
+
+@dataclass
+class _Beams:
+    """Beam search's hypotheses for each active sentence (n of them, K hypotheses each),
+    best first. Attention, kept only when asked for, is (n, K, length, src_len)."""
+
+    sent: torch.Tensor  # (n,) original index of each active sentence
+    alive_logp: torch.Tensor  # (n, K) log-probabilities of the live hypotheses
+    alive_seq: torch.Tensor  # (n, K, length) their tokens
+    fin_score: torch.Tensor  # (n, K) finished ones' scores (log-probability / penalty)
+    fin_seq: torch.Tensor  # (n, K, length) their tokens, padded with EOS
+    alive_att: torch.Tensor | None = None
+    fin_att: torch.Tensor | None = None
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the sentences ``keep`` (indices into the active ones)."""
+        for name in ("sent", "alive_logp", "alive_seq", "fin_seq", "fin_score"):
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+        if self.alive_att is not None:
+            self.alive_att = self.alive_att.index_select(0, keep)
+            self.fin_att = self.fin_att.index_select(0, keep)
+
+    def collect(self, i: int, nbest: int, eos: int):
+        """Sentence i's up to N best finished hypotheses: tokens, scores, attention."""
+        return _collect(self.fin_seq[i], self.fin_score[i], self.fin_att, i, nbest, eos)
+
+
+def _start(stepper, src: torch.Tensor, src_lengths: torch.Tensor, K: int):
+    """The encoder output and decoder state, K rows per sentence, and the beams."""
+    B, device = src.shape[0], src.device
+    enc = stepper.encode(src, src_lengths)
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # sentence of each row
+    state = reorder(stepper.init_state(enc), rows)
+    alive_logp = torch.full((B, K), float("-inf"), device=device)
+    alive_logp[:, 0] = 0.0  # one live hypothesis at the start, not K copies
+    beams = _Beams(
+        sent=torch.arange(B, device=device),
+        alive_logp=alive_logp,
+        alive_seq=torch.empty(B, K, 0, dtype=torch.long, device=device),
+        fin_score=torch.full((B, K), float("-inf"), device=device),
+        fin_seq=torch.empty(B, K, 0, dtype=torch.long, device=device),
+    )
+    return reorder(enc, rows), state, beams
+
+
+def _advance(beams: _Beams, logp, attention, at_limit, length: int, eos: int, penalty):
+    """One search step on ``beams``: ``logp`` (n * K, vocab) extends every live
+    hypothesis; returns for each new live one the index of the one it extends."""
+    n, K = beams.alive_logp.shape
+    V = logp.shape[-1]
+    cand = (beams.alive_logp.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
+    top, idx = cand.topk(min(2 * K, K * V), dim=1)  # (n, 2K), best first
+    origin = torch.div(idx, V, rounding_mode="floor")  # which live hypothesis
+    token = idx % V
+    seq = torch.cat([_take(beams.alive_seq, origin), token.unsqueeze(-1)], dim=-1)
+    step_att = None
+    if attention is not None:
+        att = _take(attention.view(n, K, 1, -1), origin)  # (n, 2K, 1, src_len)
+        earlier = beams.alive_att
+        step_att = att if earlier is None else torch.cat([_take(earlier, origin), att], 2)
+    rank = torch.arange(top.shape[1], device=top.device).unsqueeze(0)
+    ends = ((token == eos) & (rank < K)) | at_limit
+    normed = top / penalty(torch.full_like(top, length))
+    _finish(beams, normed.masked_fill(~ends | torch.isinf(top), float("-inf")), seq, step_att, eos)
+    # Live: the K best candidates that did not end (EOS never lives on).
+    beams.alive_logp, pick = top.masked_fill(ends | (token == eos), float("-inf")).topk(K, dim=1)
+    beams.alive_seq = _take(seq, pick)
+    if step_att is not None:
+        beams.alive_att = _take(step_att, pick)
+    return origin.gather(1, pick)  # (n, K)
+
+
+def _finish(beams: _Beams, normed, seq, step_att, eos: int) -> None:
+    """Merge a step's ended candidates (scores ``normed``, -inf for those that did not
+    end) into each sentence's K best finished hypotheses."""
+    n, K = beams.fin_score.shape
+    pad = torch.full((n, K, 1), eos, dtype=torch.long, device=seq.device)
+    pool_seq = torch.cat([torch.cat([beams.fin_seq, pad], dim=-1), seq], dim=1)
+    beams.fin_score, pick = torch.cat([beams.fin_score, normed], dim=1).topk(K, dim=1)
+    beams.fin_seq = _take(pool_seq, pick)
+    if step_att is not None:
+        fin_att = beams.fin_att
+        padded = (
+            torch.cat([fin_att, torch.zeros_like(fin_att[:, :, :1])], dim=2)
+            if fin_att is not None
+            else torch.zeros_like(step_att[:, :K])
+        )
+        beams.fin_att = _take(torch.cat([padded, step_att], dim=1), pick)
+
+
+def _done(beams: _Beams, limit_penalty: torch.Tensor, at_limit, nbest: int) -> torch.Tensor:
+    """Sentences whose search is over: K finished, the length limit reached, or the best
+    live one cannot beat the N-th finished one (its log-probability only falls; the
+    penalty is at most ``limit_penalty``, that of the length limit)."""
+    fin_score, K = beams.fin_score, beams.fin_score.shape[1]
+    bound = beams.alive_logp[:, 0] / limit_penalty
+    done = (fin_score[:, K - 1] > float("-inf")) | (fin_score[:, nbest - 1] >= bound)
+    done |= at_limit.squeeze(1)
+    return done
+
+
+def _drop_done(beams: _Beams, done, parent, state, enc):
+    """The decoder state (each live hypothesis takes its parent's row) and encoder
+    output of the sentences not done; those done leave the batch."""
+    n, K = parent.shape
+    device = parent.device
+    keep = (~done).nonzero().flatten()
+    beam_rows = (keep.unsqueeze(1) * K + parent.index_select(0, keep)).view(-1)
+    state = reorder(state, beam_rows)
+    if keep.shape[0] < n:
+        base = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
+        enc = reorder(enc, base)
+        beams.select(keep)
+    return state, enc
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

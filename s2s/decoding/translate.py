@@ -1,4 +1,4 @@
-"""Translation of raw text (level 5): tokenize, batch by length, search, detokenize.
+"""Translation of raw text: tokenize, batch by length, search, detokenize.
 
 Output order equals input order, one result per line; an empty (or all-whitespace)
 input line gives an empty output without reaching the model. ``beam=None`` decodes
@@ -67,11 +67,42 @@ def translate(
     min_len: int = 0,
     alignments: bool = False,
 ) -> list[Translation]:
+    """Translate ``lines`` (see the module docstring), in batches of similar length."""
     was_training = model.training
     model.eval()
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
-    ids = source_ids(src_tok, [cleaned[i] for i in todo], reverse_source)
+    ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)
+    results = [Translation(texts=[""], scores=[0.0]) for _ in lines]
+    order = length_batches(
+        [len(s) for s in ids], batch_size=batch_size, unit="sentences", pool=1, rng=None
+    )
+    options = dict(
+        beam=beam,
+        nbest=nbest,
+        alpha=alpha,
+        normalize=normalize,
+        min_len=min_len,
+        alignments=alignments,
+    )
+    for batch in order:
+        seqs = [torch.tensor(ids[j]) for j in batch]
+        src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
+        lengths = torch.tensor([len(s) for s in seqs])
+        limit = max_lengths(lengths, max_output_ratio)
+        found = _search(model, src.to(device), lengths, limit, **options)
+        for k, j in enumerate(batch):
+            tokens, scores = found[0][k], found[1][k]
+            texts = [t.replace("\n", " ") for t in tgt_tok.decode(tokens)]
+            result = Translation(texts=texts, scores=scores)
+            if found[2] is not None:
+                result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
+            results[todo[j]] = result
+    model.train(was_training)
+    return results
+
+
+def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:
     # Very long lines are cut to a length the model can handle (0: no limit), and said.
     if max_src_len:
         cut = sum(len(seq) > max_src_len for seq in ids)
@@ -83,44 +114,30 @@ def translate(
                 max_src_len,
             )
             ids = [seq[:max_src_len] for seq in ids]
-    results = [Translation(texts=[""], scores=[0.0]) for _ in lines]
-    order = length_batches(
-        [len(s) for s in ids], batch_size=batch_size, unit="sentences", pool=1, rng=None
+    return ids
+
+
+def _search(model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_len, alignments):
+    """One batch's search: per sentence, the n-best tokens and scores, and their
+    attention (None unless ``alignments``). Greedy unless beam search is asked for."""
+    if beam is None and nbest == 1 and not alignments:
+        hyp = greedy(model, src, lengths, bos=BOS, eos=EOS, max_len=limit)
+        return [[t] for t in hyp.tokens], [[s] for s in hyp.scores], None
+    nb = beam_search(
+        model,
+        src,
+        lengths,
+        bos=BOS,
+        eos=EOS,
+        beam=beam or 1,
+        max_len=limit,
+        min_len=min_len,
+        alpha=alpha,
+        normalize=normalize,
+        nbest=nbest,
+        attention=alignments,
     )
-    for batch in order:
-        seqs = [torch.tensor(ids[j]) for j in batch]
-        src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
-        lengths = torch.tensor([len(s) for s in seqs])
-        limit = max_lengths(lengths, max_output_ratio)
-        src = src.to(device)
-        if beam is None and nbest == 1 and not alignments:
-            hyp = greedy(model, src, lengths, bos=BOS, eos=EOS, max_len=limit)
-            found = [[t] for t in hyp.tokens], [[s] for s in hyp.scores], None
-        else:
-            nb = beam_search(
-                model,
-                src,
-                lengths,
-                bos=BOS,
-                eos=EOS,
-                beam=beam or 1,
-                max_len=limit,
-                min_len=min_len,
-                alpha=alpha,
-                normalize=normalize,
-                nbest=nbest,
-                attention=alignments,
-            )
-            found = nb.tokens, nb.scores, nb.attention
-        for k, j in enumerate(batch):
-            tokens, scores = found[0][k], found[1][k]
-            texts = [t.replace("\n", " ") for t in tgt_tok.decode(tokens)]
-            result = Translation(texts=texts, scores=scores)
-            if found[2] is not None:
-                result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
-            results[todo[j]] = result
-    model.train(was_training)
-    return results
+    return nb.tokens, nb.scores, nb.attention
 
 
 def translate_lines(model, src_tok: Tokenizer, tgt_tok: Tokenizer, lines: list[str], **options):

@@ -1,4 +1,4 @@
-"""Compare variants by BLEU (level 5): ``s2s compare SWEEP.yaml``.
+"""Compare variants by BLEU: ``s2s compare SWEEP.yaml``.
 
 A sweep file names a base config, the variants to compare (named variants, a grid, or
 a random search over config keys) and the seeds to run each with. Every run is an
@@ -35,18 +35,20 @@ import logging
 import math
 import random
 import re
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from s2s import checkpoint
 from s2s import config as config_mod
 from s2s.config import Config
 from s2s.data.corpus import load_split
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError
-from s2s.evaluate import score
+from s2s.experiments.report import markdown, paired_p_value, plot, variant_row
+from s2s.training.checkpoint import atomic_write
+from s2s.training.progress import Progress
+from s2s.translation import checkpoint
+from s2s.translation.scores import score
 
 log = logging.getLogger(__name__)
 
@@ -252,9 +254,9 @@ def evaluate_run(run: Run, split: str, beam: int) -> dict:
         device=device,
     )
     text = "".join(h + "\n" for h in hyps).encode("utf-8")
-    checkpoint.atomic_write(run.folder / f"{split}.hyp", lambda handle: handle.write(text))
+    atomic_write(run.folder / f"{split}.hyp", lambda handle: handle.write(text))
     scores = score(hyps, list(ds["tgt"]))
-    progress = checkpoint.load(run.folder / "last.pt")["progress"]
+    progress = Progress.from_state(checkpoint.load(run.folder / "last.pt")["progress"])
     return {
         "variant": run.variant,
         "seed": run.seed,
@@ -263,9 +265,9 @@ def evaluate_run(run: Run, split: str, beam: int) -> dict:
         "bleu": scores.bleu,
         "chrf": scores.chrf,
         "signature": scores.bleu_signature,
-        "valid_bleu": progress["best_bleu"],
-        "steps": progress["step"],
-        "train_seconds": progress["elapsed"],
+        "valid_bleu": progress.best,
+        "steps": progress.step,
+        "train_seconds": progress.elapsed,
     }
 
 
@@ -287,38 +289,6 @@ def _finished_result(run: Run, split: str, beam: int) -> dict | None:
 # --------------------------------------------------------------------------- report
 
 
-def paired_p_value(
-    baseline: list[str], system: list[str], refs: list[str], test: str, samples: int
-) -> float:
-    """sacrebleu's paired test of BLEU: the p-value that ``system`` differs from
-    ``baseline`` by chance (seeded by SACREBLEU_SEED, 12345 by default).
-
-    sacrebleu follows MultEval in counting only strictly larger shuffled differences,
-    which gives a system with exactly the baseline's BLEU p = 1 / (n + 1), i.e.
-    "significant". A zero difference is no evidence of one: we report p = 1 there."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
-
-    if BLEU().corpus_score(system, [refs]).score == BLEU().corpus_score(baseline, [refs]).score:
-        return 1.0
-
-    quiet = logging.getLogger("sacrebleu")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)
-    try:
-        test_ = PairedTest(
-            [("baseline", baseline), ("system", system)],
-            {"BLEU": BLEU()},
-            references=[refs],
-            test_type=test,
-            n_samples=samples,
-        )
-        _, scores = test_()
-    finally:
-        quiet.setLevel(level)
-    return float(scores["BLEU"][1].p_value)
-
-
 def _read_hyps(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").split("\n")[:-1]
 
@@ -330,8 +300,6 @@ def summarise(sweep: Sweep, runs: list[Run], results: dict[tuple[str, int], dict
     hyps = {(r.variant, r.seed): _read_hyps(r.folder / f"{sweep.split}.hyp") for r in runs}
     rows = []
     for variant, overrides in sweep.variants.items():
-        mine = [results[(variant, s)] for s in sweep.seeds]
-        bleu = [r["bleu"] for r in mine]
         p_values = []
         if variant != sweep.baseline:
             for s in sweep.seeds:
@@ -344,20 +312,8 @@ def summarise(sweep: Sweep, runs: list[Run], results: dict[tuple[str, int], dict
                         sweep.samples,
                     )
                 )
-        rows.append(
-            {
-                "variant": variant,
-                "overrides": overrides,
-                "runs": len(mine),
-                "bleu": bleu,
-                "bleu_mean": statistics.fmean(bleu),
-                "bleu_std": statistics.stdev(bleu) if len(bleu) > 1 else 0.0,
-                "bleu_max": max(bleu),
-                "chrf_mean": statistics.fmean(r["chrf"] for r in mine),
-                "valid_bleu_mean": statistics.fmean(r["valid_bleu"] for r in mine),
-                "p_values": p_values,
-            }
-        )
+        mine = [results[(variant, s)] for s in sweep.seeds]
+        rows.append(variant_row(variant, overrides, mine, p_values))
     base_mean = next(r["bleu_mean"] for r in rows if r["variant"] == sweep.baseline)
     for row in rows:
         row["delta"] = row["bleu_mean"] - base_mean
@@ -372,64 +328,12 @@ def summarise(sweep: Sweep, runs: list[Run], results: dict[tuple[str, int], dict
     }
 
 
-def markdown(report: dict) -> str:
-    test = {"ar": "approximate randomization", "bs": "paired bootstrap"}[report["significance"]]
-    lines = [
-        f"# Comparison on {report['split']} (beam {report['beam']}, seeds "
-        f"{', '.join(map(str, report['seeds']))})",
-        "",
-        "| variant | BLEU mean ± std (max) | Δ vs baseline | chrF | valid BLEU | p per seed |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for row in report["variants"]:
-        if row["variant"] == report["baseline"]:
-            p_text, delta = "baseline", "—"
-        else:
-            below = sum(p < 0.05 for p in row["p_values"])
-            p_text = ", ".join(f"{p:.3f}" for p in row["p_values"])
-            p_text += f" ({below}/{len(row['p_values'])} < 0.05)"
-            delta = f"{row['delta']:+.2f}"
-        lines.append(
-            f"| {row['variant']} | {row['bleu_mean']:.2f} ± {row['bleu_std']:.2f} "
-            f"({row['bleu_max']:.2f}) | {delta} | {row['chrf_mean']:.2f} | "
-            f"{row['valid_bleu_mean']:.2f} | {p_text} |"
-        )
-    lines += [
-        "",
-        f"std: sample standard deviation over seeds. p: sacrebleu's paired {test} test of "
-        "BLEU against the baseline run with the same seed.",
-        f"BLEU signature: {report['signature']}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["variants"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows)), 3.5))
-    xs = range(len(rows))
-    ax.bar(xs, [r["bleu_mean"] for r in rows], yerr=[r["bleu_std"] for r in rows], capsize=4)
-    for x, row in zip(xs, rows):
-        ax.plot([x] * len(row["bleu"]), row["bleu"], "k.", alpha=0.6)
-    ax.set_xticks(list(xs), [r["variant"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel(f"{report['split']} BLEU")
-    ax.set_title("mean ± std over seeds (dots: runs)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 # --------------------------------------------------------------------------- all
 
 
 def _write_json(path: Path, value: Any) -> None:
     data = json.dumps(value, indent=1).encode("utf-8")
-    checkpoint.atomic_write(path, lambda handle: handle.write(data))
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def compare(
@@ -439,7 +343,7 @@ def compare(
     train_run: Callable[[Config, Path], Any] | None = None,
 ) -> dict:
     """Train and evaluate every run not finished yet, then write the report."""
-    from s2s.train import train
+    from s2s.translation import train
 
     out = Path(out)
     runs = plan(sweep, out)
@@ -457,6 +361,6 @@ def compare(
     report = summarise(sweep, runs, results)
     _write_json(out / "report.json", report)
     page = markdown(report).encode("utf-8")
-    checkpoint.atomic_write(out / "report.md", lambda h: h.write(page))
+    atomic_write(out / "report.md", lambda h: h.write(page))
     plot(report, out / "compare.png")
     return report

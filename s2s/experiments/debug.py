@@ -1,4 +1,4 @@
-"""Debugging a model that does not learn (level 5): the checks to run first.
+"""Debugging a model that does not learn: the checks to run first.
 
 - ``overfit``: train on one small batch with regularisation off; a correct model
   drives the loss to near zero, a broken one (masking, shifting, wiring) does not.
@@ -23,9 +23,9 @@ from s2s.data.corpus import Batch, collate, encode_corpus, load_split
 from s2s.data.tokenize import train_tokenizers
 from s2s.errors import DataError
 from s2s.nn.seq2seq import Seq2Seq, build_model
-from s2s.train import batch_loss
 from s2s.training.optim import make_optimizer
 from s2s.training.runfolder import resolve_device
+from s2s.translation.objective import batch_loss
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Attention (level 1): one base that masks, normalises and mixes; variants score.
+"""Attention: one base that masks, normalises and mixes; variants score.
 
 Queries attend over encoder states ("keys", which are also the values). Keys are
 projected once per source batch by ``prepare``; ``forward`` then runs for any number of

@@ -1,4 +1,4 @@
-"""Recurrent cells and the stacked recurrent layer (level 1).
+"""Recurrent cells and the stacked recurrent layer.
 
 Each layer is one fused ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` kernel, so a whole
 sequence (padded or packed) runs without a Python step loop; the decoder calls the same

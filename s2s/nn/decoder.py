@@ -1,4 +1,4 @@
-"""The decoder (level 2): embeddings, a recurrent stack, attention, output layer.
+"""The decoder: embeddings, a recurrent stack, attention, output layer.
 
 Luong et al. 2015 layout: the recurrent stack reads the previous target token (and,
 with input feeding, the previous attentional vector); attention uses its top output as

@@ -1,4 +1,4 @@
-"""The encoder (level 2): embeddings and a (bi)directional recurrent stack.
+"""The encoder: embeddings and a (bi)directional recurrent stack.
 
 Sources run packed through the fused kernels, so padding never enters the recurrence
 and the backward direction starts at each sentence's real end.

@@ -1,4 +1,4 @@
-"""Weight initialisation (level 1): every initialiser lives here.
+"""Weight initialisation: every initialiser lives here.
 
 The default scheme draws each weight from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), where
 fan_in is the input width of the matrix (the last dimension), and zeroes biases. An

@@ -1,4 +1,4 @@
-"""The sequence-to-sequence model (level 3) and the one builder from config.
+"""The sequence-to-sequence model and the one builder from config.
 
 ``Seq2Seq`` is also the "stepper" that search drives: ``encode``, ``init_state`` and
 ``step`` (log-probabilities for the next token from an explicit state).

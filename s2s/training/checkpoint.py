@@ -1,4 +1,4 @@
-"""Checkpoint files (level 3): written atomically, loaded safely, versioned.
+"""Checkpoint files: written atomically, loaded safely, versioned.
 
 Files are written to a temporary name, fsynced and renamed, so a crash mid-save leaves
 the previous file intact; they are loaded with ``weights_only=True``, which runs no

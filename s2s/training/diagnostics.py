@@ -1,4 +1,4 @@
-"""Diagnostics that catch a broken run early (level 5): where a non-finite value first
+"""Diagnostics that catch a broken run early: where a non-finite value first
 appears, the size of each update relative to its weights, and activation histograms.
 
 Parameters are grouped by module path (``encoder.rnn``, ``decoder.output``, ...): the

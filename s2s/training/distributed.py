@@ -1,4 +1,4 @@
-"""Data-parallel training across processes with ``torch.distributed`` (level 5, for train).
+"""Data-parallel training across processes with ``torch.distributed``.
 
 ``torchrun --nproc_per_node N -m s2s train CONFIG --out RUN`` starts N processes; each
 reads ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` from its environment. Every process

@@ -1,5 +1,5 @@
-"""Optimizers (level 3): Adam, AdamW or SGD over parameter groups with learning-rate
-multipliers by name prefix. Both trainers build theirs here."""
+"""Optimizers: Adam, AdamW or SGD over parameter groups with learning-rate
+multipliers by name prefix; the engine builds one for every task."""
 
 from __future__ import annotations
 

@@ -1,14 +1,15 @@
-"""The run folder (level 3): created or checked before a run, resumable, one writer.
+"""The run folder: created or checked before a run, resumable, one writer.
 
 ``prepare_run_dir`` creates a run folder or checks that it holds a run of the same
 config (stopping limits and devices may change between sessions), and takes its lock;
 the other helpers keep ``metrics.jsonl`` one history, route stop signals, check disk
-space and list kept step checkpoints. Both trainers use them.
+space and keep step checkpoints. The engine uses them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -144,3 +145,18 @@ def step_checkpoints(out: Path) -> list[Path]:
         if number.isdigit():
             found.append((int(number), path))
     return [path for _, path in sorted(found)]
+
+
+def keep_step_checkpoint(out: Path, step: int, keep: int) -> None:
+    """Keep last.pt as step-STEP.pt (a hard link: no second write) and delete the
+    ones beyond ``keep`` (train.keep_checkpoints), oldest first."""
+    if keep <= 0:
+        return
+    target = out / f"step-{step}.pt"
+    target.unlink(missing_ok=True)
+    try:
+        os.link(out / "last.pt", target)
+    except OSError:
+        shutil.copyfile(out / "last.pt", target)
+    for old in step_checkpoints(out)[:-keep]:
+        old.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Schedules (level 0): pure functions of the training step.
+"""Schedules: pure functions of the training step.
 
 The learning rate for the update made at ``step`` (0-based count of updates already
 done) and the teacher-forcing probability of scheduled sampling. No state lives here:

@@ -1,4 +1,4 @@
-"""Scoring (level 5): corpus BLEU and chrF through sacrebleu, with signatures."""
+"""Scoring translations: corpus BLEU and chrF through sacrebleu, with signatures."""
 
 from __future__ import annotations
 

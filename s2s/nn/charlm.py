@@ -1,73 +1,23 @@
-"""Character / byte language models (level 3): the model, its units, sampling, features.
-
-A ``CharLM`` is an embedding, the same ``RecurrentStack`` the encoder and decoder use
-(any cell: LSTM, GRU, vanilla, peephole / layer-norm / multiplicative LSTM), and an
-output layer over the units. Units are the 256 byte values (``unit: byte``, any
-encoding, as Radford et al. 2017 train theirs) or the characters of the training text
-(``unit: char``, with one extra id for characters it never saw). ``features`` reads
-texts and returns the top layer's final hidden state, for probes such as sentiment
-(Radford et al. 2017) and for initialising other models.
+"""The character / byte language model: an embedding, the same ``RecurrentStack`` the
+encoder and decoder use (any cell: LSTM, GRU, vanilla, peephole / layer-norm /
+multiplicative LSTM), and an output layer over the units (``s2s.data.units``). Also
+what another model needs to start from one: rebuilding it from a checkpoint's payload,
+and copying its stack and embedding rows into an encoder or decoder.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from s2s.config import LMModelConfig
-from s2s.errors import ConfigError
+from s2s.config import LMConfig, LMModelConfig, lm_from_dict
+from s2s.data.units import Units
+from s2s.errors import CheckpointError, ConfigError
 from s2s.nn.cells import RecurrentStack, is_lstm
 from s2s.nn.init import initialize
 
-UNKNOWN = "\ufffd"  # char units: id 0, for characters the training text lacked
-
-
-@dataclass(frozen=True)
-class Units:
-    """The LM's vocabulary: bytes, or a list of characters (id 0 = unknown)."""
-
-    kind: str
-    chars: tuple[str, ...] = ()
-    encoding: str = "utf-8"
-
-    @classmethod
-    def fit(cls, kind: str, raw: bytes, encoding: str) -> Units:
-        if kind == "byte":
-            return cls("byte", encoding=encoding)
-        text = raw.decode(encoding)
-        return cls("char", (UNKNOWN, *sorted(set(text) - {UNKNOWN})), encoding)
-
-    @property
-    def size(self) -> int:
-        return 256 if self.kind == "byte" else len(self.chars)
-
-    def encode_raw(self, raw: bytes, encoding: str | None = None) -> list[int]:
-        """Ids of file contents: byte units take the bytes as they are; char units
-        decode them (with ``encoding``, default the training text's)."""
-        if self.kind == "byte":
-            return list(raw)
-        return self.encode(raw.decode(encoding or self.encoding))
-
-    def encode(self, text: str) -> list[int]:
-        if self.kind == "byte":
-            return list(text.encode(self.encoding, errors="replace"))
-        index = {c: i for i, c in enumerate(self.chars)}
-        return [index.get(c, 0) for c in text]
-
-    def decode(self, ids: list[int]) -> str:
-        if self.kind == "byte":
-            return bytes(ids).decode(self.encoding, errors="replace")
-        return "".join(self.chars[i] for i in ids)
-
-    def state(self) -> dict:
-        return {"kind": self.kind, "chars": list(self.chars), "encoding": self.encoding}
-
-    @classmethod
-    def from_state(cls, state: dict) -> Units:
-        return cls(state["kind"], tuple(state["chars"]), state["encoding"])
+KIND = "charlm"  # the "kind" of a char-LM checkpoint payload
 
 
 class CharLM(nn.Module):
@@ -133,52 +83,21 @@ def build_lm(cfg: LMModelConfig, vocab: int) -> CharLM:
     return model
 
 
-@torch.no_grad()
-def sample(
-    model: CharLM,
-    units: Units,
-    *,
-    prime: str = "",
-    length: int = 200,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> str:
-    """``length`` units drawn one at a time from softmax(logits / temperature) after
-    reading ``prime`` (temperature 0: the argmax). Returns the generated text only."""
-    model.eval()
-    device = model.output.weight.device
-    ids = units.encode(prime) or [ord("\n") if units.kind == "byte" else 0]
-    state = None
-    logits, state = model(torch.tensor([ids], device=device), state)
-    out = []
-    for _ in range(length):
-        last = logits[0, -1].float()
-        if temperature <= 0:
-            nxt = int(last.argmax())
-        else:
-            probs = torch.softmax(last / temperature, dim=-1).cpu()
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
-        out.append(nxt)
-        logits, state = model(torch.tensor([[nxt]], device=device), state)
-    return units.decode(out)
-
-
-@torch.no_grad()
-def sequence_features(
-    model: CharLM, sequences: list[list[int]], *, batch_size: int = 64
-) -> torch.Tensor:
-    """``features`` of each id sequence (an empty one reads id 0): (len(sequences), hidden)."""
-    model.eval()
-    device = model.output.weight.device
-    rows = []
-    for start in range(0, len(sequences), batch_size):
-        seqs = [s or [0] for s in sequences[start : start + batch_size]]
-        lengths = torch.tensor([len(s) for s in seqs])
-        ids = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = torch.tensor(s)
-        rows.append(model.features(ids.to(device), lengths).float().cpu())
-    return torch.cat(rows)
+def lm_from_payload(payload: dict, path: object) -> tuple[CharLM, Units, LMConfig]:
+    """The model, units and config a char-LM checkpoint's payload holds (eval mode);
+    ``path`` names the file in errors."""
+    if payload.get("kind") != KIND:
+        raise CheckpointError(f"{path} is not a char language-model checkpoint (s2s charlm train)")
+    cfg = lm_from_dict(payload["config"])
+    units = Units.from_state(payload["units"])
+    model = build_lm(cfg.model, units.size)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model: {err}".splitlines()[0]
+        ) from None
+    return model.eval(), units, cfg
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Translation checkpoints (level 4): the config, tokenizers and model a checkpoint holds.
+"""Translation checkpoints: the config, tokenizers and model a checkpoint holds.
 
 A translation checkpoint holds the resolved config, both tokenizers, the model weights,
 optimizer and scheduler state, the step and data position, and RNG states: enough to
@@ -18,15 +18,20 @@ from s2s import config as config_mod
 from s2s.data.tokenize import Tokenizer, from_state
 from s2s.errors import CheckpointError, S2SError
 from s2s.nn.seq2seq import Seq2Seq, build_model
-from s2s.training.checkpoint import (  # noqa: F401 (callers use checkpoint.load etc.)
-    FORMAT,
-    VERSION,
-    atomic_write,
-    load,
-    restore_rng,
-    rng_state,
-    save,
-)
+from s2s.training.checkpoint import load, save
+
+__all__ = [  # load and save: the files themselves, for callers that hold this module
+    "Loaded",
+    "average",
+    "check_compatible",
+    "config_of",
+    "load",
+    "load_for_translation",
+    "model_of",
+    "save",
+    "tokenizer_states",
+    "tokenizers_of",
+]
 
 
 def config_of(payload: dict) -> config_mod.Config:

@@ -1,0 +1,63 @@
+"""Plain text for character language models: files read as bytes (plain or gzipped),
+cut to a byte limit, labelled line files for probes, and the contiguous streams that
+truncated backpropagation through time reads."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import torch
+
+from s2s.errors import DataError
+
+
+def read_raw(path: str | Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"text file not found: {path}")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(f"{path} is not a valid gzip file: {err}") from None
+    return raw
+
+
+def cut(raw: bytes, limit: int, encoding: str | None) -> bytes:
+    """The first ``limit`` bytes, less a character the cut split in two (char units)."""
+    head = raw[:limit]
+    if encoding is None or len(head) == len(raw):
+        return head
+    for drop in range(4):
+        try:
+            head[: len(head) - drop].decode(encoding)
+            return head[: len(head) - drop]
+        except UnicodeDecodeError:
+            continue
+    return head  # invalid earlier on: reported where the text is decoded
+
+
+def streams(ids: list[int], count: int, name: str) -> torch.Tensor:
+    """``ids`` cut into ``count`` contiguous rows of equal length (the rest dropped)."""
+    width = len(ids) // count
+    if width < 2:
+        raise DataError(
+            f"the {name} text has {len(ids)} units: too few for {count} streams "
+            "(lower train.batch_size or use more text)"
+        )
+    return torch.tensor(ids[: width * count], dtype=torch.long).view(count, width)
+
+
+def read_labelled(pos: str | Path, neg: str | Path) -> tuple[list[bytes], list[int]]:
+    """Non-empty lines of two files (raw bytes, any encoding), labelled 1 and 0."""
+    texts, labels = [], []
+    for path, label in ((pos, 1), (neg, 0)):
+        lines = [line.rstrip(b"\r") for line in read_raw(path).split(b"\n")]
+        lines = [line for line in lines if line.strip()]
+        if not lines:
+            raise DataError(f"{path} has no non-empty lines")
+        texts += lines
+        labels += [label] * len(lines)
+    return texts, labels

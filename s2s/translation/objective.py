@@ -1,0 +1,68 @@
+"""The translation objective: how a batch of sentence pairs becomes a loss.
+
+Cross-entropy over the target tokens (padding excluded), with label smoothing,
+scheduled sampling (the teacher probability and mode go to the model) and word-level
+knowledge distillation from a teacher model; and the per-token validation loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from s2s.data.corpus import Batch, Corpus, collate, length_batches
+from s2s.data.tokenize import PAD
+from s2s.nn.seq2seq import Seq2Seq
+
+
+def batch_loss(
+    model: Seq2Seq,
+    batch: Batch,
+    label_smoothing: float = 0.0,
+    *,
+    teacher_prob: float = 1.0,
+    sample: bool = False,
+    parallel: bool = False,
+    teacher: Seq2Seq | None = None,
+    temperature: float = 1.0,
+    distill_weight: float = 0.0,
+) -> torch.Tensor:
+    """Summed cross-entropy over the target tokens of a batch (padding excluded); with a
+    ``teacher``, mixed with the cross-entropy to its softened distribution."""
+    features = model(
+        batch.src,
+        batch.src_lengths,
+        batch.tgt_in,
+        teacher_prob=teacher_prob,
+        sample=sample,
+        parallel=parallel,
+    )  # (batch, tgt_len, out)
+    mask = batch.tgt_out != PAD
+    logits = model.logits(features[mask])  # (tokens, vocab): none spent on padding
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # the softmax in float32 under mixed precision
+    loss = F.cross_entropy(
+        logits, batch.tgt_out[mask], reduction="sum", label_smoothing=label_smoothing
+    )
+    if teacher is None or distill_weight == 0.0:
+        return loss
+    with torch.no_grad():
+        t_features = teacher(batch.src, batch.src_lengths, batch.tgt_in)
+        target = torch.softmax(teacher.logits(t_features[mask]).to(logits.dtype) / temperature, -1)
+    # Hinton et al. 2015, §2: soft-target gradients scale as 1/T^2, hence the T^2.
+    soft = -(target * torch.log_softmax(logits / temperature, dim=-1)).sum()
+    return (1.0 - distill_weight) * loss + distill_weight * temperature**2 * soft
+
+
+@torch.no_grad()
+def validation_loss(model: Seq2Seq, corpus: Corpus, device: torch.device, batch_size: int) -> float:
+    was_training = model.training
+    model.eval()
+    lengths = [max(len(s), len(t) + 1) for s, t in zip(corpus.src, corpus.tgt)]
+    total, tokens = 0.0, 0
+    for idx in length_batches(lengths, batch_size=batch_size, unit="sentences", pool=1, rng=None):
+        batch = collate(corpus, idx).to(device)
+        total += float(batch_loss(model, batch))
+        tokens += batch.n_tokens
+    model.train(was_training)
+    return total / max(1, tokens)

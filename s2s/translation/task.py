@@ -1,0 +1,195 @@
+"""Translation as a task of the training engine (``s2s.training.task``).
+
+It reads the parallel corpus, trains the tokenizers (or takes them from the run's
+checkpoint or the distillation teacher), builds the ``Seq2Seq`` model (optionally
+from a char LM, ``model.charlm``), and hands the engine length-bucketed batches, their
+loss (``s2s.translation.objective``) and a validation score: corpus BLEU of the
+validation set decoded greedily or by beam search, with the per-token loss and chrF.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from s2s import config as config_mod
+from s2s.config import Config
+from s2s.data.corpus import collate, encode_corpus, epoch_batches, load_split
+from s2s.data.tokenize import save_tokenizers, train_tokenizers
+from s2s.decoding.translate import translate_lines
+from s2s.errors import ConfigError, DataError
+from s2s.nn.seq2seq import Seq2Seq, build_model
+from s2s.training import distributed
+from s2s.training.schedules import teacher_forcing
+from s2s.training.task import Run
+from s2s.translation import checkpoint
+from s2s.translation.objective import batch_loss, validation_loss
+from s2s.translation.scores import score
+from s2s.translation.transfer import from_charlm
+
+log = logging.getLogger(__name__)
+
+
+class TranslationTask:
+    """Sentence pairs in, a ``Seq2Seq`` model out; scored by validation BLEU."""
+
+    kind = "seq2seq"
+    metric, metric_key, higher_is_better = "BLEU", "bleu", True
+    unit = "tokens"
+    parse = staticmethod(config_mod.from_dict)
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self, run: Run, payload: dict | None) -> Seq2Seq:
+        cfg, d = self.cfg, self.cfg.data
+        self.run = run
+        train_ds = load_split(d, "train")
+        if len(train_ds) == 0:
+            raise DataError(f"training set is empty: {d.train}")
+        valid_ds = load_split(d, "valid")
+        self.src_tok, self.tgt_tok = self._tokenizers(run, payload, train_ds)
+        self.train_corpus = encode_corpus(
+            train_ds,
+            self.src_tok,
+            self.tgt_tok,
+            reverse_source=d.reverse_source,
+            max_len=d.max_len,
+            drop_empty=True,
+            long_pairs=d.long_pairs,
+            name="train",
+        )
+        if len(self.train_corpus) == 0:
+            raise DataError(
+                f"training set is empty after dropping empty and over-long pairs: {d.train}"
+            )
+        self.valid_corpus = encode_corpus(
+            valid_ds, self.src_tok, self.tgt_tok, reverse_source=d.reverse_source, name="valid"
+        )
+        self.valid_src = list(valid_ds["src"])
+        self.valid_ref = list(valid_ds["tgt"])
+        log.info(
+            "train %d pairs, valid %d pairs, vocab src %d tgt %d",
+            len(self.train_corpus),
+            len(self.valid_corpus),
+            self.src_tok.vocab_size,
+            self.tgt_tok.vocab_size,
+        )
+        self.model = build_model(
+            cfg.model, src_vocab=self.src_tok.vocab_size, tgt_vocab=self.tgt_tok.vocab_size
+        ).to(run.device)
+        if cfg.model.charlm and payload is None:
+            from_charlm(self.model, cfg.model, self.src_tok, self.tgt_tok)
+        self.teacher = self._load_teacher() if cfg.train.distill.teacher else None
+        return self.model
+
+    def _tokenizers(self, run: Run, payload: dict | None, train_ds):
+        """From the checkpoint when resuming, from the teacher when distilling, else
+        trained on the training set (by rank 0, which sends them to the others)."""
+        cfg, dist = self.cfg, run.dist
+        if payload is not None:
+            return checkpoint.tokenizers_of(payload)
+        if cfg.train.distill.teacher:  # a student reads and writes its teacher's tokens
+            toks = checkpoint.tokenizers_of(checkpoint.load(cfg.train.distill.teacher))
+            if dist.main:
+                save_tokenizers(*toks, run.out)
+            return toks
+        if not dist.main:  # rank 0 trains them
+            states = distributed.broadcast(dist, None)
+            return checkpoint.tokenizers_of({"tokenizers": states})
+        keep = [
+            i
+            for i, (s, g) in enumerate(zip(train_ds["src"], train_ds["tgt"]))
+            if s.strip() and g.strip()
+        ]
+        if not keep:
+            raise DataError(f"training set has only empty lines: {cfg.data.train}")
+        sub = train_ds.select(keep)
+        src_tok, tgt_tok = train_tokenizers(cfg.data.tokenizer, list(sub["src"]), list(sub["tgt"]))
+        save_tokenizers(src_tok, tgt_tok, run.out)
+        distributed.broadcast(dist, checkpoint.tokenizer_states(src_tok, tgt_tok))
+        return src_tok, tgt_tok
+
+    def _load_teacher(self) -> Seq2Seq:
+        path = self.cfg.train.distill.teacher
+        teacher = checkpoint.load_for_translation(path)
+        if teacher.tgt_tok.vocabulary() != self.tgt_tok.vocabulary():
+            raise ConfigError(
+                f"train.distill.teacher {path}: its target vocabulary differs from this run's"
+            )
+        if teacher.src_tok.vocabulary() != self.src_tok.vocabulary():
+            raise ConfigError(
+                f"train.distill.teacher {path}: its source tokenizer differs from this run's"
+            )
+        model = teacher.model.to(self.run.device).eval()
+        for param in model.parameters():
+            param.requires_grad_(False)
+        return model
+
+    # ------------------------------------------------------------------ training
+    def epoch(self, epoch: int) -> list[list[int]]:
+        return epoch_batches(self.train_corpus, self.cfg.data, self.cfg.train.seed, epoch)
+
+    def batch(self, indices: list[int]):
+        return collate(self.train_corpus, indices).to(self.run.device)
+
+    def teacher_prob(self, step: int) -> float:
+        ss = self.cfg.train.scheduled_sampling
+        return teacher_forcing(step, decay=ss.decay, k=ss.k, c=ss.c, minimum=ss.minimum)
+
+    def loss(self, batch, step: int) -> torch.Tensor:
+        t = self.cfg.train
+        return batch_loss(
+            self.model,
+            batch,
+            t.label_smoothing,
+            teacher_prob=self.teacher_prob(step),
+            sample=t.scheduled_sampling.sample,
+            parallel=t.scheduled_sampling.mode == "parallel",
+            teacher=self.teacher,
+            temperature=t.distill.temperature,
+            distill_weight=t.distill.weight,
+        )
+
+    def train_fields(self, step: int, loss: float) -> dict:
+        return {"loss": loss, "teacher_prob": self.teacher_prob(step)}
+
+    def row_normed(self) -> list[torch.Tensor]:
+        """Max-norm rows: every embedding and the output layer."""
+        rows = [m.weight for m in self.model.modules() if isinstance(m, torch.nn.Embedding)]
+        return rows + [self.model.decoder.output.weight]
+
+    def end_epoch(self) -> None:
+        pass  # nothing is carried from one epoch to the next
+
+    # ------------------------------------------------------------------ validation
+    def evaluate(self) -> tuple[float, dict]:
+        t = self.cfg.train
+        loss = validation_loss(self.model, self.valid_corpus, self.run.device, t.valid_batch_size)
+        hyps = translate_lines(
+            self.model,
+            self.src_tok,
+            self.tgt_tok,
+            self.valid_src,
+            reverse_source=self.cfg.data.reverse_source,
+            batch_size=t.valid_batch_size,
+            max_output_ratio=t.max_output_ratio,
+            beam=t.valid_beam if t.valid_beam > 1 else None,
+            device=self.run.device,
+        )
+        scores = score(hyps, self.valid_ref)
+        fields = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
+        return scores.bleu, fields | {"bleu": scores.bleu, "chrf": scores.chrf}
+
+    def describe(self, f: dict) -> str:
+        return f"loss {f['loss']:.3f} ppl {f['ppl']:.2f} BLEU {f['bleu']:.2f} chrF {f['chrf']:.2f}"
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {"tokenizers": checkpoint.tokenizer_states(self.src_tok, self.tgt_tok)}
+
+    def restore(self, payload: dict) -> None:
+        pass  # the tokenizers came from the payload in prepare()
