@@ -2,7 +2,8 @@
 # Training speed of REV's code against this checkout, back to back on this machine
 # (speeds are only comparable within one session): trains CONFIG (default
 # configs/multi30k_en_de.yaml) for STEPS updates (default 300, no validation until the
-# end) with each, and prints each run's summary (median tokens/s over log windows).
+# end, constant learning rate) with each, and prints each run's summary (median
+# tokens/s over log windows).
 # REV's code runs from a git worktree. Usage: scripts/bench_ab.sh REV [STEPS] [CONFIG] [OUT]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +24,8 @@ for side in before after; do
   rm -rf "$out/$side-run"
   start=$(date +%s)
   PYTHONPATH=$code "$python" -m s2s -q train "$config" --out "$out/$side-run" \
-    train.max_steps="$steps" train.valid_every=1000000 train.save_every=1000000
+    train.max_steps="$steps" train.valid_every=1000000 train.save_every=1000000 \
+    train.lr_schedule=constant  # a decay that starts later than STEPS would be an error
   echo "$side ($( [ "$side" = before ] && echo "$rev" || git -C "$here" rev-parse --short HEAD)):" \
     "wall_s $(($(date +%s) - start))  $("$python" "$here/scripts/run_summary.py" "$out/$side-run")"
 done
