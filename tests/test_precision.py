@@ -135,3 +135,47 @@ def test_clipping_by_value_does_not_hide_infinite_gradients(tmp_path, tiny_corpu
     where = trainer._update([collate(trainer.task.train_corpus, [0, 1])]).nonfinite
     assert where is not None and "decoder.output.bias" in where
     assert torch.equal(trainer.model.decoder.output.bias, before)  # not applied
+
+
+BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
+
+
+@pytest.mark.parametrize(
+    "device, autocast, fused, packed, cpu_bf16, expected",
+    [
+        ("cpu", None, True, False, True, None),  # no autocast: nothing to decide
+        ("cpu", BF16, True, False, True, None),  # padded, fused, bf16 CPU: the bf16 kernel
+        ("cpu", BF16, True, True, True, FP32),  # packed: oneDNN runs float32 anyway
+        ("cpu", BF16, True, False, False, FP32),  # no bf16 instructions: the kernel fails
+        ("cpu", BF16, False, False, True, FP32),  # step loops (peephole, ...): float32
+        ("cpu", FP16, True, False, True, FP32),
+        ("cuda", BF16, True, False, False, FP32),  # cuDNN's wrapper would run fp16, unscaled
+        ("cuda", FP16, True, True, False, None),  # fp16 with the loss scaler
+    ],
+)
+def test_the_recurrent_dtype_is_a_plain_choice(device, autocast, fused, packed, cpu_bf16, expected):
+    from s2s.nn.precision import recurrent_dtype
+
+    got = recurrent_dtype(device, autocast, fused=fused, packed=packed, cpu_bf16=cpu_bf16)
+    assert got == expected
+
+
+def test_bf16_runs_the_decoders_recurrent_kernel_in_bf16_where_the_cpu_has_it(
+    tmp_path, tiny_corpus
+):
+    """The encoder reads packed sources (float32 kernels); the decoder's padded input
+    runs in bfloat16 exactly when this CPU lists bf16 instructions."""
+    from s2s.nn.precision import cpu_has_bf16
+
+    trainer = make_trainer(tmp_path, tiny_corpus, "bf16", precision="bf16")
+    seen = {}
+    for name in ("encoder", "decoder"):
+        rnn = getattr(trainer.model, name).rnn.layers[0]
+        rnn.register_forward_hook(
+            lambda module, inputs, output, name=name: seen.update({name: output[0]}) or None
+        )
+    from s2s.data.corpus import collate
+
+    trainer._update([collate(trainer.task.train_corpus, [0, 1, 2, 3])])
+    assert seen["encoder"].data.dtype == FP32
+    assert seen["decoder"].dtype == (BF16 if cpu_has_bf16() else FP32)

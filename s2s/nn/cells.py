@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from s2s.config import ACTIVATIONS, CELLS, STACKINGS
+from s2s.nn.precision import cpu_has_bf16, recurrent_dtype
 
 # A layer's recurrent state: h for GRU / vanilla RNN, (h, c) for LSTM;
 # each tensor is (directions, batch, hidden).
@@ -222,13 +223,22 @@ def _float_state(state):
 
 
 def run_layer(rnn: nn.Module, inp: Sequence, state) -> tuple[Sequence, LayerState]:
-    """One recurrent layer. Under CPU autocast (train.precision: bf16) it runs in
-    float32: oneDNN's bfloat16 LSTM kernel fails on CPUs without avx512_bf16 and runs
-    packed input in float32 anyway, so this keeps results the same on every CPU. On
-    CUDA the fused kernels take the autocast dtype."""
+    """One recurrent layer, in the dtype ``recurrent_dtype`` picks under autocast
+    (``s2s.nn.precision``: bf16 where the kernel and the CPU pay for it, else float32)."""
     data = _data(inp)
-    if data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        with torch.autocast("cpu", enabled=False):
+    device = data.device.type
+    autocast = None
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        autocast = torch.get_autocast_dtype(device)
+    dtype = recurrent_dtype(
+        device,
+        autocast,
+        fused=isinstance(rnn, (nn.LSTM, nn.GRU, nn.RNN)),
+        packed=isinstance(inp, PackedSequence),
+        cpu_bf16=cpu_has_bf16(),
+    )
+    if dtype == torch.float32:
+        with torch.autocast(device, enabled=False):
             return rnn(_with_data(inp, data.float()), _float_state(state))
     return rnn(inp, state)
 

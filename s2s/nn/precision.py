@@ -1,0 +1,44 @@
+"""Which dtype a recurrent layer runs in under mixed precision, decided by one plain
+function of the device, the autocast dtype, the input's form and the hardware.
+
+Measured, not assumed (``scripts/bench_rnn_precision.py``): on a CPU with bf16
+instructions (avx512_bf16 or AMX) oneDNN's fused LSTM runs padded input in bfloat16
+about 2.3x faster than float32, forward and backward; packed input it runs in float32
+whatever autocast asks; on CPUs without bf16 instructions its bfloat16 kernel fails.
+On CUDA, PyTorch's cuDNN RNN autocast wrapper casts to float16 whatever the autocast
+dtype, so under bf16 autocast a fused layer would run in fp16 with no loss scaling:
+there it runs in float32 until bf16 recurrence is measured on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import torch
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU lists bf16 instructions (read at run time: machines differ)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(re.search(rf"\b{flag}\b", flags) for flag in BF16_FLAGS)
+
+
+def recurrent_dtype(
+    device: str, autocast: torch.dtype | None, *, fused: bool, packed: bool, cpu_bf16: bool
+) -> torch.dtype | None:
+    """The dtype a recurrent layer computes in: None means as the surrounding autocast
+    (or its absence) gives, float32 means autocast off for this layer."""
+    if autocast is None:
+        return None
+    if device == "cuda":
+        return None if autocast == torch.float16 else torch.float32
+    fast = autocast == torch.bfloat16 and fused and not packed and cpu_bf16
+    return None if fast else torch.float32
