@@ -752,8 +752,8 @@ MUTANTS = [
         "lm-state-not-carried",
         "TBPTT carries the state",
         LT,
-        "        self.carry = detach(state)",
-        "        self.carry = None",
+        "        self.next = detach(state)",
+        "        self.next = None",
         "test_charlm.py",
     ),
     m(

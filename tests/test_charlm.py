@@ -226,15 +226,19 @@ def test_the_logged_learning_rate_is_the_one_each_update_used(tmp_path, periodic
 
 def test_a_non_finite_step_is_skipped_as_in_translation(tmp_path, periodic, monkeypatch):
     """The char LM trains on the shared engine: a NaN loss skips that update (the
-    weights stay), halves the learning rate, and training goes on."""
+    weights stay), halves the learning rate, and training goes on from a fresh state
+    (the skipped window's state may hold the NaN)."""
     from s2s.charlm.task import LMTask
 
     real, calls = LMTask.loss, []
 
-    def poisoned(self, batch, step):
+    def poisoned(self, batch, step):  # the second window's loss and state are NaN
         calls.append(step)
         loss = real(self, batch, step)
-        return loss * float("nan") if len(calls) == 2 else loss
+        if len(calls) == 2:
+            self.next = torch.utils._pytree.tree_map(lambda x: x * float("nan"), self.next)
+            return loss * float("nan")
+        return loss
 
     monkeypatch.setattr(LMTask, "loss", poisoned)
     trainer = LMTrainer(lm_config(periodic, max_steps=2, threads=1, log_every=1), tmp_path / "run")
@@ -242,6 +246,7 @@ def test_a_non_finite_step_is_skipped_as_in_translation(tmp_path, periodic, monk
     trainer.on_step = lambda r: seen.append(trainer.model.output.bias.detach().clone())
     trainer.run()
     assert len(seen) == 1 and torch.equal(trainer.model.output.bias, seen[0])  # 2 skipped
+    assert trainer.task.carry is None
     result = train_lm(lm_config(periodic, max_steps=4, threads=1, log_every=1), tmp_path / "run")
     assert result["step"] == 4  # ... and training goes on
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

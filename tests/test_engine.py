@@ -79,6 +79,9 @@ class Regression:
     def restore(self, payload: dict) -> None:
         assert payload["toy"] == 1
 
+    def after_update(self, applied: bool) -> None:
+        pass
+
     def end_epoch(self) -> None:
         pass
 

@@ -28,6 +28,7 @@ from s2s.nn.charlm import KIND, CharLM, build_lm
 from s2s.training.task import Run
 
 log = logging.getLogger(__name__)
+UNREAD = object()  # a window's state_in before its first forward pass
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Window:
 
     x: torch.Tensor
     y: torch.Tensor
+    state_in: object = UNREAD  # the carried state it was first read with
 
     @property
     def n_tokens(self) -> int:
@@ -72,7 +74,8 @@ class LMTask:
 
     def __init__(self, cfg: LMConfig):
         self.cfg = cfg
-        self.carry = None  # the hidden state the last update ended with
+        self.carry = None  # the hidden state the last applied update ended with
+        self.next = None  # the state this update's windows have reached so far
 
     def prepare(self, run: Run, payload: dict | None) -> CharLM:
         cfg, d, t = self.cfg, self.cfg.data, self.cfg.train
@@ -122,11 +125,17 @@ class LMTask:
         return Window(x, y)
 
     def loss(self, batch: Window, step: int) -> torch.Tensor:
-        logits, state = self.model(batch.x, self.carry)
-        self.carry = detach(state)
+        if batch.state_in is UNREAD:  # a re-run (to locate a NaN) reads the same state
+            batch.state_in = self.carry if self.next is None else self.next
+        logits, state = self.model(batch.x, batch.state_in)
+        self.next = detach(state)
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), batch.y.reshape(-1), reduction="sum"
         )
+
+    def after_update(self, applied: bool) -> None:
+        """A skipped update's state may hold the NaN that stopped it: start afresh."""
+        self.carry, self.next = (self.next if applied else None), None
 
     def end_epoch(self) -> None:
         self.carry = None  # the streams are read: the next epoch starts afresh

@@ -282,8 +282,11 @@ class Engine:
 
     # ------------------------------------------------------------------ loop
     def _update(self, micro: list) -> Outcome:
-        """One optimizer update (see ``s2s.training.update``)."""
-        return self.updater(micro, self.progress.step)
+        """One optimizer update (see ``s2s.training.update``); the task hears whether
+        it was applied."""
+        outcome = self.updater(micro, self.progress.step)
+        self.task.after_update(outcome.applied)
+        return outcome
 
     def _step(self, items: list, window: Window) -> str | None:
         """One update from the next items of the epoch, its records and checkpoints;

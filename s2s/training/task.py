@@ -15,8 +15,9 @@ TensorBoard. A task owns what makes it that task; it hands the engine:
   ``train.loss_norm`` says);
 - ``evaluate()``: the validation score and the fields of the validation record;
 - ``state()`` / ``restore(payload)``: what the task adds to a checkpoint;
-- ``end_epoch()``, ``train_fields(step, loss)``, ``describe(fields)`` and
-  ``row_normed()``: small hooks for carried state, log records and max-norm.
+- ``after_update(applied)``, ``end_epoch()``, ``train_fields(step, loss)``,
+  ``describe(fields)`` and ``row_normed()``: small hooks for carried state (kept only
+  from an applied update), log records and max-norm.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class Task(Protocol):
     def state(self) -> dict: ...
 
     def restore(self, payload: dict) -> None: ...
+
+    def after_update(self, applied: bool) -> None: ...
 
     def end_epoch(self) -> None: ...
 

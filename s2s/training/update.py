@@ -37,11 +37,12 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 @dataclass
 class Outcome:
     """What an update did: its summed loss and target tokens, and where a non-finite
-    value first appeared (None: the update was applied or an fp16 overflow skipped)."""
+    value first appeared (None: applied, or an fp16 overflow skipped it)."""
 
     loss: float
     tokens: int
     nonfinite: str | None = None
+    applied: bool = True  # False: skipped (a non-finite value or an fp16 overflow)
 
 
 class Updater:
@@ -192,10 +193,11 @@ class Updater:
                     self.scaler.get_scale(),
                 )
                 self.emit({"kind": "overflow", "step": step + 1, "scale": self.scaler.get_scale()})
-                return Outcome(total, tokens)
+                return Outcome(total, tokens, applied=False)
         if not micro:
-            return Outcome(total, tokens, "another rank's batch")
-        return Outcome(total, tokens, self._locate_nonfinite(micro[0], step, total))
+            return Outcome(total, tokens, "another rank's batch", applied=False)
+        where = self._locate_nonfinite(micro[0], step, total)
+        return Outcome(total, tokens, where, applied=False)
 
     def _locate_nonfinite(self, batch: Any, step: int, loss: float) -> str:
         """Name where the first NaN/Inf appeared: a module in the forward pass (found

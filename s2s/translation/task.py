@@ -162,8 +162,11 @@ class TranslationTask:
         rows = [m.weight for m in self.model.modules() if isinstance(m, torch.nn.Embedding)]
         return rows + [self.model.decoder.output.weight]
 
+    def after_update(self, applied: bool) -> None:
+        pass  # nothing is carried from one update to the next
+
     def end_epoch(self) -> None:
-        pass  # nothing is carried from one epoch to the next
+        pass  # nor from one epoch to the next
 
     # ------------------------------------------------------------------ validation
     def evaluate(self) -> tuple[float, dict]:
