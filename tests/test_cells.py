@@ -9,7 +9,7 @@ from test_model import V, model_cfg, toy_batch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s2s import config
-from s2s.nn.cells import LoopRNN, RecurrentStack
+from s2s.nn.cells import LoopRNN, RecurrentStack, by_length
 from s2s.nn.init import initialize
 from s2s.nn.seq2seq import build_model
 from s2s.translation.objective import batch_loss
@@ -43,6 +43,29 @@ def test_loop_rnn_matches_the_fused_kernel_on_packed_input(cell, bidirectional):
     assert torch.allclose(pf, pl, atol=1e-5)
     for a, b in zip(fin_f if cell == "lstm" else [fin_f], fin_l if cell == "lstm" else [fin_l]):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole_lstm"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_layer_run_by_length_equals_the_packed_run(cell, bidirectional):
+    """The encoder's padded path: outputs as packed (zero at padding) and each
+    sequence's own final h, for fused layers (run padded) and step-loop ones."""
+    torch.manual_seed(0)
+    kinds = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}
+    if cell in kinds:
+        rnn = kinds[cell](5, 4, batch_first=True, bidirectional=bidirectional)
+    else:
+        rnn = LoopRNN(cell=cell, input_size=5, hidden_size=4, bidirectional=bidirectional)
+    x = torch.randn(3, 6, 5)
+    lengths = torch.tensor([6, 2, 4])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    want, want_final = rnn(packed)
+    want, _ = pad_packed_sequence(want, batch_first=True, total_length=6)
+    got, got_final = by_length(rnn, x, None, lengths)
+    assert torch.allclose(got, want, atol=1e-6)
+    h = lambda f: f[0] if isinstance(f, tuple) else f  # noqa: E731
+    assert torch.allclose(h(got_final), h(want_final), atol=1e-6)
+    assert got.shape == (3, 6, 4 * (2 if bidirectional else 1))
 
 
 def test_peephole_weights_change_the_output():

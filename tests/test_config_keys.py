@@ -286,6 +286,10 @@ def losses(cfg, env):
     return [r["loss"] for r in records(trained(cfg, env)[1]) if r["kind"] == "train"]
 
 
+def loss_kernel(cfg, env):
+    return trained(cfg, env)[0].task.token_loss.compiled
+
+
 def lrs(cfg, env):
     return [r["lr"] for r in records(trained(cfg, env)[1]) if r["kind"] == "train"]
 
@@ -519,6 +523,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "data.batch_unit": P("tokens", batches, data__batch_size=40),
         "data.bucket_pool": P(1, batches),
         "train.precision": P("bf16", losses),
+        "train.compile": P("always", loss_kernel),
         "train.max_epochs": P(1, stop, train__max_steps=10),
         "train.clip_grad_value": P(1e-4, weights),
         "train.loss_norm": Probe("sentences", weights, sgd),

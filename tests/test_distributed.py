@@ -56,6 +56,62 @@ def test_two_processes_compute_the_update_of_one_accumulating_two(tmp_path, tiny
     assert len(b["rng"]["ranks"]) == 2  # each rank's RNG state, for exact resume
 
 
+COUNT_ALLREDUCES = """
+import os
+import sys
+from pathlib import Path
+import torch.distributed as dist
+from s2s import config
+from s2s.translation import Trainer
+
+trainer = Trainer(config.load(sys.argv[1]), Path(sys.argv[2]))
+calls = []
+
+def hook(state, bucket):  # DDP's own all-reduce (an average), counted
+    calls.append(1)
+    fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
+    return fut.then(lambda f: f.value()[0] / dist.get_world_size())
+
+trainer.updater.ddp.register_comm_hook(None, hook)
+trainer.run()
+Path(sys.argv[2], f"allreduces-{os.environ['RANK']}.txt").write_text(str(len(calls)))
+"""
+
+
+def run_counting(tmp_path, cfg: dict, out: str) -> int:
+    script = tmp_path / "count.py"
+    script.write_text(COUNT_ALLREDUCES)
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if os.path.exists("/sys/class/net/lo"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", str(script), str(path), str(tmp_path / out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {int((tmp_path / out / f"allreduces-{r}.txt").read_text()) for r in (0, 1)}
+    assert len(counts) == 1, counts
+    return counts.pop()
+
+
+def test_ddp_accumulates_without_syncing_and_equals_one_process(tmp_path, tiny_corpus):
+    """Two processes accumulating two batches each compute the update of one process
+    accumulating four, and DistributedDataParallel all-reduces once per update
+    (no_sync for the first micro-batch), not once per batch."""
+    options = dict(max_steps=3, threads=1, seed=5)
+    one = tmp_path / "one"
+    Trainer(config.from_dict(tiny_config_dict(tiny_corpus, accumulate=4, **options)), one).run()
+    per_update = run_counting(tmp_path, tiny_config_dict(tiny_corpus, **options), "acc1")
+    accumulating = run_counting(
+        tmp_path, tiny_config_dict(tiny_corpus, accumulate=2, **options), "acc2"
+    )
+    assert per_update > 0 and accumulating == per_update
+    a, b = checkpoint.load(one / "last.pt"), checkpoint.load(tmp_path / "acc2" / "last.pt")
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], rtol=1e-5, atol=1e-6), key
+
+
 def test_a_data_parallel_run_resumes_exactly(tmp_path, tiny_corpus):
     cfg = tiny_config_dict(tiny_corpus, max_steps=6, threads=1)
     cfg["model"].update(dropout=0.3, embedding_dropout=0.2)  # per-rank random masks

@@ -22,6 +22,7 @@ MAX_FUNCTION_LINES = 60
 # then the tasks, then what uses tasks, then the command line.
 LEVELS = {
     "s2s.errors": 0,
+    "s2s.runtime": 0,
     "s2s.config": 1,
     "s2s.nn": 2,
     "s2s.data": 2,
@@ -34,7 +35,7 @@ LEVELS = {
     "s2s.__main__": 7,
 }
 # The engine knows no task, no model and no data format: only these.
-ENGINE_IMPORTS = ("s2s.config", "s2s.errors", "s2s.training")
+ENGINE_IMPORTS = ("s2s.config", "s2s.errors", "s2s.runtime", "s2s.training")
 
 # What still breaks a rule, with its size today: a ratchet (may shrink, never grow).
 LONG_MODULES: dict[str, int] = {}

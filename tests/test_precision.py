@@ -160,22 +160,50 @@ def test_the_recurrent_dtype_is_a_plain_choice(device, autocast, fused, packed, 
     assert got == expected
 
 
-def test_bf16_runs_the_decoders_recurrent_kernel_in_bf16_where_the_cpu_has_it(
-    tmp_path, tiny_corpus
-):
-    """The encoder reads packed sources (float32 kernels); the decoder's padded input
-    runs in bfloat16 exactly when this CPU lists bf16 instructions."""
+def test_bf16_runs_the_recurrent_kernels_in_bf16_where_the_cpu_has_it(tmp_path, tiny_corpus):
+    """Encoder (sources run padded by length) and decoder: the fused kernels run in
+    bfloat16 exactly when this CPU lists bf16 instructions."""
     from s2s.nn.precision import cpu_has_bf16
 
     trainer = make_trainer(tmp_path, tiny_corpus, "bf16", precision="bf16")
     seen = {}
-    for name in ("encoder", "decoder"):
-        rnn = getattr(trainer.model, name).rnn.layers[0]
-        rnn.register_forward_hook(
-            lambda module, inputs, output, name=name: seen.update({name: output[0]}) or None
-        )
+    trainer.model.encoder.register_forward_hook(
+        lambda module, inputs, output: seen.update(encoder=output.states) or None
+    )
+    trainer.model.decoder.rnn.layers[0].register_forward_hook(
+        lambda module, inputs, output: seen.update(decoder=output[0]) or None
+    )
     from s2s.data.corpus import collate
 
     trainer._update([collate(trainer.task.train_corpus, [0, 1, 2, 3])])
-    assert seen["encoder"].data.dtype == FP32
-    assert seen["decoder"].dtype == (BF16 if cpu_has_bf16() else FP32)
+    for name in ("encoder", "decoder"):
+        assert seen[name].dtype == (BF16 if cpu_has_bf16() else FP32), name
+
+
+@pytest.mark.parametrize(
+    "device, cuda_bf16, cpu_bf16, expected",
+    [
+        ("cpu", False, True, "bf16"),
+        ("cpu", False, False, "fp32"),
+        ("cuda", True, False, "bf16"),
+        ("cuda", False, True, "fp32"),
+    ],
+)
+def test_auto_precision_is_bf16_where_the_hardware_has_it(
+    monkeypatch, device, cuda_bf16, cpu_bf16, expected
+):
+    import s2s.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    assert runtime.resolve_precision("auto", torch.device(device)) == expected
+    assert runtime.resolve_precision("fp16", torch.device(device)) == "fp16"
+
+
+def test_auto_precision_trains_as_the_precision_it_resolves_to(tmp_path, tiny_corpus):
+    from s2s.runtime import bf16_available
+
+    trainer = make_trainer(tmp_path, tiny_corpus, "auto", precision="auto")
+    want = torch.bfloat16 if bf16_available(torch.device("cpu")) else None
+    assert trainer.updater.amp_dtype == want

@@ -11,6 +11,7 @@ from s2s.config.fields import (
     ATTENTIONS,
     BATCH_UNITS,
     CELLS,
+    COMPILE_MODES,
     DEVICES,
     LOSS_NORMS,
     LR_SCHEDULES,
@@ -152,7 +153,12 @@ class TrainConfig:
     # float16; weights, optimizer state and checkpoints stay float32, the softmax and
     # loss are float32. fp16 adds dynamic loss scaling: a step whose gradients overflow
     # is skipped and the scale halved. Validation and translation run in float32.
+    # auto: bf16 where the hardware has it (a GPU with bf16, a CPU listing avx512_bf16
+    # or AMX), else fp32; read at run time, so one config runs best on either.
     precision: str = choice("fp32", PRECISIONS)
+    # torch.compile for the token loss (s2s/nn/fused.py): never, always, or auto (when a C++
+    # compiler or Triton is at hand). Same values, less time; a few seconds to compile.
+    compile: str = choice("never", COMPILE_MODES)
     max_steps: int = non_negative(0)  # 0 = no limit
     max_epochs: int = non_negative(0)  # 0 = no limit
     max_minutes: float = non_negative(0.0)  # training time budget (0 = no limit)

@@ -222,25 +222,77 @@ def _float_state(state):
     return tuple(_float_state(s) for s in state)
 
 
-def run_layer(rnn: nn.Module, inp: Sequence, state) -> tuple[Sequence, LayerState]:
+def run_layer(
+    rnn: nn.Module, inp: Sequence, state, lengths: torch.Tensor | None = None
+) -> tuple[Sequence, LayerState]:
     """One recurrent layer, in the dtype ``recurrent_dtype`` picks under autocast
-    (``s2s.nn.precision``: bf16 where the kernel and the CPU pay for it, else float32)."""
+    (``s2s.nn.precision``: bf16 where the kernel and the CPU pay for it, else float32).
+    With ``lengths`` (right-padded input): ``by_length``."""
     data = _data(inp)
     device = data.device.type
     autocast = None
     if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
         autocast = torch.get_autocast_dtype(device)
+    fused = isinstance(rnn, FUSED)
     dtype = recurrent_dtype(
         device,
         autocast,
-        fused=isinstance(rnn, (nn.LSTM, nn.GRU, nn.RNN)),
-        packed=isinstance(inp, PackedSequence),
+        fused=fused,
+        packed=isinstance(inp, PackedSequence) or (lengths is not None and not fused),
         cpu_bf16=cpu_has_bf16(),
     )
     if dtype == torch.float32:
         with torch.autocast(device, enabled=False):
-            return rnn(_with_data(inp, data.float()), _float_state(state))
-    return rnn(inp, state)
+            return by_length(rnn, _with_data(inp, data.float()), _float_state(state), lengths)
+    return by_length(rnn, inp, state, lengths)
+
+
+FUSED = (nn.LSTM, nn.GRU, nn.RNN)
+
+
+def by_length(rnn: nn.Module, x: Sequence, state, lengths: torch.Tensor | None):
+    """``rnn`` over x; with ``lengths``, x is right-padded and the result is as if it
+    were packed: the output is zero at padding and the final state is each sequence's
+    own. Fused layers run padded (oneDNN has no packed kernel, and runs padded input in
+    bf16), the backward direction over each sequence reversed within its length; their
+    final state is h alone (the encoder reads no more). Step-loop layers run packed."""
+    if lengths is None:
+        return rnn(x, state)
+    if not isinstance(rnn, FUSED):
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, final = rnn(packed, state)
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], final
+    if state is not None:
+        raise ValueError("a fused layer run by length starts from a zero state")
+    batch, steps, _ = x.shape
+    lengths = lengths.to(x.device)
+    t = torch.arange(steps, device=x.device).expand(batch, steps)
+    real = t < lengths[:, None]
+    outs, finals = [], []
+    for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
+        order = torch.where(real, lengths[:, None] - 1 - t, t) if suffix else None
+        inp = x if order is None else x.gather(1, order.unsqueeze(-1).expand_as(x))
+        out = _one_direction(rnn, inp, suffix)
+        finals.append(out[torch.arange(batch, device=x.device), lengths - 1])
+        if order is not None:
+            out = out.gather(1, order.unsqueeze(-1).expand_as(out))
+        outs.append(out)
+    out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
+    return out * real.unsqueeze(-1).to(out.dtype), torch.stack(finals)
+
+
+def _one_direction(rnn: nn.Module, x: torch.Tensor, suffix: str) -> torch.Tensor:
+    """One direction of a single-layer fused module over padded x, from a zero state."""
+    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+    weights = [getattr(rnn, name + suffix) for name in names]
+    zeros = x.new_zeros(1, x.shape[0], rnn.hidden_size)
+    common = (True, 1, 0.0, rnn.training, False, True)  # biases, layers, dropout, train, bi, bf
+    if isinstance(rnn, nn.LSTM):
+        return torch.lstm(x, (zeros, zeros), weights, *common)[0]
+    if isinstance(rnn, nn.GRU):
+        return torch.gru(x, zeros, weights, *common)[0]
+    run = torch.rnn_relu if rnn.nonlinearity == "relu" else torch.rnn_tanh
+    return run(x, zeros, weights, *common)[0]
 
 
 class RecurrentStack(nn.Module):
@@ -289,9 +341,13 @@ class RecurrentStack(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: Sequence, state: list[LayerState] | None = None
+        self,
+        x: Sequence,
+        state: list[LayerState] | None = None,
+        lengths: torch.Tensor | None = None,
     ) -> tuple[Sequence, list[LayerState]]:
-        """x: (batch, time, input) or a PackedSequence of it."""
+        """x: (batch, time, input) or a PackedSequence of it; with ``lengths``, x is
+        right-padded and runs as ``by_length`` says."""
         finals: list[LayerState] = []
         inputs = None  # dense: x_2 + ... + x_l
         outputs = None  # skip: o_1 + ... + o_l
@@ -300,7 +356,7 @@ class RecurrentStack(nn.Module):
             rnn_in = _with_data(inp, self.dropout(_data(inp))) if i > 0 else inp
             if self.stacking == "skip" and i > 0:  # the input reaches every layer
                 rnn_in = _with_data(rnn_in, torch.cat([_data(rnn_in), _data(x)], dim=-1))
-            out, final = run_layer(rnn, rnn_in, None if state is None else state[i])
+            out, final = run_layer(rnn, rnn_in, None if state is None else state[i], lengths)
             finals.append(final)
             o = _data(out)
             if self.stacking == "residual" and i > 0:

@@ -1,7 +1,7 @@
 """The encoder: embeddings and a (bi)directional recurrent stack.
 
-Sources run packed through the fused kernels, so padding never enters the recurrence
-and the backward direction starts at each sentence's real end.
+Sources run by length (``s2s.nn.cells.by_length``): padding never reaches a real
+position, and the backward direction starts at each sentence's real end.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s2s.nn.cells import RecurrentStack
 
@@ -70,11 +69,7 @@ class Encoder(nn.Module):
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """src: (batch, src_len) token ids; src_lengths: (batch,), every length >= 1."""
         emb = self.embedding_dropout(self.embedding(src))  # (batch, src_len, emb)
-        packed = pack_padded_sequence(
-            emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        out, finals = self.rnn(packed)
-        states, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+        states, finals = self.rnn(emb, lengths=src_lengths)  # zero at padding
         top = finals[-1]
         h = top[0] if isinstance(top, tuple) else top  # (directions, batch, hidden)
         final = torch.cat(list(h), dim=-1)  # (batch, enc_size)

@@ -12,23 +12,11 @@ there it runs in float32 until bf16 recurrence is measured on a GPU.
 
 from __future__ import annotations
 
-import functools
-import re
-from pathlib import Path
-
 import torch
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+from s2s.runtime import cpu_has_bf16
 
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """Whether this CPU lists bf16 instructions (read at run time: machines differ)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(re.search(rf"\b{flag}\b", flags) for flag in BF16_FLAGS)
+__all__ = ["cpu_has_bf16", "recurrent_dtype"]
 
 
 def recurrent_dtype(

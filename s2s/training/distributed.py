@@ -3,10 +3,11 @@
 ``torchrun --nproc_per_node N -m s2s train CONFIG --out RUN`` starts N processes; each
 reads ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` from its environment. Every process
 holds the whole model; each update, rank r takes batches r, r + N, ... of the update's
-share of the (identically shuffled) epoch, and the gradients are summed across ranks
-before the optimizer step, so N processes with ``train.accumulate: A`` compute the
-same update as one process with ``accumulate: N * A``. Only rank 0 writes files and
-validates; it broadcasts what validation decides (learning rate, stopping).
+share of the (identically shuffled) epoch, and PyTorch's DistributedDataParallel sums
+the gradients across ranks during the backward pass, so N processes with
+``train.accumulate: A`` compute the same update as one process with
+``accumulate: N * A``. Only rank 0 writes files and validates; it broadcasts what
+validation decides (learning rate, stopping).
 
 Without those variables (or with ``WORLD_SIZE=1``) every function here is a no-op.
 """
@@ -21,7 +22,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from s2s.errors import ConfigError
 
@@ -125,20 +125,20 @@ def sum_floats(ctx: Context, values: list[float], device: torch.device) -> list[
     return tensor.tolist()
 
 
-def sum_gradients(ctx: Context, params: list[torch.Tensor]) -> None:
-    """Replace each parameter's gradient by its sum over ranks, in one flat all-reduce.
-    A parameter without a gradient on this rank (e.g. a rank with no batch at the end
-    of an epoch) contributes zeros."""
+def wrap(ctx: Context, module: torch.nn.Module, device: torch.device):
+    """``module`` in DistributedDataParallel (None when not data parallel): gradients
+    are all-reduced in buckets while the backward pass runs; parameters that a forward
+    pass leaves unused (a cell kind, an option) are found and count as zero."""
     if not ctx.active:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
-        if p.grad is None:
-            p.grad = g.clone()
-        else:
-            p.grad.copy_(g)
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        module,
+        device_ids=[device] if device.type == "cuda" else None,
+        broadcast_buffers=False,
+        find_unused_parameters=True,
+    )
 
 
 def shard(chunk: list, ctx: Context) -> list:

@@ -281,10 +281,10 @@ class Engine:
         return None
 
     # ------------------------------------------------------------------ loop
-    def _update(self, micro: list) -> Outcome:
+    def _update(self, micro: list, ghost: bool = False) -> Outcome:
         """One optimizer update (see ``s2s.training.update``); the task hears whether
         it was applied."""
-        outcome = self.updater(micro, self.progress.step)
+        outcome = self.updater(micro, self.progress.step, ghost)
         self.task.after_update(outcome.applied)
         return outcome
 
@@ -293,9 +293,11 @@ class Engine:
         returns why training stops (None: go on)."""
         s, p = self.settings, self.progress
         start = time.perf_counter()
-        micro = [self.task.batch(item) for item in distributed.shard(items, self.dist)]
+        mine = distributed.shard(items, self.dist)
+        ghost = not mine  # no batch of its own: it runs one at weight zero (all-reduce)
+        micro = [self.task.batch(item) for item in (items[:1] if ghost else mine)]
         self._set_lr(self._scheduled_lr())
-        outcome = self._update(micro)
+        outcome = self._update(micro, ghost)
         p.step += 1
         p.batch_in_epoch += len(items)
         seconds = time.perf_counter() - start
@@ -373,6 +375,7 @@ class Engine:
             restore_signals()
             if self.writer is not None:
                 self.writer.close()
+            self.updater.close()  # DDP holds the process group: let it go first
             distributed.stop(self.dist, clean=clean)
             if self.dist.main:
                 runlock.release(self.out)

@@ -10,6 +10,7 @@ update-ratio and histogram diagnostics.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from contextlib import contextmanager, nullcontext
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from s2s.runtime import resolve_precision
 from s2s.training import distributed
 from s2s.training.diagnostics import (
     first_nonfinite_module,
@@ -45,6 +47,19 @@ class Outcome:
     applied: bool = True  # False: skipped (a non-finite value or an fp16 overflow)
 
 
+class TaskLoss(torch.nn.Module):
+    """The task's loss as a module that holds the model, so that
+    DistributedDataParallel can wrap it: the engine does not know the task's forward
+    pass, only that ``task.loss`` runs it."""
+
+    def __init__(self, task: Task, model: torch.nn.Module):
+        super().__init__()
+        self.task, self.model = task, model
+
+    def forward(self, batch: Any, step: int) -> torch.Tensor:
+        return self.task.loss(batch, step)
+
+
 class Updater:
     """Owns the optimizer-side state of a run: optimizer, loss scaler, weight average."""
 
@@ -60,10 +75,13 @@ class Updater:
     ):
         self.task, self.model, self.optimizer = task, model, optimizer
         self.s, self.device, self.dist, self.emit = settings, device, dist, emit
-        self.amp_dtype = AMP_DTYPES[settings.precision]
+        self.precision = resolve_precision(settings.precision, device)
+        if settings.precision == "auto":
+            log.info("train.precision=auto: %s on %s", self.precision, device)
+        self.amp_dtype = AMP_DTYPES[self.precision]
         # fp16 needs loss scaling (its range is narrow); bf16 has float32's range
         self.scaler = None
-        if settings.precision == "fp16":
+        if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler(device.type)
             # set its scale up now: a data-parallel rank whose first update has no batch
             # never scales a loss, yet must unscale
@@ -72,6 +90,14 @@ class Updater:
         if settings.ema_decay > 0:
             self.ema = [p.detach().clone() for p in self.unique_params()]
         self.writer: Any = None  # TensorBoard, set by the engine on rank 0
+        self.ddp = distributed.wrap(dist, TaskLoss(task, model), device)
+
+    def close(self) -> None:
+        """Drop the DDP wrapper: it holds the process group, whose Gloo threads would
+        otherwise outlive destroy_process_group() into interpreter shutdown."""
+        if self.ddp is not None:
+            self.ddp = None
+            gc.collect()
 
     def unique_params(self) -> list[torch.Tensor]:
         return list(self.model.parameters())  # tied weights appear once
@@ -110,21 +136,17 @@ class Updater:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def __call__(self, micro: list, step: int) -> Outcome:
+    def __call__(self, micro: list, step: int, ghost: bool = False) -> Outcome:
         """One optimizer update from ``micro`` batches (gradient accumulation); ``step``
-        is the number of updates before this one."""
+        is the number of updates before this one. ``ghost``: this rank has no batch of
+        its own in this update; ``micro`` holds one that it runs at weight zero, so that
+        it still takes part in the gradient all-reduce."""
         s = self.s
         histograms = bool(s.histograms_every) and (step + 1) % s.histograms_every == 0
         histograms = histograms and self.dist.main
         self.optimizer.zero_grad(set_to_none=True)
-        total, tokens = self._accumulate(micro, step, histograms)
-        if s.l1 > 0 and self.dist.main:  # once, not once per rank
-            penalty = sum(w.abs().sum() for w in self.model.parameters() if w.dim() >= 2)
-            self.backward(s.l1 * penalty)
+        total, tokens = self._accumulate(micro, step, histograms, ghost)
         if self.dist.active:
-            distributed.sum_gradients(
-                self.dist, [q for q in self.model.parameters() if q.requires_grad]
-            )
             total, tokens = distributed.sum_floats(self.dist, [total, tokens], self.device)
             tokens = int(tokens)
         if self.scaler is not None:
@@ -147,26 +169,46 @@ class Updater:
             self._report_update_ratios(before, float(norm), step + 1)
         return Outcome(total, tokens)
 
-    def _accumulate(self, micro: list, step: int, histograms: bool) -> tuple[float, int]:
+    def _accumulate(
+        self, micro: list, step: int, histograms: bool, ghost: bool = False
+    ) -> tuple[float, int]:
         """Forward and backward passes of the micro-batches, each loss divided by the
-        units of the whole update (of all ranks): the summed gradients are a mean."""
+        units of the whole update (of all ranks): the summed gradients are a mean.
+        Data parallel: DistributedDataParallel all-reduces the gradients during the
+        last micro-batch's backward pass (``no_sync`` before it); it averages over
+        ranks, so each rank's loss is scaled by the number of ranks to make it a sum."""
         per = "n_tokens" if self.s.loss_norm == "tokens" else "n_sequences"
-        units = sum(getattr(batch, per) for batch in micro)
+        units = 0 if ghost else sum(getattr(batch, per) for batch in micro)
         # data parallel: normalise by the units of all ranks' batches
         units = distributed.sum_floats(self.dist, [units], self.device)[0]
         total, tokens = 0.0, 0
         for k, batch in enumerate(micro):
+            last = k == len(micro) - 1
             watch = histograms and k == 0
-            with record_activations(self.model) if watch else nullcontext() as acts:
+            sync = self.ddp.no_sync() if self.ddp is not None and not last else nullcontext()
+            with sync, record_activations(self.model) if watch else nullcontext() as acts:
                 with self.autocast():
-                    loss = self.task.loss(batch, step)
-            self.backward(loss / units)
-            total += loss.item()
-            tokens += batch.n_tokens
+                    run = self.ddp if self.ddp is not None else self.task.loss
+                    loss = run(batch, step)
+                self.backward(self._objective(loss, units, ghost, last))
+            if not ghost:
+                total += loss.item()
+                tokens += batch.n_tokens
             if watch:
                 for name, value in acts.items():
                     self.writer.add_histogram(f"activations/{name}", value, step + 1)
         return total, tokens
+
+    def _objective(self, loss: torch.Tensor, units: float, ghost: bool, last: bool):
+        """What one micro-batch back-propagates: its share of the update's mean loss
+        (times the ranks, which DDP's average divides out), the L1 penalty once."""
+        if ghost:
+            return loss * 0.0
+        objective = (loss * self.dist.world if self.dist.active else loss) / units
+        if last and self.s.l1 > 0 and self.dist.main:  # once, not once per rank
+            penalty = sum(w.abs().sum() for w in self.model.parameters() if w.dim() >= 2)
+            objective = objective + self.dist.world * self.s.l1 * penalty
+        return objective
 
     def _step(self, step: int) -> None:
         if self.scaler is not None:

@@ -8,11 +8,13 @@ knowledge distillation from a teacher model; and the per-token validation loss.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from s2s.data.corpus import Batch, Corpus, collate, length_batches
 from s2s.data.tokenize import PAD
+from s2s.nn.fused import TokenLoss
 from s2s.nn.seq2seq import Seq2Seq
+
+EAGER = TokenLoss("never")
 
 
 def batch_loss(
@@ -26,9 +28,11 @@ def batch_loss(
     teacher: Seq2Seq | None = None,
     temperature: float = 1.0,
     distill_weight: float = 0.0,
+    token_loss: TokenLoss = EAGER,
 ) -> torch.Tensor:
     """Summed cross-entropy over the target tokens of a batch (padding excluded); with a
-    ``teacher``, mixed with the cross-entropy to its softened distribution."""
+    ``teacher``, mixed with the cross-entropy to its softened distribution.
+    ``token_loss``: eager or compiled (``s2s.nn.fused``), the same value."""
     features = model(
         batch.src,
         batch.src_lengths,
@@ -39,13 +43,12 @@ def batch_loss(
     )  # (batch, tgt_len, out)
     mask = batch.tgt_out != PAD
     logits = model.logits(features[mask])  # (tokens, vocab): none spent on padding
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # the softmax in float32 under mixed precision
-    loss = F.cross_entropy(
-        logits, batch.tgt_out[mask], reduction="sum", label_smoothing=label_smoothing
-    )
+    # the softmax in float32 under mixed precision
+    loss = token_loss(logits, batch.tgt_out[mask], label_smoothing)
     if teacher is None or distill_weight == 0.0:
         return loss
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     with torch.no_grad():
         t_features = teacher(batch.src, batch.src_lengths, batch.tgt_in)
         target = torch.softmax(teacher.logits(t_features[mask]).to(logits.dtype) / temperature, -1)

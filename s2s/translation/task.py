@@ -20,6 +20,7 @@ from s2s.data.corpus import collate, encode_corpus, epoch_batches, load_split
 from s2s.data.tokenize import save_tokenizers, train_tokenizers
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError, DataError
+from s2s.nn.fused import TokenLoss
 from s2s.nn.seq2seq import Seq2Seq, build_model
 from s2s.training import distributed
 from s2s.training.schedules import teacher_forcing
@@ -84,6 +85,7 @@ class TranslationTask:
         if cfg.model.charlm and payload is None:
             from_charlm(self.model, cfg.model, self.src_tok, self.tgt_tok)
         self.teacher = self._load_teacher() if cfg.train.distill.teacher else None
+        self.token_loss = TokenLoss(cfg.train.compile, run.device)
         return self.model
 
     def _tokenizers(self, run: Run, payload: dict | None, train_ds):
@@ -152,6 +154,7 @@ class TranslationTask:
             teacher=self.teacher,
             temperature=t.distill.temperature,
             distill_weight=t.distill.weight,
+            token_loss=self.token_loss,
         )
 
     def train_fields(self, step: int, loss: float) -> dict:

@@ -1,0 +1,53 @@
+"""What this machine can do, read at run time (development VMs and users' machines
+differ): bf16 instructions on the CPU, bf16 on the GPU, a compiler for torch.compile.
+The lowest level of the package: it imports nothing of s2s."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU lists bf16 instructions (avx512_bf16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(re.search(rf"\b{flag}\b", flags) for flag in BF16_FLAGS)
+
+
+def bf16_available(device: torch.device) -> bool:
+    """Whether bf16 arithmetic runs at hardware speed on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 where the hardware has it, else fp32; other names unchanged."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_available(device) else "fp32"
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on ``device`` here (None: it can)."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton is not installed"
+    if device.type != "cpu":
+        return f"no compiled kernels for device {device.type}"
+    compilers = [os.environ.get("CXX", ""), "g++", "clang++"]
+    if not any(c and shutil.which(c) for c in compilers):
+        return "no C++ compiler found (set CXX or install g++)"
+    return None
