@@ -5,6 +5,7 @@
 # end, constant learning rate) with each, and prints each run's summary (median
 # tokens/s over log windows).
 # REV's code runs from a git worktree. Usage: scripts/bench_ab.sh REV [STEPS] [CONFIG] [OUT]
+# AFTER="KEY=VALUE ..." adds overrides for this checkout's run only (keys REV lacks).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 rev=$1
@@ -25,7 +26,8 @@ for side in before after; do
   start=$(date +%s)
   PYTHONPATH=$code "$python" -m s2s -q train "$config" --out "$out/$side-run" \
     train.max_steps="$steps" train.valid_every=1000000 train.save_every=1000000 \
-    train.lr_schedule=constant  # a decay that starts later than STEPS would be an error
+    train.lr_schedule=constant $( [ "$side" = after ] && echo "${AFTER:-}" )
+  # (constant: a decay that starts later than STEPS would be an error)
   echo "$side ($( [ "$side" = before ] && echo "$rev" || git -C "$here" rev-parse --short HEAD)):" \
     "wall_s $(($(date +%s) - start))  $("$python" "$here/scripts/run_summary.py" "$out/$side-run")"
 done

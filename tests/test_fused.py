@@ -56,3 +56,22 @@ def test_no_compiler_is_found_when_none_is_on_the_path(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("CXX", raising=False)
     assert "C++ compiler" in compile_unavailable(torch.device("cpu"))
+
+
+def test_bucketed_rows_are_ignored_by_the_loss_and_its_gradient():
+    from s2s.translation.objective import ROW_BUCKET, bucket_rows
+
+    torch.manual_seed(0)
+    rows = torch.randn(ROW_BUCKET + 5, 4, requires_grad=True)
+    target = torch.randint(7, (ROW_BUCKET + 5,))
+    layer = torch.nn.Linear(4, 7)
+    padded, padded_target = bucket_rows(rows, target)
+    assert padded.shape[0] == 2 * ROW_BUCKET and padded_target.shape[0] == 2 * ROW_BUCKET
+    got = TokenLoss("never")(layer(padded), padded_target, 0.1)
+    want = reference(layer(rows), target, 0.1)
+    assert torch.allclose(got, want)
+    (g_got,) = torch.autograd.grad(got, rows)
+    (g_want,) = torch.autograd.grad(want, rows)
+    assert torch.allclose(g_got, g_want, atol=1e-6)
+    same, _ = bucket_rows(padded, padded_target)
+    assert same is padded  # already a multiple: unchanged

@@ -93,6 +93,26 @@ def test_greedy_respects_per_sentence_max_length():
     assert hyp.tokens == [[4, 4, 4, 4], [4, 4]]
 
 
+def test_greedy_drops_finished_sentences_from_the_batch():
+    """Sentence 0 starts with A (then EOS), sentence 1 with B (then B forever, to its
+    cap): the stepper sees two rows, then only the live one, and both results stand."""
+    stub = BigramStub({A: [0, 0, 0, 1, 0, 0], B: [0, 0, 0, 0, 0, 1]})
+    seen = []
+
+    def step(prev, state, enc):
+        seen.append(len(prev))
+        out = BigramStub.step(stub, prev, state, enc)
+        if (prev == BOS).all():  # the first token: A for sentence 0, B for sentence 1
+            out.logits = torch.log(torch.eye(6)[[A, B]] + 1e-9)
+        return out
+
+    stub.step = step
+    src = torch.ones(2, 3, dtype=torch.long)
+    hyp = greedy(stub, src, torch.tensor([3, 3]), bos=BOS, eos=EOS, max_len=torch.tensor([6, 5]))
+    assert hyp.tokens == [[A], [B, B, B, B, B]]
+    assert seen == [2, 2, 1, 1, 1]
+
+
 def test_max_lengths():
     assert max_lengths(torch.tensor([1, 10]), 1.5, 10).tolist() == [11, 25]
 

@@ -59,7 +59,7 @@ def max_lengths(src_lengths: torch.Tensor, ratio: float, extra: int = 10) -> tor
     return (src_lengths.float() * ratio).long() + extra
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy(
     stepper,
     src: torch.Tensor,
@@ -69,34 +69,38 @@ def greedy(
     eos: int,
     max_len: torch.Tensor,
 ) -> Hypotheses:
-    """Batched greedy decoding: the argmax token at each step, until EOS or max_len."""
+    """Batched greedy decoding: the argmax token at each step, until EOS or max_len.
+    A finished sentence leaves the batch (its rows of the state and of the encoder
+    output are dropped), so the batch never decodes for its longest member alone."""
     enc = stepper.encode(src, src_lengths)
     state = stepper.init_state(enc)
-    batch = src.shape[0]
-    prev = torch.full((batch,), bos, dtype=torch.long, device=src.device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    scores = torch.zeros(batch, device=src.device)
-    steps = []
-    limit = max_len.to(src.device)
-    for t in range(int(limit.max())):
+    batch, device = src.shape[0], src.device
+    limit = max_len.to(device)
+    steps = int(limit.max())
+    table = torch.full((batch, steps), eos, dtype=torch.long, device=device)
+    scores = torch.zeros(batch, device=device)
+    rows = torch.arange(batch, device=device)  # the sentences still in the batch
+    prev = torch.full((batch,), bos, dtype=torch.long, device=device)
+    for t in range(steps):
         out = stepper.step(prev, state, enc)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)
-        best, token = logp.max(dim=-1)
-        scores += best.masked_fill(finished, 0.0)
-        token = token.masked_fill(finished, eos)
-        steps.append(token)
-        finished |= (token == eos) | (t + 1 >= limit)
-        if bool(finished.all()):
+        best, token = torch.log_softmax(out.logits.float(), dim=-1).max(dim=-1)
+        scores[rows] += best
+        table[rows, t] = token
+        done = (token == eos) | (t + 1 >= limit[rows])
+        if bool(done.all()):
             break
         prev, state = token, out.state
-    table = torch.stack(steps, dim=1).tolist()  # (batch, steps)
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            rows, prev = rows[keep], prev[keep]
+            state, enc = reorder(state, keep), reorder(enc, keep)
     tokens = []
-    for row in table:
+    for row in table.tolist():
         tokens.append(row[: row.index(eos)] if eos in row else row)
     return Hypotheses(tokens=tokens, scores=scores.tolist())
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(
     stepper,
     src: torch.Tensor,

@@ -48,7 +48,7 @@ def hard_alignment(weights: torch.Tensor, src_len: int, reverse_source: bool) ->
     return " ".join(pairs)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def translate(
     model,
     src_tok: Tokenizer,

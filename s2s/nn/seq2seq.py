@@ -56,8 +56,11 @@ class Seq2Seq(nn.Module):
         return self.decoder.output(features)
 
 
-def build_model(cfg: ModelConfig, *, src_vocab: int, tgt_vocab: int, pad_id: int = 0) -> Seq2Seq:
-    """The only place where config becomes constructor arguments."""
+def build_model(
+    cfg: ModelConfig, *, src_vocab: int, tgt_vocab: int, pad_id: int = 0, init: bool = True
+) -> Seq2Seq:
+    """The only place where config becomes constructor arguments. ``init=False``: skip
+    ``model.init`` (weights about to be loaded from a checkpoint)."""
     e, d = cfg.encoder, cfg.decoder
     encoder = Encoder(
         vocab_size=src_vocab,
@@ -99,5 +102,6 @@ def build_model(cfg: ModelConfig, *, src_vocab: int, tgt_vocab: int, pad_id: int
         recurrent_dropout=cfg.recurrent_dropout,
     )
     model = Seq2Seq(encoder=encoder, decoder=decoder)
-    initialize(model, cfg.init)
+    if init:
+        initialize(model, cfg.init)
     return model

@@ -51,3 +51,11 @@ def compile_unavailable(device: torch.device) -> str | None:
     if not any(c and shutil.which(c) for c in compilers):
         return "no C++ compiler found (set CXX or install g++)"
     return None
+
+
+def fast_float32(device: torch.device) -> None:
+    """On CUDA, float32 matrix multiplies and convolutions in TF32 (Ampere and later):
+    PyTorch leaves them off by default; mixed precision makes most products bf16 anyway."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

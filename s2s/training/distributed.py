@@ -116,6 +116,15 @@ def gather(ctx: Context, value: Any) -> list[Any]:
     return out
 
 
+def any_rank(ctx: Context, flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any rank: one small all-reduce, no pickling."""
+    if not ctx.active:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def sum_floats(ctx: Context, values: list[float], device: torch.device) -> list[float]:
     """Element-wise sum over ranks (float64, so token counts stay exact)."""
     if not ctx.active:

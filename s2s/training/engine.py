@@ -21,6 +21,7 @@ import torch
 
 from s2s import config as config_mod
 from s2s.errors import S2SError
+from s2s.runtime import fast_float32
 from s2s.training import checkpoint, distributed, runlock
 from s2s.training.optim import make_optimizer
 from s2s.training.progress import Progress, Settings, stop_reason
@@ -68,6 +69,7 @@ class Engine:
         if s.threads:
             torch.set_num_threads(s.threads)
         self.device = distributed.start(self.dist, resolve_device(s.device))
+        fast_float32(self.device)
         resume = distributed.broadcast(
             self.dist,
             prepare_run_dir(task.cfg, self.out, force, parse=task.parse)
@@ -249,8 +251,8 @@ class Engine:
     def _finished(self) -> str | None:
         """Why training should stop now (None: go on); all ranks agree, rank 0 first."""
         reason = stop_reason(self.settings, self.progress, self.task.metric, self.stop_requested)
-        if self.dist.active:
-            reasons = distributed.gather(self.dist, reason)
+        if self.dist.active and distributed.any_rank(self.dist, reason is not None, self.device):
+            reasons = distributed.gather(self.dist, reason)  # only when one rank stops
             reason = reasons[0] or next((r for r in reasons if r), None)
         return reason
 
@@ -332,6 +334,8 @@ class Engine:
             f"{self.task.unit}_per_s": window.tokens / max(window.seconds, 1e-9),
             "elapsed": p.elapsed,
         }
+        if self.device.type == "cuda":
+            record["gpu_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         self._emit(record)
         if self.on_step:
             self.on_step(record)

@@ -145,10 +145,10 @@ class Updater:
         histograms = bool(s.histograms_every) and (step + 1) % s.histograms_every == 0
         histograms = histograms and self.dist.main
         self.optimizer.zero_grad(set_to_none=True)
-        total, tokens = self._accumulate(micro, step, histograms, ghost)
+        summed, tokens = self._accumulate(micro, step, histograms, ghost)
         if self.dist.active:
-            total, tokens = distributed.sum_floats(self.dist, [total, tokens], self.device)
-            tokens = int(tokens)
+            summed, tokens = distributed.sum_floats(self.dist, [float(summed), tokens], self.device)
+            summed, tokens = torch.tensor(summed, dtype=torch.float64), int(tokens)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # clipping and the checks see true gradients
         params = [q for q in self.model.parameters() if q.grad is not None]
@@ -158,7 +158,9 @@ class Updater:
             if finite:
                 torch.nn.utils.clip_grad_value_(params, s.clip_grad_value)
         norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm or float("inf"))
-        if not (finite and math.isfinite(total) and math.isfinite(float(norm))):
+        # one host-device synchronisation for both (on a GPU each costs a wait)
+        total, norm = torch.stack([summed.to(norm.device), norm.double()]).tolist()
+        if not (finite and math.isfinite(total) and math.isfinite(norm)):
             return self._nonfinite(micro, step, total, tokens)
         if histograms:
             self._histograms(step + 1)
@@ -171,7 +173,7 @@ class Updater:
 
     def _accumulate(
         self, micro: list, step: int, histograms: bool, ghost: bool = False
-    ) -> tuple[float, int]:
+    ) -> tuple[torch.Tensor, int]:
         """Forward and backward passes of the micro-batches, each loss divided by the
         units of the whole update (of all ranks): the summed gradients are a mean.
         Data parallel: DistributedDataParallel all-reduces the gradients during the
@@ -181,7 +183,7 @@ class Updater:
         units = 0 if ghost else sum(getattr(batch, per) for batch in micro)
         # data parallel: normalise by the units of all ranks' batches
         units = distributed.sum_floats(self.dist, [units], self.device)[0]
-        total, tokens = 0.0, 0
+        losses, tokens = [], 0
         for k, batch in enumerate(micro):
             last = k == len(micro) - 1
             watch = histograms and k == 0
@@ -192,12 +194,13 @@ class Updater:
                     loss = run(batch, step)
                 self.backward(self._objective(loss, units, ghost, last))
             if not ghost:
-                total += loss.item()
+                losses.append(loss.detach().double())
                 tokens += batch.n_tokens
             if watch:
                 for name, value in acts.items():
                     self.writer.add_histogram(f"activations/{name}", value, step + 1)
-        return total, tokens
+        summed = torch.stack(losses).sum() if losses else torch.zeros((), dtype=torch.float64)
+        return summed, tokens
 
     def _objective(self, loss: torch.Tensor, units: float, ghost: bool, last: bool):
         """What one micro-batch back-propagates: its share of the update's mean loss

@@ -1,37 +1,22 @@
 """Translation: the task (``task``), its objective, scores, checkpoints and transfer
-from char LMs. ``train(cfg, out)`` trains a model with the engine."""
+from char LMs. ``train(cfg, out)`` trains a model with the engine (``trainer``).
+
+``Trainer`` and ``train`` load on first use, so that ``s2s translate``, which needs
+only ``checkpoint``, starts without the engine, the task and sacrebleu."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-from s2s.config import Config
-from s2s.training.engine import Engine
-from s2s.translation.task import TranslationTask
+if TYPE_CHECKING:
+    from s2s.translation.trainer import Trainer, train
 
-
-class Trainer(Engine):
-    """The engine set up to train ``cfg`` in the run folder ``out``; ``.task`` is the
-    translation task, ``.run()`` trains."""
-
-    def __init__(
-        self,
-        cfg: Config,
-        out: str | Path,
-        *,
-        force: bool = False,
-        on_step: Callable[[dict], None] | None = None,
-    ):
-        super().__init__(TranslationTask(cfg), out, force=force, on_step=on_step)
+__all__ = ["Trainer", "train"]
 
 
-def train(
-    cfg: Config,
-    out: str | Path,
-    *,
-    force: bool = False,
-    on_step: Callable[[dict], None] | None = None,
-) -> dict:
-    """Train (or resume) a translation model; returns step, best_bleu and the reason."""
-    return Trainer(cfg, out, force=force, on_step=on_step).run()
+def __getattr__(name: str):
+    if name in __all__:
+        from s2s.translation import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 's2s.translation' has no attribute {name!r}")

@@ -49,7 +49,7 @@ def tokenizers_of(payload: dict) -> tuple[Tokenizer, Tokenizer]:
 
 def model_of(payload: dict, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     cfg = config_of(payload)
-    model = build_model(cfg.model, src_vocab=src_vocab, tgt_vocab=tgt_vocab)
+    model = build_model(cfg.model, src_vocab=src_vocab, tgt_vocab=tgt_vocab, init=False)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
@@ -79,13 +79,16 @@ class Loaded:
 
 
 def load_for_translation(path: str | Path) -> Loaded:
-    payload = load(path)
+    """The model, tokenizers and config; the file is memory-mapped, so the optimizer
+    state a training checkpoint also holds is never read, and none of it is kept."""
+    payload = load(path, mmap=True)
     if payload.get("kind", "seq2seq") != "seq2seq":
         raise CheckpointError(f"{path} is a {payload['kind']} checkpoint, not a translation model")
     cfg = config_of(payload)
     src_tok, tgt_tok = tokenizers_of(payload)
     model = model_of(payload, src_tok.vocab_size, tgt_tok.vocab_size)
-    return Loaded(Path(path), payload, cfg, src_tok, tgt_tok, model)
+    kept = {k: v for k, v in payload.items() if k not in ("model", "optimizer", "rng")}
+    return Loaded(Path(path), kept, cfg, src_tok, tgt_tok, model)
 
 
 def check_compatible(members: list[Loaded]) -> None:
