@@ -24,6 +24,7 @@ install: $(VENV)/.installed
 train: install
 	$(VENV)/bin/s2s train configs/multi30k_en_de.yaml --out $(RUN)
 	$(if $(S2S_DATA),scripts/test_bleu.sh $(RUN)/best.pt,@echo "no local Multi30k (S2S_DATA): test-set scoring skipped")
+	$(if $(S2S_DATA),scripts/test_bleu.sh $(RUN)/best.pt --beam 5 --length-penalty 1.0,)
 
 lint: install
 	$(VENV)/bin/ruff check s2s tests scripts
