@@ -9,8 +9,9 @@ from test_model import V, model_cfg, toy_batch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s2s import config
-from s2s.nn.cells import LoopRNN, RecurrentStack, by_length
+from s2s.nn.cells import LoopRNN, RecurrentStack
 from s2s.nn.init import initialize
+from s2s.nn.kernels import by_length, step_cell
 from s2s.nn.seq2seq import build_model
 from s2s.translation.objective import batch_loss
 
@@ -56,6 +57,8 @@ def test_a_layer_run_by_length_equals_the_packed_run(cell, bidirectional):
         rnn = kinds[cell](5, 4, batch_first=True, bidirectional=bidirectional)
     else:
         rnn = LoopRNN(cell=cell, input_size=5, hidden_size=4, bidirectional=bidirectional)
+    for param in rnn.parameters():  # LoopRNN leaves its weights to s2s/nn/init.py
+        torch.nn.init.uniform_(param, -0.5, 0.5)
     x = torch.randn(3, 6, 5)
     lengths = torch.tensor([6, 2, 4])
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -66,6 +69,47 @@ def test_a_layer_run_by_length_equals_the_packed_run(cell, bidirectional):
     h = lambda f: f[0] if isinstance(f, tuple) else f  # noqa: E731
     assert torch.allclose(h(got_final), h(want_final), atol=1e-6)
     assert got.shape == (3, 6, 4 * (2 if bidirectional else 1))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "tanh", "relu"])
+def test_one_step_through_the_cell_kernel_equals_the_sequence_kernel(kind):
+    torch.manual_seed(0)
+    if kind == "lstm":
+        rnn = torch.nn.LSTM(5, 4, batch_first=True)
+        state = (torch.randn(1, 3, 4), torch.randn(1, 3, 4))
+    elif kind == "gru":
+        rnn, state = torch.nn.GRU(5, 4, batch_first=True), torch.randn(1, 3, 4)
+    else:
+        rnn = torch.nn.RNN(5, 4, batch_first=True, nonlinearity=kind)
+        state = torch.randn(1, 3, 4)
+    x = torch.randn(3, 1, 5, requires_grad=True)
+    want, want_state = rnn(x, state)
+    got, got_state = step_cell(rnn, x, state)
+    assert torch.allclose(got, want, atol=1e-6)
+    pairs = zip(got_state, want_state) if kind == "lstm" else [(got_state, want_state)]
+    for a, b in pairs:
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+    (g_got,) = torch.autograd.grad(got.sum(), x)
+    (g_want,) = torch.autograd.grad(want.sum(), x)
+    assert torch.allclose(g_got, g_want, atol=1e-6)
+
+
+def test_input_feeding_trains_under_bf16_autocast():
+    """The decoder's step loop under autocast (the sequence kernel, one position at a
+    time) and step_cell's own autocast path: no dtype clash."""
+    model = build_model(
+        model_cfg(attention="additive", decoder={"input_feeding": True}), src_vocab=V, tgt_vocab=V
+    )
+    batch = toy_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = batch_loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.decoder.rnn.layers[0].weight_hh_l0.grad is not None
+    rnn = torch.nn.LSTM(5, 4, batch_first=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = step_cell(rnn, torch.randn(2, 1, 5), (torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)))
+    assert out.dtype == torch.bfloat16
 
 
 def test_peephole_weights_change_the_output():

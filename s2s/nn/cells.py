@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from s2s.config import ACTIVATIONS, CELLS, STACKINGS
+from s2s.nn.kernels import FUSED, by_length
 from s2s.nn.precision import cpu_has_bf16, recurrent_dtype
 
 # A layer's recurrent state: h for GRU / vanilla RNN, (h, c) for LSTM;
@@ -245,54 +246,6 @@ def run_layer(
         with torch.autocast(device, enabled=False):
             return by_length(rnn, _with_data(inp, data.float()), _float_state(state), lengths)
     return by_length(rnn, inp, state, lengths)
-
-
-FUSED = (nn.LSTM, nn.GRU, nn.RNN)
-
-
-def by_length(rnn: nn.Module, x: Sequence, state, lengths: torch.Tensor | None):
-    """``rnn`` over x; with ``lengths``, x is right-padded and the result is as if it
-    were packed: the output is zero at padding and the final state is each sequence's
-    own. Fused layers run padded (oneDNN has no packed kernel, and runs padded input in
-    bf16), the backward direction over each sequence reversed within its length; their
-    final state is h alone (the encoder reads no more). Step-loop layers run packed."""
-    if lengths is None:
-        return rnn(x, state)
-    if not isinstance(rnn, FUSED):
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, final = rnn(packed, state)
-        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], final
-    if state is not None:
-        raise ValueError("a fused layer run by length starts from a zero state")
-    batch, steps, _ = x.shape
-    lengths = lengths.to(x.device)
-    t = torch.arange(steps, device=x.device).expand(batch, steps)
-    real = t < lengths[:, None]
-    outs, finals = [], []
-    for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
-        order = torch.where(real, lengths[:, None] - 1 - t, t) if suffix else None
-        inp = x if order is None else x.gather(1, order.unsqueeze(-1).expand_as(x))
-        out = _one_direction(rnn, inp, suffix)
-        finals.append(out[torch.arange(batch, device=x.device), lengths - 1])
-        if order is not None:
-            out = out.gather(1, order.unsqueeze(-1).expand_as(out))
-        outs.append(out)
-    out = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
-    return out * real.unsqueeze(-1).to(out.dtype), torch.stack(finals)
-
-
-def _one_direction(rnn: nn.Module, x: torch.Tensor, suffix: str) -> torch.Tensor:
-    """One direction of a single-layer fused module over padded x, from a zero state."""
-    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-    weights = [getattr(rnn, name + suffix) for name in names]
-    zeros = x.new_zeros(1, x.shape[0], rnn.hidden_size)
-    common = (True, 1, 0.0, rnn.training, False, True)  # biases, layers, dropout, train, bi, bf
-    if isinstance(rnn, nn.LSTM):
-        return torch.lstm(x, (zeros, zeros), weights, *common)[0]
-    if isinstance(rnn, nn.GRU):
-        return torch.gru(x, zeros, weights, *common)[0]
-    run = torch.rnn_relu if rnn.nonlinearity == "relu" else torch.rnn_tanh
-    return run(x, zeros, weights, *common)[0]
 
 
 class RecurrentStack(nn.Module):
