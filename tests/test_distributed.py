@@ -112,6 +112,21 @@ def test_ddp_accumulates_without_syncing_and_equals_one_process(tmp_path, tiny_c
         assert torch.allclose(value, b["model"][key], rtol=1e-5, atol=1e-6), key
 
 
+def test_a_rank_without_a_batch_runs_one_at_weight_zero(tmp_path, tiny_corpus):
+    """Four batches an epoch over three processes: the second update of each epoch has
+    one batch, so ranks 1 and 2 run a borrowed one at weight zero (they must still join
+    the all-reduce) and the update equals one process accumulating three."""
+    options = dict(max_steps=4, threads=1, seed=7)
+    one = tmp_path / "one"
+    Trainer(config.from_dict(tiny_config_dict(tiny_corpus, accumulate=3, **options)), one).run()
+    three = tmp_path / "three"
+    torchrun(tmp_path, tiny_config_dict(tiny_corpus, **options), three, processes=3)
+    a, b = checkpoint.load(one / "last.pt"), checkpoint.load(three / "last.pt")
+    assert a["progress"]["epoch"] == b["progress"]["epoch"] == 2  # two epochs of 4 batches
+    for key, value in a["model"].items():
+        assert torch.allclose(value, b["model"][key], rtol=1e-5, atol=1e-6), key
+
+
 def test_a_data_parallel_run_resumes_exactly(tmp_path, tiny_corpus):
     cfg = tiny_config_dict(tiny_corpus, max_steps=6, threads=1)
     cfg["model"].update(dropout=0.3, embedding_dropout=0.2)  # per-rank random masks
