@@ -15,21 +15,13 @@ Gal & Ghahramani 2016).
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from s2s.config import ACTIVATIONS, CELLS, STACKINGS
-from s2s.nn.kernels import FUSED, by_length
+from s2s.nn.kernels import FUSED, LayerState, Sequence, by_length
 from s2s.nn.precision import cpu_has_bf16, recurrent_dtype
-
-# A layer's recurrent state: h for GRU / vanilla RNN, (h, c) for LSTM;
-# each tensor is (directions, batch, hidden).
-LayerState = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
-Sequence = Union[torch.Tensor, PackedSequence]
-
 
 LSTM_CELLS = ("lstm", "peephole_lstm", "layernorm_lstm", "mlstm")
 

@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 Sequence = Union[torch.Tensor, PackedSequence]
-# h, or an LSTM's (h, c); each (directions, batch, hidden)
+# A layer's recurrent state: h for GRU / vanilla RNN, (h, c) for LSTM;
+# each tensor is (directions, batch, hidden).
 LayerState = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 
 FUSED = (nn.LSTM, nn.GRU, nn.RNN)
