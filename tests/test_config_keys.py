@@ -238,6 +238,12 @@ def batches(cfg, env):
     return epoch_batches(t.task.train_corpus, cfg.data, cfg.train.seed, 0)
 
 
+def batch_shapes(cfg, env):
+    t = trainer(cfg, env)
+    items = epoch_batches(t.task.train_corpus, cfg.data, cfg.train.seed, 0)
+    return [tuple(t.task.batch(b).tgt_in.shape) for b in items]
+
+
 def device(cfg, env):
     try:
         return str(trainer(cfg, env).device)
@@ -522,6 +528,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "data.batch_size": P(4, batches),
         "data.batch_unit": P("tokens", batches, data__batch_size=40),
         "data.bucket_pool": P(1, batches),
+        "data.shape_multiple": P(4, batch_shapes, data__batch_unit="tokens", data__batch_size=60),
         "train.precision": P("bf16", losses),
         "train.compile": P("always", loss_kernel),
         "train.max_epochs": P(1, stop, train__max_steps=10),

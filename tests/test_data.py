@@ -113,6 +113,41 @@ def test_token_budget_and_sentence_batches():
     assert sorted(i for b in by_count for i in b) == list(range(500))
 
 
+def test_shape_multiple_rounds_lengths_and_sentence_counts():
+    """With a multiple, a batch that filled up holds a multiple of it sentences, its
+    padded cost (lengths rounded up) stays in the budget, and no sentence is lost."""
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 30) for _ in range(500)]
+    batches = length_batches(  # one pool: only its last batch may be short
+        lengths, batch_size=400, unit="tokens", pool=1000, rng=random.Random(1), multiple=8
+    )
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    assert len(batches) > 10 and sum(len(b) % 8 != 0 for b in batches) <= 1
+    for b in batches:
+        assert len(b) == 1 or -(-max(lengths[i] for i in b) // 8) * 8 * len(b) <= 400
+    plain = length_batches(lengths, batch_size=400, unit="tokens", pool=1000, rng=random.Random(1))
+    assert len({len(b) for b in batches}) < len({len(b) for b in plain})
+
+
+def test_collate_pads_both_sides_to_the_multiple():
+    from s2s.data.corpus import collate
+    from s2s.data.tokenize import PAD
+
+    src_tok, tgt_tok = word_tok()
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"src": [s for s, _ in SENTENCES[:3]], "tgt": [t for _, t in SENTENCES[:3]]}
+    )
+    corpus = encode_corpus(ds, src_tok, tgt_tok, reverse_source=False)
+    plain, padded = collate(corpus, [0, 1, 2]), collate(corpus, [0, 1, 2], multiple=8)
+    for name in ("src", "tgt_in", "tgt_out"):
+        a, b = getattr(plain, name), getattr(padded, name)
+        assert b.shape[1] % 8 == 0 and b.shape[1] >= a.shape[1]
+        assert (b[:, : a.shape[1]] == a).all() and (b[:, a.shape[1] :] == PAD).all()
+    assert padded.n_tokens == plain.n_tokens and (padded.src_lengths == plain.src_lengths).all()
+
+
 def test_epoch_batches_reshuffle_and_are_reproducible(tmp_path):
     src_tok, tgt_tok = word_tok()
     import datasets

@@ -59,7 +59,8 @@ def test_no_compiler_is_found_when_none_is_on_the_path(monkeypatch):
 
 
 def test_bucketed_rows_are_ignored_by_the_loss_and_its_gradient():
-    from s2s.translation.objective import ROW_BUCKET, bucket_rows
+    from s2s.nn.fused import ROW_BUCKET
+    from s2s.translation.objective import bucket_rows
 
     torch.manual_seed(0)
     rows = torch.randn(ROW_BUCKET + 5, 4, requires_grad=True)

@@ -2,6 +2,9 @@
 dynamic loss scaling for fp16."""
 
 import json
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -207,3 +210,40 @@ def test_auto_precision_trains_as_the_precision_it_resolves_to(tmp_path, tiny_co
     trainer = make_trainer(tmp_path, tiny_corpus, "auto", precision="auto")
     want = torch.bfloat16 if bf16_available(torch.device("cpu")) else None
     assert trainer.updater.amp_dtype == want
+
+
+FREED_BLOCK = """
+import sys
+import torch
+from s2s.runtime import return_large_blocks
+
+
+def rss_mb():
+    with open("/proc/self/status") as handle:
+        return next(int(x.split()[1]) // 1024 for x in handle if x.startswith("VmRSS"))
+
+
+if sys.argv[1] == "on":
+    assert return_large_blocks()
+big = torch.ones(4 << 20)  # 16 MB: glibc's own threshold rises to this when it is freed
+del big
+base = rss_mb()
+block = torch.ones(2 << 20)  # 8 MB, then freed
+del block
+print(rss_mb() - base)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc allocator setting")
+def test_large_freed_blocks_go_back_to_the_system():
+    """With return_large_blocks, a freed 8 MB tensor leaves the process (RSS back);
+    with glibc's default rising threshold it stays in the heap."""
+
+    def kept(mode: str) -> int:
+        run = subprocess.run(
+            [sys.executable, "-c", FREED_BLOCK, mode], capture_output=True, text=True, check=True
+        )
+        return int(run.stdout.split()[-1])
+
+    assert kept("on") < 3
+    assert kept("off") > 6  # the default keeps it: what the setting is for

@@ -116,6 +116,11 @@ class DataConfig:
     batch_size: int = positive(4096)
     batch_unit: str = choice("tokens", BATCH_UNITS)
     bucket_pool: int = positive(50)  # batches sorted together by length before shuffling
+    # Training batches: lengths padded and sentences per batch rounded down to multiples
+    # of this (fairseq's pad_to_multiple / required_batch_size_multiple): a few tensor
+    # shapes instead of one per batch, so oneDNN reuses its kernels (faster) and the
+    # allocator its blocks (less memory); docs/speed.md. 1 = off.
+    shape_multiple: int = positive(1)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from s2s.config import DataConfig, unset_variables
@@ -218,32 +219,48 @@ class Batch:
         )
 
 
-def collate(corpus: Corpus, indices: list[int]) -> Batch:
+def pad_to(rows: list[torch.Tensor], multiple: int) -> torch.Tensor:
+    """(len(rows), longest rounded up to ``multiple``), PAD after each row."""
+    padded = pad_sequence(rows, batch_first=True, padding_value=PAD)
+    extra = -padded.shape[1] % multiple
+    return F.pad(padded, (0, extra), value=PAD) if extra else padded
+
+
+def collate(corpus: Corpus, indices: list[int], multiple: int = 1) -> Batch:
+    """A padded batch; ``multiple``: both lengths padded to a multiple of it."""
     src = [corpus.src[i] for i in indices]
     tgt = [corpus.tgt[i] for i in indices]
     bos = torch.tensor([BOS])
     eos = torch.tensor([EOS])
     return Batch(
-        src=pad_sequence(src, batch_first=True, padding_value=PAD),
+        src=pad_to(src, multiple),
         src_lengths=torch.tensor([len(s) for s in src]),
-        tgt_in=pad_sequence(
-            [torch.cat([bos, t]) for t in tgt], batch_first=True, padding_value=PAD
-        ),
-        tgt_out=pad_sequence(
-            [torch.cat([t, eos]) for t in tgt], batch_first=True, padding_value=PAD
-        ),
+        tgt_in=pad_to([torch.cat([bos, t]) for t in tgt], multiple),
+        tgt_out=pad_to([torch.cat([t, eos]) for t in tgt], multiple),
         n_tokens=sum(len(t) + 1 for t in tgt),
     )
 
 
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 def length_batches(
-    lengths: list[int], *, batch_size: int, unit: str, pool: int, rng: random.Random | None
+    lengths: list[int],
+    *,
+    batch_size: int,
+    unit: str,
+    pool: int,
+    rng: random.Random | None,
+    multiple: int = 1,
 ) -> list[list[int]]:
     """Group indices into batches of similar length.
 
     With ``rng``: shuffle, sort within pools of about ``pool`` batches, split, and
     shuffle the batch order (one epoch). Without: sort everything, keep order.
     ``lengths`` is the padded cost per example (max of source and target length).
+    ``multiple``: lengths count rounded up to it, and a batch that fills up keeps a
+    multiple of it sentences (the rest start the next one), as ``collate`` pads.
     """
     order = list(range(len(lengths)))
     if rng is None:
@@ -262,11 +279,13 @@ def length_batches(
         current: list[int] = []
         longest = 0
         for i in chunk:
-            new_longest = max(longest, lengths[i])
+            new_longest = max(longest, round_up(lengths[i], multiple))
             cost = new_longest * (len(current) + 1) if unit == "tokens" else len(current) + 1
             if current and cost > batch_size:
-                batches.append(current)
-                current, new_longest = [], lengths[i]
+                keep = len(current) - len(current) % multiple if len(current) >= multiple else None
+                batches.append(current[:keep])
+                current = current[keep:] if keep else []
+                new_longest = max(round_up(lengths[j], multiple) for j in current + [i])
             current.append(i)
             longest = new_longest
         if current:
@@ -281,5 +300,10 @@ def epoch_batches(corpus: Corpus, cfg: DataConfig, seed: int, epoch: int) -> lis
     lengths = [max(len(s), len(t) + 1) for s, t in zip(corpus.src, corpus.tgt)]
     rng = random.Random(seed * 1_000_003 + epoch)
     return length_batches(
-        lengths, batch_size=cfg.batch_size, unit=cfg.batch_unit, pool=cfg.bucket_pool, rng=rng
+        lengths,
+        batch_size=cfg.batch_size,
+        unit=cfg.batch_unit,
+        pool=cfg.bucket_pool,
+        rng=rng,
+        multiple=cfg.shape_multiple,
     )

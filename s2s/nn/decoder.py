@@ -19,6 +19,7 @@ from torch import nn
 from s2s.nn.attention import Attention
 from s2s.nn.cells import LayerState, RecurrentStack, is_lstm
 from s2s.nn.encoder import EncoderOutput
+from s2s.nn.fused import pad_rows
 
 
 def _reorder_layer(state: LayerState, index: torch.Tensor) -> LayerState:
@@ -226,7 +227,8 @@ class Decoder(nn.Module):
         real = tgt_in != self.embedding.padding_idx
         with torch.no_grad():  # guesses at real positions only (one after padding is padding)
             guess = torch.zeros_like(tgt_in)
-            guess[real] = _guess(self.output(self.forward(tgt_in, enc)[real]), sample)
+            rows = self.forward(tgt_in, enc)[real]
+            guess[real] = _guess(self.output(pad_rows(rows))[: rows.shape[0]], sample)
         fed = tgt_in.clone()
         fed[:, 1:] = torch.where(use_gold[:, 1:], tgt_in[:, 1:], guess[:, :-1])
         fed = torch.where(real, fed, tgt_in)  # padding stays

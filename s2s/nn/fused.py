@@ -9,6 +9,9 @@ time differs.
 
 ``compile`` is "never", "always" (fail if torch.compile cannot run here) or "auto" (compile
 when a C++ compiler is found on CPU, or Triton on CUDA; else eager, said once).
+
+``pad_rows`` gives the (rows, vocabulary) products a few shapes: oneDNN keeps a primitive,
+with its own packed copy of the output weights, for every bf16 shape it has seen.
 """
 
 from __future__ import annotations
@@ -22,6 +25,17 @@ import torch.nn.functional as F
 from s2s.config import COMPILE_MODES
 from s2s.errors import ConfigError
 from s2s.runtime import compile_unavailable
+
+ROW_BUCKET = 128
+
+
+def pad_rows(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` with zero rows appended up to a multiple of ROW_BUCKET: a few shapes of
+    the large (tokens, vocab) products instead of one per batch, which the allocator and
+    oneDNN's primitive cache would each keep (docs/speed.md, memory)."""
+    pad = -rows.shape[0] % ROW_BUCKET
+    return torch.cat([rows, rows.new_zeros(pad, rows.shape[1])]) if pad else rows
+
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ The lowest level of the package: it imports nothing of s2s."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import re
@@ -59,3 +60,21 @@ def fast_float32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+LARGE_BLOCK = 4 << 20  # bytes
+
+
+@functools.lru_cache(maxsize=1)
+def return_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
+    """With glibc: blocks of ``threshold`` bytes or more come from mmap and go back to the
+    system when freed. glibc's own threshold rises (up to 32 MB) as such blocks are freed,
+    after which the batch-sized tensors of a training run, all of different sizes, stay in
+    the heap and fragment it (docs/speed.md, memory). False where the C library is not
+    glibc (nothing changed)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_mmap_threshold = -3  # malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, threshold))

@@ -11,24 +11,17 @@ import torch
 
 from s2s.data.corpus import Batch, Corpus, collate, length_batches
 from s2s.data.tokenize import PAD
-from s2s.nn.fused import TokenLoss
+from s2s.nn.fused import TokenLoss, pad_rows
 from s2s.nn.seq2seq import Seq2Seq
 
 EAGER = TokenLoss("never")
 
 
-ROW_BUCKET = 128
-
-
 def bucket_rows(rows: torch.Tensor, target: torch.Tensor):
-    """Rows padded to a multiple of ROW_BUCKET, their targets ignored (-100): a few
-    shapes of the large (tokens, vocab) products instead of one per batch, which the
-    allocator and oneDNN's primitive cache would each keep (docs/speed.md, memory)."""
-    pad = -rows.shape[0] % ROW_BUCKET
-    if pad == 0:
-        return rows, target
-    rows = torch.cat([rows, rows.new_zeros(pad, rows.shape[1])])
-    return rows, torch.cat([target, target.new_full((pad,), -100)])
+    """Rows padded to a multiple of ROW_BUCKET (``pad_rows``), their targets ignored (-100)."""
+    padded = pad_rows(rows)
+    extra = padded.shape[0] - rows.shape[0]
+    return padded, torch.cat([target, target.new_full((extra,), -100)]) if extra else target
 
 
 def batch_loss(

@@ -136,7 +136,7 @@ class TranslationTask:
         return epoch_batches(self.train_corpus, self.cfg.data, self.cfg.train.seed, epoch)
 
     def batch(self, indices: list[int]):
-        return collate(self.train_corpus, indices).to(self.run.device)
+        return collate(self.train_corpus, indices, self.cfg.data.shape_multiple).to(self.run.device)
 
     def teacher_prob(self, step: int) -> float:
         ss = self.cfg.train.scheduled_sampling
