@@ -261,3 +261,36 @@ def test_ensemble_of_two_runs_translates(tmp_path, tiny_corpus, capsys):
         yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())["model"]["decoder"]["cell"]
         == "gru"
     )
+
+
+def test_batches_by_tokens_translate_as_batches_by_sentences(
+    tmp_path, tiny_corpus, capsys, monkeypatch
+):
+    """--batch-unit tokens groups sentences by a source-token budget (padded); the
+    output is the same as with sentence batches, in the input order."""
+    import s2s.decoding.translate as module
+
+    shapes, search = [], module._search
+    monkeypatch.setattr(
+        module,
+        "_search",
+        lambda model, src, *a, **k: shapes.append(src.shape) or search(model, src, *a, **k),
+    )
+    out = train_tiny(tmp_path, "run", tiny_corpus, max_steps=30)
+    shapes.clear()  # validation's
+    inp = tmp_path / "in.txt"
+    inp.write_text(
+        "a dog runs .\n\nthe boy jumps .\na cat sleeps on the big red mat .\nthe boy .\n"
+    )
+    outputs = {}
+    for options in (["--batch-size", "2"], ["--batch-unit", "tokens", "--batch-size", "16"]):
+        assert main(["translate", str(out / "best.pt"), "--input", str(inp), *options]) == 0
+        outputs[options[1]] = capsys.readouterr().out
+        rows = [s[0] for s in shapes]
+        assert (
+            max(rows) == 2
+            if options[1] == "2"
+            else max(rows) > 2 and all(r * n <= 16 for r, n in shapes)
+        ), shapes
+        shapes.clear()
+    assert outputs["2"] == outputs["tokens"] and len(outputs["2"].splitlines()) == 5

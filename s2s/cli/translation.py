@@ -72,6 +72,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         lines,
         reverse_source=first.config.data.reverse_source,
         batch_size=args.batch_size,
+        batch_unit=args.batch_unit,
         max_output_ratio=args.max_length_ratio or first.config.train.max_output_ratio,
         device=device,
         beam=args.beam,
@@ -146,7 +147,13 @@ def add_translate(sub) -> None:
     p.add_argument("checkpoint", nargs="+", help="checkpoint(s); several are ensembled")
     p.add_argument("--input", help="source file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences (or tokens) per batch")
+    p.add_argument(
+        "--batch-unit",
+        default="sentences",
+        choices=["sentences", "tokens"],
+        help="what --batch-size counts (tokens: padded source tokens)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     p.add_argument("--encoding", default="utf-8", help="input encoding")

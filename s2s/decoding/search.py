@@ -83,7 +83,9 @@ def greedy(
     prev = torch.full((batch,), bos, dtype=torch.long, device=device)
     for t in range(steps):
         out = stepper.step(prev, state, enc)
-        best, token = torch.log_softmax(out.logits.float(), dim=-1).max(dim=-1)
+        logits = out.logits.float()
+        top, token = logits.max(dim=-1)  # log-softmax's argmax, without writing it out
+        best = top - torch.logsumexp(logits, dim=-1)
         scores[rows] += best
         table[rows, t] = token
         done = (token == eos) | (t + 1 >= limit[rows])

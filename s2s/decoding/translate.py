@@ -57,6 +57,7 @@ def translate(
     *,
     reverse_source: bool,
     batch_size: int = 64,
+    batch_unit: str = "sentences",
     max_output_ratio: float = 2.0,
     max_src_len: int = 250,
     device: torch.device | str = "cpu",
@@ -67,7 +68,8 @@ def translate(
     min_len: int = 0,
     alignments: bool = False,
 ) -> list[Translation]:
-    """Translate ``lines`` (see the module docstring), in batches of similar length."""
+    """Translate ``lines`` (see the module docstring), in batches of similar length:
+    ``batch_size`` sentences, or source tokens (padded) with ``batch_unit="tokens"``."""
     was_training = model.training
     model.eval()
     cleaned = [_clean(line) for line in lines]
@@ -75,7 +77,7 @@ def translate(
     ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)
     results = [Translation(texts=[""], scores=[0.0]) for _ in lines]
     order = length_batches(
-        [len(s) for s in ids], batch_size=batch_size, unit="sentences", pool=1, rng=None
+        [len(s) for s in ids], batch_size=batch_size, unit=batch_unit, pool=1, rng=None
     )
     options = dict(
         beam=beam,

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""The table scripts/bench_speed.sh prints, from the files it leaves in OUT: training logs
+(each under /usr/bin/time -v), s2s run folders, OpenNMT-py logs, and OUT/decode.
+
+Target tokens/s is counted the same way for both toolkits: non-pad target tokens (EOS
+included) of all updates, over training seconds without validation. s2s: the sum over log
+windows of tokens/s x window seconds, over the last record's ``elapsed``; OpenNMT-py: the
+sum over report windows of its mean target tokens per batch x batches, over the seconds
+its last report gives.
+
+Usage: scripts/speed_table.py OUT
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+SENTENCES = 1000  # test_2016_flickr
+
+
+def time_v(log: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) from /usr/bin/time -v output in ``log``."""
+    text = log.read_text(errors="replace")
+    clock = re.findall(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text)[-1]
+    seconds = 0.0
+    for part in clock.split(":"):
+        seconds = 60 * seconds + float(part)
+    rss = int(re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)[-1])
+    return seconds, rss / 2**20
+
+
+def s2s_training(run: Path) -> tuple[int, float, float]:
+    """Updates, target tokens, training seconds (validation excluded)."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    if not train:  # fewer updates than one log window
+        return 0, 0.0, 0.0
+    tokens, before = 0.0, 0.0
+    for r in train:
+        tokens += r["tokens_per_s"] * (r["elapsed"] - before)
+        before = r["elapsed"]
+    return train[-1]["step"], tokens, train[-1]["elapsed"]
+
+
+ONMT_REPORT = re.compile(
+    r"Step\s+(\d+)/\s*\d+;.*?bsz:\s*[\d.]+/\s*([\d.]+)/\s*[\d.]+;.*?;\s*([\d.]+) sec;"
+)
+
+
+def onmt_training(log: Path) -> tuple[int, float, float]:
+    tokens, before, step, seconds = 0.0, 0, 0, 0.0
+    for match in ONMT_REPORT.finditer(log.read_text(errors="replace")):
+        step, per_batch, seconds = int(match[1]), float(match[2]), float(match[3])
+        tokens += per_batch * (step - before)
+        before = step
+    return step, tokens, seconds
+
+
+def decoding(out: Path, name: str, search: str) -> tuple[float, float, float] | None:
+    """Seconds, peak RSS (GB) and BLEU of one decoding command, if it ran."""
+    timing = out / "decode" / f"{name}.{search}.time"
+    if not timing.exists():
+        return None
+    seconds, rss = timing.read_text().split()[-2:]
+    bleu = float((out / "decode" / f"{name}.{search}.bleu").read_text().split()[0])
+    return float(seconds), int(rss) / 2**20, bleu
+
+
+def best_of(paths: list[Path]) -> float:
+    return min(float(p.read_text().split()[-2]) for p in paths)
+
+
+def startup(out: Path, name: str) -> float | None:
+    paths = sorted((out / "decode").glob(f"{name}.startup*.time"))
+    return best_of(paths) if paths else None
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    print(f"{(out / 'machine').read_text().strip()}\n")
+    torch_import = best_of(sorted(out.glob("torch_import.*.time")))
+    rows, train_time = [], {}
+    for name in (
+        "s2s-default",
+        "s2s-default-fp32",
+        "onmt-default",
+        "s2s-rnn",
+        "s2s-rnn-fp32",
+        "onmt-rnn",
+        "old-default",
+    ):
+        log = out / f"{name}.log"
+        cells = [name]
+        reader = onmt_training if name.startswith("onmt") else s2s_training
+        counted = reader(log if name.startswith("onmt") else out / name) if log.exists() else None
+        if counted and counted[0] > 0 and counted[2] > 0:
+            updates, tokens, seconds = counted
+            wall, rss = time_v(log)
+            train_time[name] = wall
+            cells += [
+                f"{updates}",
+                f"{wall / 60:.1f} min",
+                f"{seconds:.0f} s",
+                f"{tokens / updates:,.0f}",
+                f"{tokens / seconds:,.0f}",
+                f"{rss:.2f} GB",
+            ]
+        else:
+            cells += [""] * 6
+        for search in ("greedy", "beam5"):
+            d = decoding(out, name, search)
+            up = startup(out, name)
+            if d is None or up is None:
+                cells += ["", ""]
+                continue
+            cells += [f"{d[2]:.2f}", f"{SENTENCES / max(d[0] - up, 1e-3):,.0f}"]
+        up = startup(out, name)
+        d = decoding(out, name, "beam5")
+        cells += [f"{up:.2f} s" if up is not None else "", f"{d[1]:.2f} GB" if d else ""]
+        rows.append(cells)
+    head = [
+        "run",
+        "updates",
+        "training wall",
+        "training s (no validation)",
+        "target tokens per update",
+        "target tok/s",
+        "training peak RSS",
+        "test BLEU greedy",
+        "greedy sent/s",
+        "test BLEU beam 5",
+        "beam-5 sent/s",
+        "start-up",
+        "translate peak RSS (beam 5)",
+    ]
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+    print(
+        f'\n`python -c "import torch"`: {torch_import:.2f} s (best of 3); sent/s exclude '
+        "start-up (the same command on one empty line, best of 3)."
+    )
+    for shape in ("default", "rnn"):
+        s2s, onmt = train_time.get(f"s2s-{shape}"), train_time.get(f"onmt-{shape}")
+        if s2s and onmt:
+            print(f"{shape}: s2s training wall time / OpenNMT-py's = {s2s / onmt:.2f}")
+    for search in ("greedy", "beam5"):
+        new, old = decoding(out, "s2s-default", search), decoding(out, "old-default", search)
+        up_new, up_old = startup(out, "s2s-default"), startup(out, "old-default")
+        if new and old and up_new is not None and up_old is not None:
+            ratio = (old[0] - up_old) / (new[0] - up_new)
+            print(
+                f"{search}: s2s sent/s / old code's = {ratio:.2f} (BLEU {new[2]:.2f} vs "
+                f"{old[2]:.2f})"
+            )
+
+
+if __name__ == "__main__":
+    main()
