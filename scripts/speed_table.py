@@ -69,13 +69,12 @@ def decoding(out: Path, name: str, search: str) -> tuple[float, float, float] | 
     return float(seconds), int(rss) / 2**20, bleu
 
 
-def best_of(paths: list[Path]) -> float:
-    return min(float(p.read_text().split()[-2]) for p in paths)
+def best_of(paths: list[Path]) -> float | None:
+    return min((float(p.read_text().split()[-2]) for p in paths), default=None)
 
 
 def startup(out: Path, name: str) -> float | None:
-    paths = sorted((out / "decode").glob(f"{name}.startup*.time"))
-    return best_of(paths) if paths else None
+    return best_of(sorted((out / "decode").glob(f"{name}.startup*.time")))
 
 
 def main() -> None:
@@ -95,7 +94,8 @@ def main() -> None:
         log = out / f"{name}.log"
         cells = [name]
         reader = onmt_training if name.startswith("onmt") else s2s_training
-        counted = reader(log if name.startswith("onmt") else out / name) if log.exists() else None
+        done = (out / f"{name}.done").exists()
+        counted = reader(log if name.startswith("onmt") else out / name) if done else None
         if counted and counted[0] > 0 and counted[2] > 0:
             updates, tokens, seconds = counted
             wall, rss = time_v(log)
@@ -140,9 +140,11 @@ def main() -> None:
     print("|" + " --- |" * len(head))
     for cells in rows:
         print("| " + " | ".join(cells) + " |")
+    if torch_import is not None:
+        print(f'\n`python -c "import torch"`: {torch_import:.2f} s (best of 3).')
     print(
-        f'\n`python -c "import torch"`: {torch_import:.2f} s (best of 3); sent/s exclude '
-        "start-up (the same command on one empty line, best of 3)."
+        "sent/s exclude start-up: the same command on one empty line (OpenNMT-py, which "
+        "fails on one, on the first test sentence), best of 3."
     )
     for shape in ("default", "rnn"):
         s2s, onmt = train_time.get(f"s2s-{shape}"), train_time.get(f"onmt-{shape}")
