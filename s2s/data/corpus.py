@@ -282,9 +282,10 @@ def length_batches(
             new_longest = max(longest, round_up(lengths[i], multiple))
             cost = new_longest * (len(current) + 1) if unit == "tokens" else len(current) + 1
             if current and cost > batch_size:
-                keep = len(current) - len(current) % multiple if len(current) >= multiple else None
+                # a multiple of ``multiple`` sentences (all of them when fewer)
+                keep = len(current) - len(current) % multiple or len(current)
                 batches.append(current[:keep])
-                current = current[keep:] if keep else []
+                current = current[keep:]
                 new_longest = max(round_up(lengths[j], multiple) for j in current + [i])
             current.append(i)
             longest = new_longest
