@@ -10,8 +10,8 @@ time differs.
 ``compile`` is "never", "always" (fail if torch.compile cannot run here) or "auto" (compile
 when a C++ compiler is found on CPU, or Triton on CUDA; else eager, said once).
 
-``pad_rows`` gives the (rows, vocabulary) products a few shapes: oneDNN keeps a primitive,
-with its own packed copy of the output weights, for every bf16 shape it has seen.
+``pad_rows`` gives the (rows, vocabulary) products a few shapes: oneDNN builds and caches
+a kernel for every bf16 shape it sees (docs/speed.md, memory).
 """
 
 from __future__ import annotations
