@@ -114,11 +114,11 @@ decode() {
     for search in greedy beam5; do
         case $side in
             s2s | old)
-                local b=$bin
-                [ "$side" = old ] && b=$old/bin
+                local run=("$bin/s2s")
+                [ "$side" = old ] && run=(env -u PYTHONPATH "$old/bin/s2s")
                 local opts=()
                 [ $search = beam5 ] && opts=(--beam 5)
-                timed "$name.$search" "$test.en" "$b/s2s" -q translate "$ckpt" --batch-size 64 "${opts[@]}"
+                timed "$name.$search" "$test.en" "${run[@]}" -q translate "$ckpt" --batch-size 64 "${opts[@]}"
                 ;;
             onmt)
                 local beam=1
@@ -139,7 +139,8 @@ decode() {
     for k in 1 2 3; do
         case $side in
             s2s) timed "$name.startup$k" "$out/decode/empty.txt" "$bin/s2s" -q translate "$ckpt" ;;
-            old) timed "$name.startup$k" "$out/decode/empty.txt" "$old/bin/s2s" -q translate "$ckpt" ;;
+            old) timed "$name.startup$k" "$out/decode/empty.txt" env -u PYTHONPATH "$old/bin/s2s" -q \
+                translate "$ckpt" ;;
             onmt) timed "$name.startup$k" /dev/null "$onmt/bin/onmt_translate" -model "$ckpt" \
                 -src "$out/decode/one.txt" -output "$out/decode/$name.startup.out" -beam_size 1 \
                 -transforms sentencepiece \
@@ -154,7 +155,9 @@ for k in 1 2 3; do  # the floor: importing torch
     /usr/bin/time -o "$out/torch_import.$k.time" -f "%e %M" "$bin/python" -c "import torch"
 done
 decode s2s-default s2s "$out/s2s-default/best.pt"
-"$old/bin/python" "$here/scripts/old_checkpoint.py" "$out/s2s-default/best.pt" "$out/old-default.pt"
+# OLD_REV's code from its venv only (a PYTHONPATH set for this checkout must not reach it)
+env -u PYTHONPATH "$old/bin/python" "$here/scripts/old_checkpoint.py" "$out/s2s-default/best.pt" \
+    "$out/old-default.pt"
 decode old-default old "$out/old-default.pt"
 decode onmt-default onmt "$out/onmt-default/model/model_step_$updates.pt"
 decode s2s-rnn s2s "$out/s2s-rnn/best.pt"
