@@ -222,7 +222,7 @@ class Batch:
 def pad_to(rows: list[torch.Tensor], multiple: int) -> torch.Tensor:
     """(len(rows), longest rounded up to ``multiple``), PAD after each row."""
     padded = pad_sequence(rows, batch_first=True, padding_value=PAD)
-    extra = -padded.shape[1] % multiple
+    extra = round_up(padded.shape[1], multiple) - padded.shape[1]
     return F.pad(padded, (0, extra), value=PAD) if extra else padded
 
 
