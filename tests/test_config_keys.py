@@ -596,6 +596,7 @@ def lm_probes(env: Env) -> dict[str, Probe]:
         "train.batch_size": P(2, lm_data),
         "train.bptt": P(4, weights),
         "train.lr_multipliers": P({"output": 3.0}, weights),
+        "train.precision": P("bf16", weights),
     }
     probes.update(init_probes("model.init.", lm_initial_weights))
     probes.update(common_train_probes(lr=0.05, min_lr=5e-3))

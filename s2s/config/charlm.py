@@ -12,6 +12,7 @@ from s2s.config.fields import (
     LM_SCHEDULES,
     LM_UNITS,
     OPTIMIZERS,
+    PRECISIONS,
     STACKINGS,
     InitConfig,
     at_least_one,
@@ -57,6 +58,9 @@ class LMTrainConfig:
     seed: int = 1
     device: str = choice("auto", DEVICES)
     threads: int = non_negative(0)
+    # bf16: autocast (recurrent layers too where the CPU/GPU has bf16 kernels); auto:
+    # bf16 where the hardware has it, else fp32; fp16: GPU only, with loss scaling
+    precision: str = choice("fp32", PRECISIONS)
     max_steps: int = positive(2000)
     max_minutes: float = non_negative(0.0)
     batch_size: int = positive(32)  # parallel streams through the text
