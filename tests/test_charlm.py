@@ -4,6 +4,7 @@ features and the logistic-regression probe."""
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -11,10 +12,15 @@ import yaml
 from s2s import config
 from s2s.charlm import LMTrainer, load_lm, train_lm
 from s2s.charlm.generate import sample
-from s2s.charlm.probe import logistic_accuracy, probe, sequence_features
+from s2s.charlm.probe import (
+    fold_accuracies,
+    ngram_features,
+    sequence_features,
+    stratified_folds,
+)
 from s2s.cli import main
 from s2s.data.units import Units
-from s2s.errors import ConfigError
+from s2s.errors import ConfigError, S2SError
 from s2s.nn.charlm import build_lm
 
 
@@ -133,14 +139,57 @@ def test_features_are_the_final_hidden_state():
         assert torch.allclose(row, state[-1][0][0, 0], atol=1e-6)  # top layer, h
 
 
+def test_features_mean_and_cell_are_what_they_say():
+    torch.manual_seed(0)
+    cfg = config.LMModelConfig(embedding_size=8, hidden_size=16, layers=2)
+    model = build_lm(cfg, 256).eval()
+    seqs = [list(b"a fine film"), list(b"dull")]
+    features = sequence_features(model, seqs, kinds=("mean", "cell", "hidden"))
+    assert features.shape == (2, 48)
+    for row, seq in zip(features, seqs):
+        out, state = model.rnn(model.embedding(torch.tensor([seq])))
+        assert torch.allclose(row[:16], out[0].mean(0), atol=1e-6)  # over its own length
+        assert torch.allclose(row[16:32], state[-1][1][0, 0], atol=1e-6)  # top layer, c
+        assert torch.allclose(row[32:], state[-1][0][0, 0], atol=1e-6)
+    gru = build_lm(dataclasses.replace(cfg, cell="gru"), 256)
+    with pytest.raises(ConfigError, match="no cell state"):
+        sequence_features(gru, seqs, kinds=("cell",))
+
+
+def test_probe_folds_are_stratified_and_fixed_by_the_seed():
+    labels = [1] * 30 + [0] * 70
+    splits = stratified_folds(labels, 10, seed=3)
+    tests = [test for _, test in splits]
+    assert sorted(np.concatenate(tests).tolist()) == list(range(100))  # a partition
+    for train, test in splits:
+        assert sum(labels[i] for i in test) == 3 and len(test) == 10  # 30 % positive each
+        assert not set(train) & set(test)
+    again = stratified_folds(labels, 10, seed=3)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(splits, again))
+    other = stratified_folds(labels, 10, seed=4)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(splits, other))
+    with pytest.raises(S2SError, match="smaller class"):
+        stratified_folds(labels, 31, seed=0)
+
+
 def test_probe_finds_a_separable_signal_and_not_noise():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(200, 5, generator=g)
-    labels = (x[:, 2] > 0).long().tolist()
-    assert min(probe(x, labels, folds=5)) >= 0.9
+    x = torch.randn(200, 5, generator=g).numpy()
+    labels = (x[:, 2] > 0).astype(int).tolist()
+    assert min(fold_accuracies(x, labels, stratified_folds(labels, 5, 0))) >= 0.9
     noise = torch.randint(0, 2, (200,), generator=g).tolist()
-    assert abs(sum(probe(x, noise, folds=5)) / 5 - 0.5) < 0.15
-    assert logistic_accuracy(x, torch.tensor(labels), x, torch.tensor(labels), l2=0.0) > 0.97
+    scores = fold_accuracies(x, noise, stratified_folds(noise, 5, 0))
+    assert abs(sum(scores) / 5 - 0.5) < 0.15
+
+
+def test_the_ngram_baseline_reads_words_in_any_encoding():
+    good = ["un film très bon", "très bon jeu", "bon et beau", "c'est bon"] * 5
+    bad = ["un film nul", "très nul jeu", "nul et laid", "c'est nul"] * 5
+    texts = [t.encode("latin-1") for t in good + bad]
+    labels = [1] * 20 + [0] * 20
+    grams = ngram_features(texts)
+    assert grams.shape[0] == 40 and grams.shape[1] > 10  # words and bigrams
+    assert min(fold_accuracies(grams, labels, stratified_folds(labels, 4, 0))) == 1.0
 
 
 def test_commands_train_sample_probe_and_refuse_the_wrong_checkpoint(tmp_path, periodic, capsys):
@@ -156,10 +205,48 @@ def test_commands_train_sample_probe_and_refuse_the_wrong_checkpoint(tmp_path, p
     probe_args += ["--pos", str(tmp_path / "pos"), "--neg", str(tmp_path / "neg")]
     assert main(probe_args) == 2  # a char LM fitted on UTF-8 meets Latin-1 bytes
     assert "not valid utf-8" in capsys.readouterr().err
-    assert main(probe_args + ["--encoding", "latin-1"]) == 0
-    assert "probe accuracy" in capsys.readouterr().out
+    assert main(probe_args + ["--encoding", "latin-1", "--features", "mean,cell"]) == 0
+    printed = capsys.readouterr().out
+    for row in ("| pretrained LM |", "| same LM, random init |", "| words + bigrams |"):
+        assert row in printed
+    assert "mean+cell (64)" in printed
+    assert main(probe_args + ["--encoding", "latin-1", "--features", "max"]) == 2
+    assert "unknown feature 'max'" in capsys.readouterr().err
     assert main(["translate", str(out / "best.pt")]) == 2
     assert "is a charlm checkpoint, not a translation model" in capsys.readouterr().err
+
+
+def test_pretraining_on_the_users_own_latin1_files_from_the_cli(tmp_path, capsys):
+    from s2s.data.text import read_texts
+
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    pos.write_bytes("un très bon film\nà voir\n".encode("latin-1") * 40)
+    neg.write_bytes(("un film raté\n\nnul à pleurer\n" * 40).rstrip().encode("latin-1"))
+    cfg = config.to_dict(lm_config(tmp_path / "unused.txt"))
+    cfg["model"]["unit"] = "byte"
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["-q", "charlm", "train", str(tmp_path / "lm.yaml"), "data.documents=lines"]
+    args += ["--text", str(pos), str(neg), "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    model, units, saved = load_lm(tmp_path / "run" / "best.pt")
+    assert saved.data.text == (str(pos), str(neg)) and saved.data.documents == "lines"
+    trainer = LMTrainer(saved, tmp_path / "run")  # resumes the same run
+    seen = bytes(trainer.task.train_data.flatten().tolist()) + bytes(
+        trainer.task.valid_data.flatten().tolist()
+    )
+    assert "très".encode("latin-1") in seen and "raté".encode("latin-1") in seen
+    # lines: documents shuffled, so both files reach the held-out end
+    joined = read_texts((str(pos), str(neg)), "lines", seed=1)
+    tail = joined[int(len(joined) * 0.8) :]
+    assert b"bon" in tail and b"nul" in tail and joined.count(b"\n") == 160
+    assert read_texts((str(pos), str(neg)), "stream", seed=1).startswith(pos.read_bytes())
+    # char units read the files in data.encoding: a wrong one names the file
+    args = ["-q", "charlm", "train", str(tmp_path / "lm.yaml"), "model.unit=char"]
+    assert main(args + ["--text", str(pos), "--out", str(tmp_path / "utf8")]) == 2
+    assert f"{pos} at offset 5: bytes that are not valid utf-8" in capsys.readouterr().err
+    args += ["data.encoding=latin-1", "--text", str(pos), "--out", str(tmp_path / "latin")]
+    assert main(args) == 0
+    assert "è" in load_lm(tmp_path / "latin" / "best.pt")[1].chars
 
 
 def test_config_errors_name_the_key(tmp_path):

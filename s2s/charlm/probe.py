@@ -1,28 +1,40 @@
 """Probes: how much a char LM's features of labelled texts tell about their labels.
 
-``probe`` fits an L2-regularised logistic regression on the features (the top layer's
-final hidden state, ``sequence_features``) of labelled texts, e.g. MR sentiment as in
-Radford et al. 2017, and reports k-fold accuracy.
+As in Radford et al. 2017 (MR sentiment from a byte LM's state): a logistic regression
+(scikit-learn, L2, its strength chosen by cross-validation inside each training part) on
+the LM's features, scored by stratified k-fold accuracy. The same folds score two
+references, so that a reader sees at once whether pretraining paid: the same
+architecture at random initialisation, and a bag of words and word bigrams.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from s2s.data.text import read_labelled
 from s2s.errors import DataError, S2SError
-from s2s.nn.charlm import CharLM, lm_from_payload
+from s2s.nn.charlm import CharLM, build_lm, lm_from_payload
 from s2s.training.checkpoint import load
+
+FEATURES = ("hidden", "cell", "mean")
+C_GRID = np.logspace(-4, 2, 7)  # inverse L2 strengths tried in each training part
+INNER_FOLDS = 3
 
 
 @torch.no_grad()
 def sequence_features(
-    model: CharLM, sequences: list[list[int]], *, batch_size: int = 64
+    model: CharLM,
+    sequences: list[list[int]],
+    *,
+    kinds: tuple[str, ...] = ("hidden",),
+    batch_size: int = 64,
 ) -> torch.Tensor:
-    """``features`` of each id sequence (an empty one reads id 0): (len(sequences), hidden)."""
+    """``CharLM.features`` of each id sequence (an empty one reads id 0), in order."""
     model.eval()
     device = model.output.weight.device
     rows = []
@@ -32,53 +44,89 @@ def sequence_features(
         ids = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s)
-        rows.append(model.features(ids.to(device), lengths).float().cpu())
+        rows.append(model.features(ids.to(device), lengths, kinds).float().cpu())
     return torch.cat(rows)
 
 
-def logistic_accuracy(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    *,
-    l2: float,
-    steps: int = 100,
-) -> float:
-    """Standardise on the training part, fit L2 logistic regression (L-BFGS), score."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    a, b = (train_x - mean) / std, (test_x - mean) / std
-    w = torch.zeros(a.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    a64, y64 = a.double(), train_y.double()
-    opt = torch.optim.LBFGS([w, bias], max_iter=steps, line_search_fn="strong_wolfe")
+def stratified_folds(labels: list[int], folds: int, seed: int) -> list[tuple[np.ndarray, ...]]:
+    """(train, test) index arrays of ``folds`` stratified folds, shuffled with ``seed``."""
+    from sklearn.model_selection import StratifiedKFold
 
-    def closure():
-        opt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(a64 @ w + bias, y64) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        predicted = (b.double() @ w + bias) > 0
-    return float((predicted == test_y.bool()).double().mean())
+    y = np.asarray(labels)
+    smallest = int(np.bincount(y).min()) if len(y) else 0
+    if folds < 2 or folds > smallest:
+        raise S2SError(f"--folds must be between 2 and the size of the smaller class ({smallest})")
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
 
 
-def probe(
-    features: torch.Tensor, labels: list[int], *, folds: int = 10, seed: int = 0, l2: float = 1e-3
-) -> list[float]:
-    """Accuracy of each of ``folds`` cross-validation folds (a seeded shuffle)."""
-    if folds < 2 or folds > len(labels):
-        raise S2SError(f"--folds must be between 2 and the number of texts ({len(labels)})")
-    y = torch.tensor(labels)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-    parts = torch.tensor_split(order, folds)
+def _regression(seed: int, sparse: bool):
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    inner = StratifiedKFold(INNER_FOLDS, shuffle=True, random_state=seed)
+    model = LogisticRegressionCV(
+        Cs=C_GRID,
+        cv=inner,
+        scoring="neg_log_loss",
+        solver="liblinear" if sparse else "lbfgs",
+        max_iter=2000,
+    )
+    return model if sparse else make_pipeline(StandardScaler(), model)
+
+
+def fold_accuracies(features, labels: list[int], splits, *, seed: int = 0) -> list[float]:
+    """Test accuracy on each split of a regression fitted on its training part (dense
+    features are standardised on that part; sparse ones are counts, left as they are)."""
+    import scipy.sparse
+
+    sparse = scipy.sparse.issparse(features)
+    x = features if sparse else np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
     scores = []
-    for k, test in enumerate(parts):
-        train = torch.cat([part for j, part in enumerate(parts) if j != k])
-        scores.append(logistic_accuracy(features[train], y[train], features[test], y[test], l2=l2))
+    for train, test in splits:
+        with warnings.catch_warnings():  # scikit-learn's notes on defaults it will change
+            warnings.simplefilter("ignore", FutureWarning)
+            model = _regression(seed, sparse).fit(x[train], y[train])
+        scores.append(float((model.predict(x[test]) == y[test]).mean()))
     return scores
+
+
+def ngram_features(texts: list[bytes]):
+    """Binary bag of words and word bigrams (whitespace tokens). Bytes are read as
+    Latin-1, which maps every byte to one character, so the tokens are the same whatever
+    the files' real encoding."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vectorizer = CountVectorizer(
+        ngram_range=(1, 2), binary=True, token_pattern=r"\S+", lowercase=False
+    )
+    return vectorizer.fit_transform([t.decode("latin-1") for t in texts])
+
+
+@dataclass
+class ProbeResult:
+    """Fold accuracies of each row (pretrained, random init, n-grams), on one split."""
+
+    rows: dict[str, list[float]]
+    texts: int
+    features: int
+    kinds: tuple[str, ...]
+
+    def table(self) -> str:
+        lines = [
+            "| features | accuracy % (mean ± std over folds) | vs pretrained |",
+            "|---|---|---|",
+        ]
+        first = self.rows[next(iter(self.rows))]
+        for name, scores in self.rows.items():
+            a = np.asarray(scores) * 100
+            delta = a - np.asarray(first) * 100
+            versus = "" if scores is first else f"{delta.mean():+.2f}"
+            lines.append(f"| {name} | {a.mean():.2f} ± {a.std(ddof=1):.2f} | {versus} |")
+        return "\n".join(lines)
 
 
 def probe_files(
@@ -86,13 +134,19 @@ def probe_files(
     pos: str | Path,
     neg: str | Path,
     *,
-    folds: int,
-    seed: int,
-    l2: float,
-    encoding: str | None,
-) -> tuple[list[float], int, int]:
-    """(fold accuracies, texts, feature size) of an LM checkpoint on two labelled files."""
-    model, units, _ = lm_from_payload(load(path), path)
+    folds: int = 10,
+    seed: int = 0,
+    kinds: tuple[str, ...] = ("hidden",),
+    encoding: str | None = None,
+    references: bool = True,
+) -> ProbeResult:
+    """Probe an LM checkpoint on two labelled files; with ``references``, also the same
+    architecture at random initialisation (seeded with ``seed``) and the n-gram
+    baseline, on the same folds."""
+    unknown = sorted(set(kinds) - set(FEATURES))
+    if unknown or not kinds:
+        raise S2SError(f"unknown feature '{(unknown or [''])[0]}'; valid: {', '.join(FEATURES)}")
+    model, units, cfg = lm_from_payload(load(path), path)
     texts, labels = read_labelled(pos, neg)
     try:
         seqs = [units.encode_raw(t, encoding) for t in texts]
@@ -101,5 +155,14 @@ def probe_files(
             f"labelled text is not valid {encoding or units.encoding}: {err.reason} "
             "(use --encoding)"
         ) from None
-    features = sequence_features(model, seqs)
-    return probe(features, labels, folds=folds, seed=seed, l2=l2), len(texts), features.shape[1]
+    splits = stratified_folds(labels, folds, seed)
+    x = sequence_features(model, seqs, kinds=kinds)
+    rows = {"pretrained LM": fold_accuracies(x.numpy(), labels, splits, seed=seed)}
+    if references:
+        torch.manual_seed(seed)
+        fresh = build_lm(cfg.model, units.size)
+        x0 = sequence_features(fresh, seqs, kinds=kinds)
+        rows["same LM, random init"] = fold_accuracies(x0.numpy(), labels, splits, seed=seed)
+        grams = ngram_features(texts)
+        rows["words + bigrams"] = fold_accuracies(grams, labels, splits, seed=seed)
+    return ProbeResult(rows, len(texts), x.shape[1], tuple(kinds))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from s2s import config as config_mod
 from s2s.config import LMConfig
-from s2s.data.text import cut, read_raw, streams
+from s2s.data.text import cut, read_raw, read_texts, streams
 from s2s.data.units import Units
 from s2s.errors import ConfigError, DataError
 from s2s.nn.charlm import KIND, CharLM, build_lm
@@ -64,6 +64,16 @@ def to_device(state, device: torch.device):
     return type(state)(to_device(s, device) for s in state)
 
 
+def undecodable(paths: tuple[str, ...], encoding: str) -> str:
+    """The first of ``paths`` that does not decode, with the offset where it fails."""
+    for path in paths:
+        try:
+            read_raw(path).decode(encoding)
+        except UnicodeDecodeError as err:
+            return f"{path} at offset {err.start}"
+    return ", ".join(paths)
+
+
 class LMTask:
     """A text file in, a ``CharLM`` out; scored by validation bits per unit."""
 
@@ -84,7 +94,7 @@ class LMTask:
                 "s2s charlm train runs in one process: data-parallel TBPTT is not supported"
             )
         self.run = run
-        raw = read_raw(d.text)
+        raw = read_texts(d.text, d.documents, t.seed)
         if d.limit:
             raw = cut(raw, d.limit, d.encoding if cfg.model.unit == "char" else None)
         try:
@@ -94,9 +104,9 @@ class LMTask:
                 else Units.fit(cfg.model.unit, raw, d.encoding)
             )
             ids = self.units.encode_raw(raw)
-        except UnicodeDecodeError as err:
+        except UnicodeDecodeError:
             raise DataError(
-                f"{d.text}: bytes that are not valid {d.encoding} at offset {err.start} "
+                f"{undecodable(d.text, d.encoding)}: bytes that are not valid {d.encoding} "
                 "(set data.encoding, or model.unit: byte)"
             ) from None
         split = int(len(ids) * (1.0 - d.valid_fraction))

@@ -27,10 +27,10 @@ def cmd_charlm(args: argparse.Namespace) -> int:
     from s2s import config
     from s2s.charlm import load_lm, train_lm
     from s2s.charlm.generate import sample
-    from s2s.charlm.probe import probe_files
+    from s2s.charlm.probe import INNER_FOLDS, probe_files
 
     if args.action == "train":
-        cfg = config.load_lm(args.config, args.overrides)
+        cfg = config.load_lm(args.config, args.overrides, text=args.text)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
 
         with training_progress(cfg.train.max_steps, _train_figures) as on_step:
@@ -52,21 +52,23 @@ def cmd_charlm(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(args.prime + text + "\n")
         return 0
-    scores, texts, size = probe_files(
+    kinds = tuple(k.strip() for k in args.features.split(",") if k.strip())
+    result = probe_files(
         args.checkpoint,
         args.pos,
         args.neg,
         folds=args.folds,
         seed=args.seed,
-        l2=args.l2,
+        kinds=kinds,
         encoding=args.encoding,
+        references=not args.no_references,
     )
-    mean = sum(scores) / len(scores)
-    std = (sum((s - mean) ** 2 for s in scores) / max(1, len(scores) - 1)) ** 0.5
     print(
-        f"probe accuracy {100 * mean:.2f} ± {100 * std:.2f} % over {len(scores)} folds "
-        f"({texts} texts, {size} features, logistic regression, L2 {args.l2:g})"
+        f"probe: {result.texts} texts, {args.folds} stratified folds (seed {args.seed}), "
+        f"LM features {'+'.join(result.kinds)} ({result.features}), logistic regression "
+        f"with L2 chosen by {INNER_FOLDS}-fold cross-validation in each training part"
     )
+    print(result.table())
     return 0
 
 
@@ -76,6 +78,13 @@ def add_charlm(sub) -> None:
     c = actions.add_parser("train", help="train (resumes an existing run folder)")
     c.add_argument("config", help="YAML config, e.g. configs/charlm_shakespeare.yaml")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    c.add_argument(
+        "--text",
+        nargs="+",
+        metavar="FILE",
+        help="train on these text files instead of the config's data.text (any encoding with "
+        "model.unit byte; data.documents=lines for one document a line)",
+    )
     c.add_argument("--out", help="run folder (default runs/<config name>)")
     c.add_argument("--force", action="store_true", help="start over in a folder of another run")
     c.set_defaults(func=cmd_charlm)
@@ -87,7 +96,9 @@ def add_charlm(sub) -> None:
     c.add_argument("--seed", type=int, default=1)
     c.set_defaults(func=cmd_charlm)
     c = actions.add_parser(
-        "probe", help="k-fold logistic-regression accuracy on the LM's features of labelled text"
+        "probe",
+        help="stratified k-fold logistic-regression accuracy on the LM's features of labelled "
+        "text, beside a random-init LM and a bag of n-grams",
     )
     c.add_argument("checkpoint")
     c.add_argument("--pos", required=True, help="file of positive texts, one a line")
@@ -95,5 +106,15 @@ def add_charlm(sub) -> None:
     c.add_argument("--encoding", help="char units: the files' encoding (bytes need none)")
     c.add_argument("--folds", type=int, default=10)
     c.add_argument("--seed", type=int, default=0, help="seeds the fold split")
-    c.add_argument("--l2", type=float, default=1e-3, help="L2 penalty of the regression")
+    c.add_argument(
+        "--features",
+        default="hidden",
+        help="comma-separated, side by side: hidden (final hidden state), cell (final cell "
+        "state, LSTM-type cells), mean (hidden states averaged over positions)",
+    )
+    c.add_argument(
+        "--no-references",
+        action="store_true",
+        help="skip the random-init and bag-of-n-grams rows (faster)",
+    )
     c.set_defaults(func=cmd_charlm)

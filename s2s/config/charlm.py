@@ -45,7 +45,11 @@ class LMModelConfig:
 
 @dataclass(frozen=True)
 class LMDataConfig:
-    text: str = ""  # a text file (plain or .gz); ${VAR} expanded
+    # text files (plain or .gz; one, or a list read one after the other); ${VAR} expanded
+    text: tuple[str, ...] = ()
+    # stream: the files as one text; lines: every non-empty line is a document, and the
+    # documents are shuffled (train.seed) before the last valid_fraction is held out
+    documents: str = choice("stream", ("stream", "lines"))
     encoding: str = "utf-8"  # model.unit char: how to decode it
     valid_fraction: float = bounded(
         0.1, 0.0, 1.0, low_open=True, high_open=True
@@ -95,8 +99,8 @@ class LMConfig:
 
 def _check_lm(cfg: LMConfig) -> None:
     d, t = cfg.data, cfg.train
-    if not d.text:
-        raise ConfigError("config key 'data.text' is not set (a text file)")
+    if not d.text or not all(d.text):
+        raise ConfigError("config key 'data.text' is not set (a text file, or a list of them)")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr ({t.min_lr}) is above train.lr ({t.lr})")
 
@@ -107,10 +111,17 @@ def lm_from_dict(data: dict) -> LMConfig:
     return cfg
 
 
-def load_lm(path: str | Path, overrides: list[str] | None = None) -> LMConfig:
-    """A char-LM config from YAML, with overrides and ${VAR} in data.text expanded."""
+def load_lm(
+    path: str | Path, overrides: list[str] | None = None, *, text: list[str] | None = None
+) -> LMConfig:
+    """A char-LM config from YAML, with overrides and ${VAR} in data.text expanded;
+    ``text``: files that replace data.text (``s2s charlm train --text``)."""
     data = apply_overrides(read_yaml(path), overrides or [])
+    if text:
+        data.setdefault("data", {})["text"] = list(text)
     section = data.get("data")
     if isinstance(section, dict) and isinstance(section.get("text"), str):
         section["text"] = expand_env(section["text"])
+    elif isinstance(section, dict) and isinstance(section.get("text"), list):
+        section["text"] = [expand_env(t) if isinstance(t, str) else t for t in section["text"]]
     return lm_from_dict(data)

@@ -37,6 +37,10 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             _convert(k, key_t, f"{key}.{k}"): _convert(v, value_t, f"{key}.{k}")
             for k, v in value.items()
         }
+    if origin is tuple and typing.get_args(hint)[1:] == (Ellipsis,):  # any length
+        item = typing.get_args(hint)[0]
+        values = value if isinstance(value, (list, tuple)) else [value]  # one: a 1-tuple
+        return tuple(_convert(v, item, key) for v in values)
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

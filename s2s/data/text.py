@@ -25,6 +25,23 @@ def read_raw(path: str | Path) -> bytes:
     return raw
 
 
+def read_texts(paths: tuple[str, ...] | list[str], documents: str, seed: int) -> bytes:
+    """The files as one text. ``stream``: one after the other (a newline between them
+    where a file lacks its last one); ``lines``: their non-empty lines as documents,
+    shuffled with ``seed`` (so that held-out text is a sample of all files), one a line."""
+    raws = [read_raw(p) for p in paths]
+    if documents == "stream":
+        return b"".join(
+            r if r.endswith(b"\n") or i == len(raws) - 1 else r + b"\n" for i, r in enumerate(raws)
+        )
+    lines = [line.rstrip(b"\r") for raw in raws for line in raw.split(b"\n")]
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        raise DataError(f"no non-empty lines in {', '.join(map(str, paths))}")
+    order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed))
+    return b"".join(lines[i] + b"\n" for i in order.tolist())
+
+
 def cut(raw: bytes, limit: int, encoding: str | None) -> bytes:
     """The first ``limit`` bytes, less a character the cut split in two (char units)."""
     head = raw[:limit]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from s2s.config import LMConfig, LMModelConfig, lm_from_dict
 from s2s.data.units import Units
@@ -55,16 +55,29 @@ class CharLM(nn.Module):
         top, state = self.rnn(self.dropout(self.embedding(ids)), state)
         return self.output(self.dropout(top)), state
 
-    def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The top layer's hidden state after each sequence's last unit: (batch, hidden).
+    def features(
+        self, ids: torch.Tensor, lengths: torch.Tensor, kinds: tuple[str, ...] = ("hidden",)
+    ) -> torch.Tensor:
+        """Features of each sequence, the ``kinds`` side by side: ``hidden``, the top
+        layer's hidden state after the sequence's last unit; ``cell``, its cell state
+        (LSTM-type cells); ``mean``, the top layer's output averaged over the positions.
         ids: (batch, time) padded; lengths: (batch,) on the CPU, all >= 1."""
+        if "cell" in kinds and not is_lstm(self.cell):
+            raise ConfigError(f"feature 'cell': a {self.cell} cell has no cell state")
         packed = pack_padded_sequence(
             self.embedding(ids), lengths, batch_first=True, enforce_sorted=False
         )
-        _, finals = self.rnn(packed)
+        out, finals = self.rnn(packed)
         top = finals[-1]
-        h = top[0] if is_lstm(self.cell) else top  # (directions, batch, hidden)
-        return h[-1]
+        h, c = (top[0], top[1]) if is_lstm(self.cell) else (top, None)  # (dirs, batch, hidden)
+        parts = []
+        for kind in kinds:
+            if kind == "mean":
+                padded, _ = pad_packed_sequence(out, batch_first=True)  # zeros past the end
+                parts.append(padded.sum(1) / lengths.to(padded.device, padded.dtype)[:, None])
+            else:
+                parts.append((h if kind == "hidden" else c)[-1])
+        return torch.cat(parts, dim=-1)
 
 
 def build_lm(cfg: LMModelConfig, vocab: int) -> CharLM:
