@@ -342,3 +342,45 @@ def test_a_non_finite_step_is_skipped_as_in_translation(tmp_path, periodic, monk
     assert [r["step"] for r in bad] == [2] and bad[0]["where"] == "the loss"
     lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
     assert lrs[1] == 0.01 and lrs[3] == lrs[4] == pytest.approx(0.005)
+
+
+def png_size(path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_visualize_draws_the_chosen_units_over_the_text(tmp_path, periodic, capsys):
+    from s2s.charlm import visualize as vis
+
+    train_lm(lm_config(periodic, max_steps=3), tmp_path / "run")
+    ckpt = str(tmp_path / "run" / "best.pt")
+    text = tmp_path / "text.txt"
+    # rows: 60 + 60 characters; the newline after them; "ab" and a newline; "dcba"
+    text.write_text("abcd" * 30 + "\nab\ndcba", encoding="utf-8")
+    out = tmp_path / "units.png"
+    args = ["charlm", "visualize", ckpt, "--text", str(text), "--width", "60"]
+    assert main(args + ["--units", "3,17,5", "--out", str(out)]) == 0
+    w, h = vis.figure_inches(rows=5, width=60, panels=3)
+    assert png_size(out) == (round(w * vis.DPI), round(h * vis.DPI))
+    assert main(args + ["--units", "3", "--out", str(tmp_path / "u.html")]) == 0
+    page = (tmp_path / "u.html").read_text(encoding="utf-8")
+    assert page.count("<span") == len(text.read_text()) and "unit 3" in page
+    model, units, _ = load_lm(ckpt)
+    values = vis.activations(model, units, text.read_text())
+    assert f'title="{values[0, 3]:.3f}"' in page  # the first character's value of unit 3
+    assert main(args + ["--units", "32", "--out", str(out)]) == 2  # hidden size 32: 0..31
+    assert "--units must name units 0..31" in capsys.readouterr().err
+    assert main(args + ["--units", "1", "--out", str(tmp_path / "u.jpg")]) == 2
+    (tmp_path / "pos").write_text("abab\nabba\n" * 6)
+    (tmp_path / "neg").write_text("cdcd\ndccd\n" * 6)
+    labelled = ["--pos", str(tmp_path / "pos"), "--neg", str(tmp_path / "neg")]
+    out2 = tmp_path / "probe.png"
+    assert main(args + ["--probe", "--top", "2", *labelled, "--out", str(out2)]) == 0
+    assert png_size(out2)[1] == round(vis.figure_inches(5, 60, 2)[1] * vis.DPI)
+
+
+def test_layout_wraps_rows_and_breaks_at_newlines():
+    from s2s.charlm.visualize import layout
+
+    assert layout("abc\nde", 2) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]

@@ -60,7 +60,7 @@ def stratified_folds(labels: list[int], folds: int, seed: int) -> list[tuple[np.
     return list(splitter.split(np.zeros(len(y)), y))
 
 
-def _regression(seed: int, sparse: bool):
+def regression(seed: int, sparse: bool):
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
@@ -77,6 +77,15 @@ def _regression(seed: int, sparse: bool):
     return model if sparse else make_pipeline(StandardScaler(), model)
 
 
+def fit(x, y, *, seed: int = 0):
+    """``regression`` fitted on features x (dense or sparse) and labels y."""
+    import scipy.sparse
+
+    with warnings.catch_warnings():  # scikit-learn's notes on defaults it will change
+        warnings.simplefilter("ignore", FutureWarning)
+        return regression(seed, scipy.sparse.issparse(x)).fit(x, y)
+
+
 def fold_accuracies(features, labels: list[int], splits, *, seed: int = 0) -> list[float]:
     """Test accuracy on each split of a regression fitted on its training part (dense
     features are standardised on that part; sparse ones are counts, left as they are)."""
@@ -87,9 +96,7 @@ def fold_accuracies(features, labels: list[int], splits, *, seed: int = 0) -> li
     y = np.asarray(labels)
     scores = []
     for train, test in splits:
-        with warnings.catch_warnings():  # scikit-learn's notes on defaults it will change
-            warnings.simplefilter("ignore", FutureWarning)
-            model = _regression(seed, sparse).fit(x[train], y[train])
+        model = fit(x[train], y[train], seed=seed)
         scores.append(float((model.predict(x[test]) == y[test]).mean()))
     return scores
 

@@ -52,6 +52,8 @@ def cmd_charlm(args: argparse.Namespace) -> int:
         )
         sys.stdout.write(args.prime + text + "\n")
         return 0
+    if args.action == "visualize":
+        return _visualize(args)
     kinds = tuple(k.strip() for k in args.features.split(",") if k.strip())
     result = probe_files(
         args.checkpoint,
@@ -69,6 +71,38 @@ def cmd_charlm(args: argparse.Namespace) -> int:
         f"with L2 chosen by {INNER_FOLDS}-fold cross-validation in each training part"
     )
     print(result.table())
+    return 0
+
+
+def _visualize(args: argparse.Namespace) -> int:
+    from s2s.charlm import load_lm
+    from s2s.charlm.visualize import probe_units, visualize
+    from s2s.data.text import read_raw
+
+    model, units, _ = load_lm(args.checkpoint)
+    encoding = args.encoding or units.encoding
+    try:
+        text = read_raw(args.text).decode(encoding)[: args.chars]
+    except UnicodeDecodeError as err:
+        raise S2SError(
+            f"{args.text} is not valid {encoding}: {err.reason} (use --encoding)"
+        ) from None
+    if args.probe:
+        if not (args.pos and args.neg):
+            raise S2SError("--probe needs --pos and --neg (the labelled files to fit it on)")
+        chosen = probe_units(model, units, args.pos, args.neg, top=args.top)
+        log.info("units with the largest probe weights: %s", ", ".join(map(str, chosen)))
+    elif args.units:
+        try:
+            chosen = [int(u) for u in args.units.split(",") if u.strip()]
+        except ValueError:
+            raise S2SError(
+                f"--units must be comma-separated integers, got {args.units!r}"
+            ) from None
+    else:
+        raise S2SError("say which units to draw: --units 3,17 or --probe --pos FILE --neg FILE")
+    out = visualize(model, units, text, chosen, Path(args.out), width=args.width)
+    print(f"wrote {out} (units {', '.join(map(str, chosen))}, {len(text)} characters)")
     return 0
 
 
@@ -117,4 +151,23 @@ def add_charlm(sub) -> None:
         action="store_true",
         help="skip the random-init and bag-of-n-grams rows (faster)",
     )
+    c.set_defaults(func=cmd_charlm)
+    c = actions.add_parser(
+        "visualize", help="draw chosen units' activations over a text (.png or .html)"
+    )
+    c.add_argument("checkpoint")
+    c.add_argument("--text", required=True, help="a text file to read")
+    c.add_argument("--out", required=True, help="FILE.png or FILE.html")
+    c.add_argument("--units", help="comma-separated unit numbers of the top layer")
+    c.add_argument(
+        "--probe",
+        action="store_true",
+        help="draw the --top units a logistic-regression probe on --pos/--neg weighs most",
+    )
+    c.add_argument("--pos", help="with --probe: positive texts, one a line")
+    c.add_argument("--neg", help="with --probe: negative texts, one a line")
+    c.add_argument("--top", type=int, default=4, help="with --probe: how many units")
+    c.add_argument("--encoding", help="the text file's encoding (default: the LM's)")
+    c.add_argument("--chars", type=int, default=1000, help="draw the first N characters")
+    c.add_argument("--width", type=int, default=80, help="characters per row")
     c.set_defaults(func=cmd_charlm)
