@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
-# Benchmark of the char-LM preset on this machine: trains configs/charlm_shakespeare.yaml
-# into $RUN (default bench/charlm; rerunning resumes), then reports validation bits per
-# byte, units/s, wall time and peak memory, a sample, and the MR sentiment probe
-# (10-fold logistic regression on the LM's final hidden state).
-# Usage: scripts/bench_charlm.sh [RUN] [KEY=VALUE ...]
+# Char-LM benchmarks on this machine (rerunning a mode resumes its run folder).
+#   scripts/bench_charlm.sh shakespeare [RUN] [KEY=VALUE ...]
+#       trains configs/charlm_shakespeare.yaml (default RUN bench/charlm_shakespeare), then
+#       prints wall time and peak memory, the validation curve (nats per character against
+#       minutes; RUN.curve.png), a sample, and the MR probe of its features
+#   scripts/bench_charlm.sh mr [RUN] [KEY=VALUE ...]
+#       pretrains configs/charlm_mr.yaml on MR's text, labels thrown away (default RUN
+#       bench/charlm_mr), then the 10-fold MR probe beside a random-init LM and n-grams
+# Environment: S2S_DATA (default ../shared/data), S2S_BIN (default .venv/bin),
+# FEATURES (probe features, default mean,cell).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-run=${1:-bench/charlm}
+mode=${1:?usage: scripts/bench_charlm.sh shakespeare|mr [RUN] [KEY=VALUE ...]}
+shift
+case $mode in
+shakespeare | mr) ;;
+*) echo "unknown mode '$mode' (shakespeare or mr)" >&2; exit 2 ;;
+esac
+run=${1:-bench/charlm_$mode}
 shift || true
 bin=${S2S_BIN:-$here/.venv/bin}
+features=${FEATURES:-mean,cell}
 export S2S_DATA=${S2S_DATA:-$here/../shared/data}
 mkdir -p "$run"
 log=$run.train.log
-/usr/bin/time -v "$bin/s2s" charlm train "$here/configs/charlm_shakespeare.yaml" "$@" --out "$run" \
+/usr/bin/time -v "$bin/s2s" charlm train "$here/configs/charlm_$mode.yaml" "$@" --out "$run" \
     2> >(tee -a "$log" >&2)
 "$bin/python" "$here/scripts/run_summary.py" "$run"
 grep -E "Maximum resident set size|Elapsed \(wall" "$log" | tail -2
-"$bin/s2s" -q charlm sample "$run/best.pt" --prime "ROMEO:" --length 200 --temperature 0.8 --seed 1
-/usr/bin/time -f "probe wall %e s" "$bin/s2s" -q charlm probe "$run/best.pt" --pos "$S2S_DATA/mr/rt-polarity.pos" \
-    --neg "$S2S_DATA/mr/rt-polarity.neg" --folds 10
+"$bin/python" "$here/scripts/lm_curve.py" "$run" --png "$run.curve.png"
+if [ "$mode" = shakespeare ]; then
+    "$bin/s2s" -q charlm sample "$run/best.pt" --prime "ROMEO:" --length 300 --temperature 0.8 --seed 1
+fi
+/usr/bin/time -f "probe wall %e s" "$bin/s2s" -q charlm probe "$run/best.pt" \
+    --pos "$S2S_DATA/mr/rt-polarity.pos" --neg "$S2S_DATA/mr/rt-polarity.neg" --folds 10 \
+    --features "$features"

@@ -151,6 +151,10 @@ def test_features_mean_and_cell_are_what_they_say():
         assert torch.allclose(row[:16], out[0].mean(0), atol=1e-6)  # over its own length
         assert torch.allclose(row[16:32], state[-1][1][0, 0], atol=1e-6)  # top layer, c
         assert torch.allclose(row[32:], state[-1][0][0, 0], atol=1e-6)
+    mlstm = build_lm(dataclasses.replace(cfg, cell="mlstm"), 256).eval()  # Radford's cell
+    row = sequence_features(mlstm, seqs[:1], kinds=("cell",))[0]
+    _, state = mlstm(torch.tensor([seqs[0]]))
+    assert torch.allclose(row, state[-1][1][0, 0], atol=1e-6)
     gru = build_lm(dataclasses.replace(cfg, cell="gru"), 256)
     with pytest.raises(ConfigError, match="no cell state"):
         sequence_features(gru, seqs, kinds=("cell",))
