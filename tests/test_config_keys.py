@@ -498,6 +498,11 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "model.charlm_into": Probe(
             "decoder", recurrent_weights, charlm | {"model.decoder.hidden_size": 16}
         ),
+        "model.charlm_decoder": Probe(
+            env.lm,
+            recurrent_weights,
+            {"data.tokenizer.kind": "char", "model.decoder.hidden_size": 16},
+        ),
         "data.src_lang": P("fr", rows("train")),
         "data.tgt_lang": P("fr", rows("train")),
         "data.train": P(env.other["train"], rows("train")),
@@ -592,6 +597,7 @@ def lm_probes(env: Env) -> dict[str, Probe]:
         "data.text": P(str(env.text2), lm_data),
         "data.encoding": P("latin-1", lm_data, model__unit="char", data__text=str(env.latin_text)),
         "data.valid_fraction": P(0.5, lm_data),
+        "data.documents": P("lines", lm_data),
         "data.limit": P(600, lm_data),
         "train.batch_size": P(2, lm_data),
         "train.bptt": P(4, weights),

@@ -305,3 +305,38 @@ def test_a_char_lm_transfers_into_encoder_and_decoder(tmp_path, tiny_corpus, uni
             assert torch.equal(row, lm.embedding.weight[lm_id])
         else:
             assert lm_id == 0 and not torch.equal(row, lm.embedding.weight[0])
+
+
+def test_a_source_lm_and_a_target_lm_go_into_encoder_and_decoder(tmp_path, tiny_corpus):
+    from s2s.charlm import load_lm, train_lm
+    from s2s.errors import ConfigError
+
+    paths = {}
+    for side, col in (("src", 0), ("tgt", 1)):
+        text = tmp_path / f"{side}.txt"
+        text.write_text("".join(pair[col] + "\n" for pair in SENTENCES[:4]) * 20)
+        lm_cfg = {
+            "model": {"embedding_size": 16, "hidden_size": 16, "unit": "char"},
+            "data": {"text": str(text), "valid_fraction": 0.2},
+            "train": {"batch_size": 4, "bptt": 8, "max_steps": 3, "valid_every": 3, "seed": col},
+        }
+        train_lm(config.lm_from_dict(lm_cfg), tmp_path / side)
+        paths[side] = str(tmp_path / side / "best.pt")
+    cfg = tiny_config_dict(tiny_corpus, max_steps=1)
+    cfg["model"].update(
+        embedding_size=16,
+        encoder={"hidden_size": 16},
+        decoder={"hidden_size": 16},
+        charlm=paths["src"],
+        charlm_decoder=paths["tgt"],
+    )
+    cfg["data"]["tokenizer"] = {"kind": "char"}
+    trainer = Trainer(config.from_dict(cfg), tmp_path / "mt")
+    for side, lm_side in (("encoder", "src"), ("decoder", "tgt")):
+        lm_rnn = dict(load_lm(paths[lm_side])[0].rnn.named_parameters())
+        weights = dict(getattr(trainer.model, side).rnn.named_parameters())
+        name = next(iter(lm_rnn))
+        assert torch.equal(weights[name], lm_rnn[name]), side
+    cfg["model"]["charlm_into"] = "both"
+    with pytest.raises(ConfigError, match="charlm_into is 'both' \\(set it to encoder\\)"):
+        config.from_dict(cfg)

@@ -80,6 +80,9 @@ class ModelConfig:
     # data.tokenizer.kind char and matching sizes; applies when a run starts.
     charlm: str = ""
     charlm_into: str = choice("encoder", ("encoder", "decoder", "both"))
+    # A second char LM, of the target language, for the decoder: set, model.charlm (if
+    # any) goes into the encoder only (charlm_into encoder)
+    charlm_decoder: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,8 +278,14 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key 'data.tokenizer.vocab_size' is too small for spm")
     if not d.train:
         raise ConfigError("config key 'data.train' is not set (a path prefix)")
-    if m.charlm and d.tokenizer.kind != "char":
-        raise ConfigError("model.charlm needs data.tokenizer.kind char (a character model)")
+    for key in ("charlm", "charlm_decoder"):
+        if getattr(m, key) and d.tokenizer.kind != "char":
+            raise ConfigError(f"model.{key} needs data.tokenizer.kind char (a character model)")
+    if m.charlm_decoder and m.charlm and m.charlm_into != "encoder":
+        raise ConfigError(
+            f"model.charlm_decoder is set, so model.charlm goes into the encoder only; "
+            f"model.charlm_into is '{m.charlm_into}' (set it to encoder)"
+        )
 
 
 def from_dict(data: dict) -> Config:

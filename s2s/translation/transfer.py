@@ -21,10 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def from_charlm(model: Seq2Seq, m: ModelConfig, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
-    """Copy the char LM ``m.charlm`` into the parts ``m.charlm_into`` names."""
-    lm, units, lm_cfg = lm_from_payload(load(m.charlm), m.charlm)
+    """Copy the char LM ``m.charlm`` into the parts ``m.charlm_into`` names, and
+    ``m.charlm_decoder`` (if set) into the decoder."""
+    plan = []
+    if m.charlm:
+        into = ("encoder", "decoder") if m.charlm_into == "both" else (m.charlm_into,)
+        plan += [(name, m.charlm) for name in into]
+    if m.charlm_decoder:
+        plan.append(("decoder", m.charlm_decoder))
     parts = {"encoder": (model.encoder, src_tok), "decoder": (model.decoder, tgt_tok)}
-    for name in ("encoder", "decoder") if m.charlm_into == "both" else (m.charlm_into,):
+    for name, path in plan:
+        lm, units, lm_cfg = lm_from_payload(load(path), path)
         module, tok = parts[name]
         part = getattr(m, name)
         for key in ("stacking", "activation"):
@@ -41,4 +48,4 @@ def from_charlm(model: Seq2Seq, m: ModelConfig, src_tok: Tokenizer, tgt_tok: Tok
             vocabulary=tok.vocabulary(),
             where=name,
         )
-        log.info("model.charlm: %s starts from %s (%d embedding rows)", name, m.charlm, rows)
+        log.info("model.charlm: %s starts from %s (%d embedding rows)", name, path, rows)
