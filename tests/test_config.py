@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from s2s import config
@@ -129,3 +131,20 @@ def test_char_lm_ranges_are_checked_too():
     for key, value in (("max_steps", 0), ("bptt", -1), ("lr_gamma", 1.5)):
         with pytest.raises(ConfigError, match=f"'train.{key}' must be"):
             config.lm_from_dict({"data": {"text": "x"}, "train": {key: value}})
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_config_loads(path):
+    from s2s.experiments.compare import plan, read_sweep
+
+    data = config.read_yaml(path)
+    if {"variants", "grid", "random"} & set(data):
+        runs = plan(read_sweep(path), Path("unused"))
+        assert runs and all(r.cfg.data.train for r in runs)
+    elif data.get("data", {}).get("text"):
+        cfg = config.load_lm(path)
+        assert all(cfg.data.text)
+    else:
+        assert config.load(path).data.train
