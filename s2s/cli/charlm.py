@@ -107,8 +107,16 @@ def _visualize(args: argparse.Namespace) -> int:
 
 
 def add_charlm(sub) -> None:
-    p = sub.add_parser("charlm", help="character / byte language models: train, sample, probe")
+    p = sub.add_parser(
+        "charlm", help="character / byte language models: train, sample, probe, visualize"
+    )
     actions = p.add_subparsers(dest="action", required=True)
+    _add_train_sample(actions)
+    _add_probe(actions)
+    _add_visualize(actions)
+
+
+def _add_train_sample(actions) -> None:
     c = actions.add_parser("train", help="train (resumes an existing run folder)")
     c.add_argument("config", help="YAML config, e.g. configs/charlm_shakespeare.yaml")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -129,6 +137,9 @@ def add_charlm(sub) -> None:
     c.add_argument("--temperature", type=float, default=0.8, help="0 = argmax")
     c.add_argument("--seed", type=int, default=1)
     c.set_defaults(func=cmd_charlm)
+
+
+def _add_probe(actions) -> None:
     c = actions.add_parser(
         "probe",
         help="stratified k-fold logistic-regression accuracy on the LM's features of labelled "
@@ -152,6 +163,9 @@ def add_charlm(sub) -> None:
         help="skip the random-init and bag-of-n-grams rows (faster)",
     )
     c.set_defaults(func=cmd_charlm)
+
+
+def _add_visualize(actions) -> None:
     c = actions.add_parser(
         "visualize", help="draw chosen units' activations over a text (.png or .html)"
     )
