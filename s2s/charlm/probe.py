@@ -22,7 +22,7 @@ from s2s.nn.charlm import CharLM, build_lm, lm_from_payload
 from s2s.training.checkpoint import load
 
 FEATURES = ("hidden", "cell", "mean")
-C_GRID = np.logspace(-4, 2, 7)  # inverse L2 strengths tried in each training part
+C_GRID = np.logspace(-3, 1, 5)  # inverse L2 strengths tried in each training part
 INNER_FOLDS = 3
 
 
