@@ -104,7 +104,8 @@ def fold_accuracies(features, labels: list[int], splits, *, seed: int = 0) -> li
 def ngram_features(texts: list[bytes]):
     """Binary bag of words and word bigrams (whitespace tokens). Bytes are read as
     Latin-1, which maps every byte to one character, so the tokens are the same whatever
-    the files' real encoding."""
+    the files' real encoding. The vocabulary is read from all texts, labels unseen (as
+    the LM read them too)."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     vectorizer = CountVectorizer(
