@@ -25,6 +25,12 @@ def read_raw(path: str | Path) -> bytes:
     return raw
 
 
+def nonempty_lines(raw: bytes) -> list[bytes]:
+    """The lines of ``raw`` that hold more than white space (line ends dropped)."""
+    lines = (line.rstrip(b"\r") for line in raw.split(b"\n"))
+    return [line for line in lines if line.strip()]
+
+
 def read_texts(paths: tuple[str, ...] | list[str], documents: str, seed: int) -> bytes:
     """The files as one text. ``stream``: one after the other (a newline between them
     where a file lacks its last one); ``lines``: their non-empty lines as documents,
@@ -34,8 +40,7 @@ def read_texts(paths: tuple[str, ...] | list[str], documents: str, seed: int) ->
         return b"".join(
             r if r.endswith(b"\n") or i == len(raws) - 1 else r + b"\n" for i, r in enumerate(raws)
         )
-    lines = [line.rstrip(b"\r") for raw in raws for line in raw.split(b"\n")]
-    lines = [line for line in lines if line.strip()]
+    lines = [line for raw in raws for line in nonempty_lines(raw)]
     if not lines:
         raise DataError(f"no non-empty lines in {', '.join(map(str, paths))}")
     order = torch.randperm(len(lines), generator=torch.Generator().manual_seed(seed))
@@ -71,8 +76,7 @@ def read_labelled(pos: str | Path, neg: str | Path) -> tuple[list[bytes], list[i
     """Non-empty lines of two files (raw bytes, any encoding), labelled 1 and 0."""
     texts, labels = [], []
     for path, label in ((pos, 1), (neg, 0)):
-        lines = [line.rstrip(b"\r") for line in read_raw(path).split(b"\n")]
-        lines = [line for line in lines if line.strip()]
+        lines = nonempty_lines(read_raw(path))
         if not lines:
             raise DataError(f"{path} has no non-empty lines")
         texts += lines
