@@ -144,7 +144,7 @@ def probe_files(
     *,
     folds: int = 10,
     seed: int = 0,
-    kinds: tuple[str, ...] = ("hidden",),
+    kinds: tuple[str, ...] = ("mean",),
     encoding: str | None = None,
     references: bool = True,
 ) -> ProbeResult:

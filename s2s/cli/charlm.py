@@ -153,9 +153,10 @@ def _add_probe(actions) -> None:
     c.add_argument("--seed", type=int, default=0, help="seeds the fold split")
     c.add_argument(
         "--features",
-        default="hidden",
-        help="comma-separated, side by side: hidden (final hidden state), cell (final cell "
-        "state, LSTM-type cells), mean (hidden states averaged over positions)",
+        default="mean",
+        help="comma-separated, side by side: mean (hidden states averaged over positions; "
+        "the best on MR, BENCHMARKS.md), hidden (final hidden state), cell (final cell "
+        "state, LSTM-type cells)",
     )
     c.add_argument(
         "--no-references",
