@@ -22,7 +22,7 @@ def write_sweep(tmp_path, corpus, test_pairs, sweep: dict, name: str, valid_ever
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     common = {"base": "base.yaml", "seeds": [1, 2], "set": {"train.lr": 0.01}, "samples": 200}
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(common | sweep))
+    path.write_text(yaml.safe_dump(common | sweep, sort_keys=False))
     return path
 
 
@@ -224,3 +224,164 @@ def test_raising_a_limit_resumes_the_runs_and_then_skips_them(tmp_path, sweep_fi
     trained = []
     again = cmp.compare(cmp.read_sweep(sweep_file), out, train_run=lambda c, f: trained.append(f))
     assert trained == [] and again["variants"] == report["variants"]
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+def _png_size(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_tiny_sweep_writes_its_table_and_plots_and_a_rerun_skips_it(tmp_path, sweep_file):
+    """The acceptance test of the report: 2 variants x 2 seeds from the CLI."""
+    out = tmp_path / "out"
+    assert main(["compare", str(sweep_file), "--out", str(out)]) == 0
+    page = (out / "report.md").read_text()
+    table = [line for line in page.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| variant | BLEU mean ± std (max) |") and "pooled p" in table[0]
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["variant"]: row for row in report["variants"]}
+    assert table[2].startswith("| plain |") and "| baseline |" in table[2]
+    wide = rows["wide"]
+    assert table[3].startswith(
+        f"| wide | {wide['bleu_mean']:.2f} ± {wide['bleu_std']:.2f} ({wide['bleu_max']:.2f}) |"
+    )
+    assert f"{wide['pooled_p']['ar']:.4f} / {wide['pooled_p']['bs']:.4f}" in table[3]
+    assert "Bonferroni: 1 rows compared" in page and "0.05 / 1 = 0.0500" in page
+    # validation curves: every run validated at steps 3 (valid_every 3, max_steps 3)
+    for variant in ("plain", "wide"):
+        for seed in ("1", "2"):
+            assert [p[0] for p in report["curves"][variant][seed]] == [3]
+    width, height = _png_size(out / "compare.png")
+    assert width > 300 and height > 300
+    assert _png_size(out / "curves.png") == (720, 456)  # 6 x 3.8 in at 120 dpi
+    for png in ("compare.png", "curves.png"):
+        (out / png).unlink()
+    trained = []
+    main_again = cmp.compare(
+        cmp.read_sweep(sweep_file), out, train_run=lambda c, f: trained.append(f)
+    )
+    assert trained == [] and main_again["variants"] == report["variants"]
+    assert (out / "compare.png").is_file() and (out / "curves.png").is_file()
+
+
+def test_decode_axis_decodes_each_run_once_per_decoding_and_never_retrains(
+    tmp_path, tiny_corpus, monkeypatch
+):
+    from s2s.decoding.translate import translate_lines
+
+    calls = []
+
+    def spy(*a, **kw):
+        calls.append((kw["beam"], kw["alpha"]))
+        return translate_lines(*a, **kw)
+
+    monkeypatch.setattr(cmp, "translate_lines", spy)
+    decode = {"greedy": {"beam": 1}, "beam3-lp1": {"beam": 3, "length_penalty": 1.0}}
+    sweep = {"variants": {"base": {}}, "decode": decode}
+    path = write_sweep(tmp_path, tiny_corpus, SENTENCES[2:7], sweep, "beam")
+    out = tmp_path / "out"
+    report = cmp.compare(cmp.read_sweep(path), out)
+    assert calls == [(None, 0.0), (3, 1.0)] * 2  # per run: greedy, then beam 3 with lp 1
+    assert [r["variant"] for r in report["variants"]] == ["greedy", "beam3-lp1"]
+    assert report["baseline"] == "greedy" and report["beam"] is None
+    for seed in (1, 2):
+        folder = out / "base" / f"seed-{seed}"
+        assert (folder / "test.greedy.hyp").is_file() and (folder / "test.beam3-lp1.hyp").is_file()
+        result = json.loads((folder / "result.beam3-lp1.json").read_text())
+        assert (result["beam"], result["length_penalty"]) == (3, 1.0)
+    # a decoding added later: decoded, nothing trained, the others read back
+    data = yaml.safe_load(path.read_text())
+    data["decode"]["beam2"] = {"beam": 2}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    calls.clear()
+    trained = []
+    again = cmp.compare(cmp.read_sweep(path), out, train_run=lambda c, f: trained.append(f))
+    assert trained == [] and calls == [(2, 0.0), (2, 0.0)]
+    assert [r["variant"] for r in again["variants"]] == ["greedy", "beam3-lp1", "beam2"]
+    assert again["variants"][:2] == [
+        r | {"pooled_p": again["variants"][i]["pooled_p"]} for i, r in enumerate(report["variants"])
+    ]
+
+
+def test_reuse_links_a_finished_run_of_the_same_config_instead_of_training(tmp_path, tiny_corpus):
+    first = write_sweep(tmp_path, tiny_corpus, SENTENCES[2:7], {"variants": {"a": {}}}, "one")
+    cmp.compare(cmp.read_sweep(first), tmp_path / "one")
+    variants = {"same": {}, "other": {"model.decoder.hidden_size": 48}}
+    second = write_sweep(tmp_path, tiny_corpus, SENTENCES[2:7], {"variants": variants}, "two")
+    trained = []
+
+    def train_run(cfg, folder):
+        trained.append(folder.relative_to(tmp_path))
+        from s2s.translation import train
+
+        train(cfg, folder)
+
+    report = cmp.compare(
+        cmp.read_sweep(second), tmp_path / "two", train_run=train_run, reuse=[tmp_path / "one"]
+    )
+    assert [str(f) for f in trained] == ["two/other/seed-1", "two/other/seed-2"]
+    for seed in (1, 2):
+        linked = tmp_path / "two" / "same" / f"seed-{seed}"
+        assert linked.is_symlink()
+        assert linked.resolve() == (tmp_path / "one" / "a" / f"seed-{seed}").resolve()
+    one = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert report["variants"][0]["bleu"] == one["variants"][0]["bleu"]
+    # a different config is never reused
+    assert (
+        cmp.find_trained(
+            cmp.plan(cmp.read_sweep(second), tmp_path / "x")[2].cfg, [tmp_path / "one"]
+        )
+        is None
+    )
+
+
+def test_pooled_tests_use_every_seed_and_bonferroni_divides_alpha():
+    from s2s.experiments.report import pooled_p_values, significant
+
+    refs = [f"the {w} sat on the mat number {i} today ." for i, w in enumerate("abcdefghij" * 2)]
+    bad = [" ".join(r.split()[:4]) for r in refs]
+    half = refs[:10] + bad[10:]
+    pooled = pooled_p_values([bad, bad], [half, refs], refs, 300)
+    assert pooled == {
+        t: cmp.paired_p_value(bad + bad, half + refs, refs + refs, t, 300) for t in ("ar", "bs")
+    }
+    row = {"variant": "x", "pooled_p": {"ar": 0.02, "bs": 0.01}}
+    report = {"baseline": "b", "significance": "ar", "alpha": 0.05, "comparisons": 1}
+    assert significant(row, report) is True
+    assert significant(row, report | {"comparisons": 3}) is False  # 0.02 > 0.05 / 3
+    assert significant(row, report | {"significance": "bs", "comparisons": 3}) is True
+    assert significant({"variant": "b", "pooled_p": {}}, report) is None
+
+
+def test_valid_curve_counts_a_resumed_step_once(tmp_path):
+    records = [
+        {"kind": "train", "step": 1, "loss": 3.0},
+        {"kind": "valid", "step": 2, "bleu": 1.5},
+        {"kind": "valid", "step": 4, "bleu": 2.0},
+        {"kind": "valid", "step": 4, "bleu": 2.5},  # the run was cut and resumed
+        {"kind": "valid", "step": 6, "bleu": 3.0},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cmp.valid_curve(tmp_path) == [[2, 1.5], [4, 2.5], [6, 3.0]]
+    assert cmp.valid_curve(tmp_path / "missing") == []
+
+
+def test_decode_errors_name_the_problem(tmp_path):
+    path = tmp_path / "s.yaml"
+    base = {"base": "b.yaml", "variants": {"a": {}}}
+    for extra, message in (
+        ({"beam": 2, "decode": {"g": {"beam": 1}}}, "beam or decode, not both"),
+        ({"decode": {}}, "at least one named decoding"),
+        ({"decode": {"g": {"beam": 0}}}, "decode 'g': beam must be"),
+        ({"decode": {"g": {"beam": 2, "lp": 1}}}, "unknown key 'lp'"),
+        ({"decode": {"g": {"length_penalty": -1}}}, "length_penalty must be"),
+        ({"decode": {"g": {}}, "baseline": "a"}, r"baseline 'a' is not one of its rows \(g\)"),
+    ):
+        path.write_text(yaml.safe_dump(base | extra))
+        with pytest.raises(ConfigError, match=message):
+            cmp.read_sweep(path)

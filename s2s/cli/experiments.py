@@ -52,7 +52,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             shown = " ".join(f"{k}={v}" for k, v in changes.items()) or "(base config)"
             print(f"{run.folder}\tseed {run.seed}\t{shown}")
         return 0
-    print(markdown(compare(sweep, out)), end="")
+    print(markdown(compare(sweep, out, reuse=args.reuse)), end="")
     log.info("report: %s", out / "report.md")
     return 0
 
@@ -86,5 +86,13 @@ def add_compare(sub) -> None:
     p.add_argument("--out", help="sweep folder (default runs/<sweep name>)")
     p.add_argument(
         "--dry-run", action="store_true", help="list the runs and their settings; train nothing"
+    )
+    p.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="other sweeps' folders: a run whose config one of them finished already is "
+        "linked to it, not trained again (a study's shared baseline)",
     )
     p.set_defaults(func=cmd_compare)

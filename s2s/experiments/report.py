@@ -1,5 +1,5 @@
-"""The report of a sweep: per-variant BLEU statistics over seeds, sacrebleu's
-paired significance test, and their page (``report.md``) and plot (``compare.png``).
+"""The report of a sweep: per-row BLEU statistics over seeds, sacrebleu's paired
+significance tests, and their page (``report.md``; the plots are in ``plots.py``).
 
 It works on plain results (dicts of scores, lists of lines); ``compare.py`` runs the
 sweep and gathers them.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-from pathlib import Path
 from typing import Any
 
 
@@ -45,6 +44,28 @@ def paired_p_value(
     return float(scores["BLEU"][1].p_value)
 
 
+def pooled_p_values(
+    baseline: list[list[str]], system: list[list[str]], refs: list[str], samples: int
+) -> dict[str, float]:
+    """Both of sacrebleu's paired tests on the seeds' outputs concatenated (seed s of the
+    system paired with seed s of the baseline, the references repeated per seed): one
+    p-value per row that uses every run, where the per-seed tests give one per seed."""
+    base = [line for hyps in baseline for line in hyps]
+    mine = [line for hyps in system for line in hyps]
+    all_refs = refs * len(baseline)
+    return {test: paired_p_value(base, mine, all_refs, test, samples) for test in ("ar", "bs")}
+
+
+def significant(row: dict, report: dict) -> bool | None:
+    """Whether a row differs from the baseline after Bonferroni's correction: its pooled
+    p-value (the sweep's test) below alpha / the number of rows compared. None for the
+    baseline (and for reports without pooled tests)."""
+    pooled = row.get("pooled_p") or {}
+    if report["significance"] not in pooled:
+        return None
+    return pooled[report["significance"]] < report["alpha"] / max(1, report["comparisons"])
+
+
 def variant_row(
     variant: str, overrides: dict[str, Any], results: list[dict], p_values: list[float]
 ) -> dict:
@@ -65,53 +86,53 @@ def variant_row(
     }
 
 
+TESTS = {"ar": "approximate randomization", "bs": "paired bootstrap resampling"}
+
+
+def _row_line(row: dict, report: dict) -> str:
+    if row["variant"] == report["baseline"]:
+        p_text, pooled, delta, mark = "baseline", "—", "—", "—"
+    else:
+        below = sum(p < report["alpha"] for p in row["p_values"])
+        p_text = ", ".join(f"{p:.3f}" for p in row["p_values"])
+        p_text += f" ({below}/{len(row['p_values'])} < {report['alpha']:g})"
+        pp = row.get("pooled_p") or {}
+        pooled = " / ".join(f"{pp[t]:.4f}" for t in ("ar", "bs") if t in pp) or "—"
+        delta = f"{row['delta']:+.2f}"
+        mark = {True: "yes", False: "no", None: "—"}[significant(row, report)]
+    return (
+        f"| {row['variant']} | {row['bleu_mean']:.2f} ± {row['bleu_std']:.2f} "
+        f"({row['bleu_max']:.2f}) | {delta} | {row['chrf_mean']:.2f} | "
+        f"{row['valid_bleu_mean']:.2f} | {p_text} | {pooled} | {mark} |"
+    )
+
+
 def markdown(report: dict) -> str:
-    test = {"ar": "approximate randomization", "bs": "paired bootstrap"}[report["significance"]]
+    test = TESTS[report["significance"]]
+    decoding = f"beam {report['beam']}" if report.get("beam") else "decodings as named"
+    m = report.get("comparisons", len(report["variants"]) - 1)
+    alpha = report.get("alpha", 0.05)
     lines = [
-        f"# Comparison on {report['split']} (beam {report['beam']}, seeds "
-        f"{', '.join(map(str, report['seeds']))})",
+        f"# Comparison on {report['split']} ({decoding}, seeds "
+        f"{', '.join(map(str, report['seeds']))}; baseline: {report['baseline']})",
         "",
-        "| variant | BLEU mean ± std (max) | Δ vs baseline | chrF | valid BLEU | p per seed |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| variant | BLEU mean ± std (max) | Δ vs baseline | chrF | valid BLEU "
+        "| p per seed | pooled p (AR / BS) | significant |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for row in report["variants"]:
-        if row["variant"] == report["baseline"]:
-            p_text, delta = "baseline", "—"
-        else:
-            below = sum(p < 0.05 for p in row["p_values"])
-            p_text = ", ".join(f"{p:.3f}" for p in row["p_values"])
-            p_text += f" ({below}/{len(row['p_values'])} < 0.05)"
-            delta = f"{row['delta']:+.2f}"
-        lines.append(
-            f"| {row['variant']} | {row['bleu_mean']:.2f} ± {row['bleu_std']:.2f} "
-            f"({row['bleu_max']:.2f}) | {delta} | {row['chrf_mean']:.2f} | "
-            f"{row['valid_bleu_mean']:.2f} | {p_text} |"
-        )
+    lines += [
+        _row_line(row, {"alpha": alpha, "comparisons": m} | report) for row in report["variants"]
+    ]
     lines += [
         "",
-        f"std: sample standard deviation over seeds. p: sacrebleu's paired {test} test of "
-        "BLEU against the baseline run with the same seed.",
+        f"std: sample standard deviation over seeds. p per seed: sacrebleu's paired {test} "
+        f"test of BLEU against the baseline run with the same seed. Pooled p: sacrebleu's "
+        "approximate randomization (AR) and paired bootstrap resampling (BS) tests on the "
+        "seeds' outputs concatenated (each seed paired with the baseline's same seed).",
+        f"Significant: pooled {report['significance'].upper()} p below {alpha:g} / {m} = "
+        f"{alpha / max(1, m):.4f} (Bonferroni: {m} rows compared with the baseline; at "
+        f"{alpha:g} each, about {alpha * m:.2f} of them would pass by chance).",
         f"BLEU signature: {report['signature']}",
         "",
     ]
     return "\n".join(lines)
-
-
-def plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = report["variants"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows)), 3.5))
-    xs = range(len(rows))
-    ax.bar(xs, [r["bleu_mean"] for r in rows], yerr=[r["bleu_std"] for r in rows], capsize=4)
-    for x, row in zip(xs, rows):
-        ax.plot([x] * len(row["bleu"]), row["bleu"], "k.", alpha=0.6)
-    ax.set_xticks(list(xs), [r["variant"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel(f"{report['split']} BLEU")
-    ax.set_title("mean ± std over seeds (dots: runs)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
