@@ -134,7 +134,9 @@ def test_char_lm_ranges_are_checked_too():
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name
+    "path",
+    sorted((Path(__file__).parent.parent / "configs").glob("**/*.yaml")),
+    ids=lambda p: p.name,
 )
 def test_every_shipped_config_loads(path):
     from s2s.experiments.compare import plan, read_sweep
