@@ -51,9 +51,10 @@ def plot_bars(report: dict, path: Path) -> None:
     ax.set_ylim(0, max(max(r["bleu"]) for r in rows) * 1.15 + 1)
     m = report.get("comparisons", len(rows) - 1)
     ax.set_title(
-        f"mean ± std over {len(report['seeds'])} seeds (dots: runs); "
-        f"*: pooled {report['significance'].upper()} p < {report.get('alpha', 0.05):g}/{m}",
-        fontsize=9,
+        f"mean ± std over {len(report['seeds'])} seeds (dots: runs)\n"
+        f"*: pooled {report['significance'].upper()} p < {report.get('alpha', 0.05):g} / {m} "
+        "(Bonferroni), n.s.: not",
+        fontsize=8,
     )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
