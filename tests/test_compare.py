@@ -381,7 +381,70 @@ def test_decode_errors_name_the_problem(tmp_path):
         ({"decode": {"g": {"beam": 2, "lp": 1}}}, "unknown key 'lp'"),
         ({"decode": {"g": {"length_penalty": -1}}}, "length_penalty must be"),
         ({"decode": {"g": {}}, "baseline": "a"}, r"baseline 'a' is not one of its rows \(g\)"),
+        ({"decode": {"g": {"beam": 1, "length_penalty": 1.0}}}, "changes nothing at beam 1"),
+        ({"decode": {"b 1": {"beam": 2}, "b_1": {"beam": 3}}}, "two decodings named 'b_1'"),
     ):
         path.write_text(yaml.safe_dump(base | extra))
         with pytest.raises(ConfigError, match=message):
             cmp.read_sweep(path)
+
+
+def test_each_seed_is_paired_with_the_baselines_same_seed(tmp_path, tiny_corpus):
+    """Two variants with the same config train the same runs seed by seed: every paired
+    test is then against identical output (p = 1), which pairing seed 1 with seed 2 would
+    not give (the seeds' outputs differ)."""
+    variants = {"a": {}, "twin": {}}
+    path = write_sweep(tmp_path, tiny_corpus, SENTENCES, {"variants": variants}, "twins")
+    out = tmp_path / "out"
+    report = cmp.compare(cmp.read_sweep(path), out)
+    hyp = {s: (out / "a" / f"seed-{s}" / "test.hyp").read_text() for s in (1, 2)}
+    assert hyp[1] != hyp[2]
+    twin = report["variants"][1]
+    assert twin["p_values"] == [1.0, 1.0] and twin["pooled_p"] == {"ar": 1.0, "bs": 1.0}
+
+
+def test_a_retraining_cut_short_never_leaves_old_results_to_read_back(tmp_path, sweep_file):
+    from s2s import config as config_mod
+
+    out = tmp_path / "out"
+    cmp.compare(cmp.read_sweep(sweep_file), out)
+    data = yaml.safe_load(sweep_file.read_text())
+    data["set"]["train.max_steps"] = 4
+    sweep_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def cut(cfg, folder):  # what train() does first (the new limit into config.yaml), then a cut
+        (folder / "config.yaml").write_text(config_mod.dump(cfg))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cmp.compare(cmp.read_sweep(sweep_file), out, train_run=cut)
+    cmp.compare(cmp.read_sweep(sweep_file), out)
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/seed-*/result.json"))]
+    assert [r["steps"] for r in results] == [4, 4, 4, 4]
+
+
+def test_reuse_skips_unfinished_runs_and_drops_a_dangling_link(tmp_path, tiny_corpus):
+    import shutil
+
+    first = write_sweep(tmp_path, tiny_corpus, SENTENCES[2:7], {"variants": {"a": {}}}, "one")
+    cmp.compare(cmp.read_sweep(first), tmp_path / "one")
+    (tmp_path / "one" / "a" / "seed-2" / "result.json").unlink()  # as if cut before its test
+    second = write_sweep(tmp_path, tiny_corpus, SENTENCES[2:7], {"variants": {"b": {}}}, "two")
+    trained = []
+
+    def train_run(cfg, folder):
+        from s2s.translation import train
+
+        trained.append(folder.name)
+        train(cfg, folder)
+
+    sweep = cmp.read_sweep(second)
+    cmp.compare(sweep, tmp_path / "two", train_run=train_run, reuse=[tmp_path / "one"])
+    assert trained == ["seed-2"]  # seed 1 linked; seed 2 unfinished there: trained here
+    linked = tmp_path / "two" / "b" / "seed-1"
+    assert linked.is_symlink() and not (tmp_path / "two" / "b" / "seed-2").is_symlink()
+    shutil.rmtree(tmp_path / "one")  # the reused sweep deleted: its links dangle
+    trained.clear()
+    report = cmp.compare(sweep, tmp_path / "two", train_run=train_run, reuse=[tmp_path / "one"])
+    assert trained == ["seed-1"] and not linked.is_symlink() and linked.is_dir()
+    assert len(report["variants"][0]["bleu"]) == 2

@@ -18,6 +18,7 @@ BLEU against updates).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -52,41 +53,47 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- one run
 
 
-def evaluate_run(run: Run, split: str, dec: Decoding) -> dict:
-    """Translate the split with the run's best checkpoint; write its hyp file; return scores."""
+def evaluate_run(run: Run, split: str, decodings: tuple[Decoding, ...]) -> dict[str, dict]:
+    """Translate the split with the run's best checkpoint, once per decoding; write each
+    hyp file and then its result file; return the results by decoding name."""
     from s2s.training.runfolder import resolve_device
 
     loaded = checkpoint.load_for_translation(run.folder / "best.pt")
     device = resolve_device(run.cfg.train.device)
     ds = load_split(run.cfg.data, split)
-    hyps = translate_lines(
-        loaded.model.to(device),
-        loaded.src_tok,
-        loaded.tgt_tok,
-        list(ds["src"]),
-        reverse_source=loaded.config.data.reverse_source,
-        max_output_ratio=loaded.config.train.max_output_ratio,
-        beam=dec.beam if dec.beam > 1 else None,
-        alpha=dec.length_penalty,
-        device=device,
-    )
-    text = "".join(h + "\n" for h in hyps).encode("utf-8")
-    atomic_write(run.folder / dec.hyp_file(split), lambda handle: handle.write(text))
-    scores = score(hyps, list(ds["tgt"]))
     progress = Progress.from_state(checkpoint.load(run.folder / "last.pt")["progress"])
-    return {
-        "variant": run.variant,
-        "seed": run.seed,
-        "split": split,
-        "beam": dec.beam,
-        "length_penalty": dec.length_penalty,
-        "bleu": scores.bleu,
-        "chrf": scores.chrf,
-        "signature": scores.bleu_signature,
-        "valid_bleu": progress.best,
-        "steps": progress.step,
-        "train_seconds": progress.elapsed,
-    }
+    results = {}
+    for dec in decodings:
+        hyps = translate_lines(
+            loaded.model.to(device),
+            loaded.src_tok,
+            loaded.tgt_tok,
+            list(ds["src"]),
+            reverse_source=loaded.config.data.reverse_source,
+            max_output_ratio=loaded.config.train.max_output_ratio,
+            beam=dec.beam if dec.beam > 1 else None,
+            alpha=dec.length_penalty,
+            device=device,
+        )
+        text = "".join(h + "\n" for h in hyps).encode("utf-8")
+        atomic_write(run.folder / dec.hyp_file(split), lambda handle, t=text: handle.write(t))
+        scores = score(hyps, list(ds["tgt"]))
+        results[dec.name] = {
+            "variant": run.variant,
+            "seed": run.seed,
+            "split": split,
+            "beam": dec.beam,
+            "length_penalty": dec.length_penalty,
+            "bleu": scores.bleu,
+            "chrf": scores.chrf,
+            "signature": scores.bleu_signature,
+            "valid_bleu": progress.best,
+            "steps": progress.step,
+            "train_seconds": progress.elapsed,
+            "hyp_sha1": hashlib.sha1(text).hexdigest(),
+        }
+        _write_json(run.folder / dec.result_file, results[dec.name])
+    return results
 
 
 def _trained_config(folder: Path) -> Config | None:
@@ -101,14 +108,15 @@ def _finished_result(run: Run, split: str, dec: Decoding) -> dict | None:
         result = json.loads((run.folder / dec.result_file).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    fresh = (run.folder / dec.hyp_file(split)).is_file() and (run.folder / "best.pt").is_file()
+    try:  # the result of this very hyp file (older results carry no hash)
+        hyp = (run.folder / dec.hyp_file(split)).read_bytes()
+    except OSError:
+        return None
+    digest = hashlib.sha1(hyp).hexdigest()
     same = result.get("split") == split and result.get("beam") == dec.beam
     same = same and result.get("length_penalty", 0.0) == dec.length_penalty
-    if not (fresh and same):
-        return None
-    # a sweep file edited since: train() then names the difference
-    trained = _trained_config(run.folder)
-    return None if trained is None or config_mod.diff(trained, run.cfg) else result
+    same = same and result.get("hyp_sha1", digest) == digest
+    return result if same and trained(run.folder, run.cfg) else None
 
 
 def trained(folder: Path, cfg: Config) -> bool:
@@ -130,7 +138,14 @@ def find_trained(cfg: Config, reuse: list[Path]) -> Path | None:
 
 
 def _link_trained(run: Run, reuse: list[Path]) -> None:
-    """Point a run not started yet at a finished run of the same config."""
+    """Point a run not trained here at a finished run of the same config. A link whose
+    target is gone or is no longer a finished run of this config is dropped first:
+    training never runs through a link into another sweep's run."""
+    if run.folder.is_symlink() and not trained(run.folder, run.cfg):
+        log.info(
+            "%s seed %d: %s no longer holds this run; unlinked", run.variant, run.seed, run.folder
+        )
+        run.folder.unlink()
     if run.folder.exists() or run.folder.is_symlink() or not reuse:
         return
     found = find_trained(run.cfg, reuse)
@@ -138,6 +153,14 @@ def _link_trained(run: Run, reuse: list[Path]) -> None:
         run.folder.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(os.path.relpath(found.resolve(), run.folder.parent.resolve()), run.folder)
         log.info("%s seed %d: trained already in %s", run.variant, run.seed, found)
+
+
+def clear_results(folder: Path) -> None:
+    """Before a run (re)trains: its old hyp and result files no longer describe it, and
+    a cut in the training or the decoding must not leave them to be read back."""
+    if folder.is_dir():
+        for path in [*folder.glob("result*.json"), *folder.glob("*.hyp")]:
+            path.unlink()
 
 
 # --------------------------------------------------------------------------- report
@@ -196,6 +219,7 @@ def summarise(sweep: Sweep, runs: list[Run], results: dict[tuple, dict]) -> dict
         "baseline": sweep.baseline,
         "split": sweep.split,
         "beam": sweep.decodings[0].beam if len(sweep.decodings) == 1 else None,
+        "length_penalty": sweep.decodings[0].length_penalty if len(sweep.decodings) == 1 else None,
         "seeds": list(sweep.seeds),
         "significance": sweep.significance,
         "alpha": 0.05,
@@ -233,24 +257,27 @@ def compare(
     results = {}
     for i, run in enumerate(runs, 1):
         _link_trained(run, reuse)
-        train_now = not trained(run.folder, run.cfg)
-        if train_now:  # then every decoding's result is new
+        done = {}
+        if trained(run.folder, run.cfg):
+            done = {d.name: _finished_result(run, sweep.split, d) for d in sweep.decodings}
+        else:
             log.info("run %d/%d: %s seed %d -> %s", i, len(runs), run.variant, run.seed, run.folder)
+            clear_results(run.folder)
             train_run(run.cfg, run.folder)
+        todo = tuple(d for d in sweep.decodings if done.get(d.name) is None)
+        if todo:
+            done.update(evaluate_run(run, sweep.split, todo))
         for dec in sweep.decodings:
-            result = None if train_now else _finished_result(run, sweep.split, dec)
-            if result is None:
-                result = evaluate_run(run, sweep.split, dec)
-                _write_json(run.folder / dec.result_file, result)
+            result = results[(run.variant, run.seed, dec.name)] = done[dec.name]
+            name = f" {dec.name}" if dec.name else ""
             log.info(
                 "%s seed %d%s: %s BLEU %.2f",
                 run.variant,
                 run.seed,
-                f" {dec.name}" if dec.name else "",
+                name,
                 sweep.split,
                 result["bleu"],
             )
-            results[(run.variant, run.seed, dec.name)] = result
     report = summarise(sweep, runs, results)
     _write_json(out / "report.json", report)
     page = markdown(report).encode("utf-8")

@@ -48,7 +48,7 @@ def plot_bars(report: dict, path: Path) -> None:
         )
     ax.set_xticks(xs, [r["variant"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel(f"{report['split']} BLEU")
-    ax.set_ylim(0, max(max(r["bleu"]) for r in rows) * 1.15 + 1)
+    ax.set_ylim(0, max(max(r["bleu"] + [r["bleu_mean"] + r["bleu_std"]]) for r in rows) * 1.15 + 1)
     m = report.get("comparisons", len(rows) - 1)
     ax.set_title(
         f"mean ± std over {len(report['seeds'])} seeds (dots: runs)\n"

@@ -110,6 +110,8 @@ def _row_line(row: dict, report: dict) -> str:
 def markdown(report: dict) -> str:
     test = TESTS[report["significance"]]
     decoding = f"beam {report['beam']}" if report.get("beam") else "decodings as named"
+    if report.get("beam") and report.get("length_penalty"):
+        decoding += f", length penalty {report['length_penalty']:g}"
     m = report.get("comparisons", len(report["variants"]) - 1)
     alpha = report.get("alpha", 0.05)
     lines = [
@@ -131,7 +133,11 @@ def markdown(report: dict) -> str:
         "seeds' outputs concatenated (each seed paired with the baseline's same seed).",
         f"Significant: pooled {report['significance'].upper()} p below {alpha:g} / {m} = "
         f"{alpha / max(1, m):.4f} (Bonferroni: {m} rows compared with the baseline; at "
-        f"{alpha:g} each, about {alpha * m:.2f} of them would pass by chance).",
+        f"{alpha:g} each, about {alpha * m:.2f} of them would pass by chance). The pooled "
+        "tests take the sentences of all seeds as one sample: they test these outputs, not "
+        "the spread over training seeds, which the std column shows."
+        if m
+        else "No row to compare with the baseline.",
         f"BLEU signature: {report['signature']}",
         "",
     ]

@@ -208,6 +208,8 @@ def read_sweep(path: str | Path) -> Sweep:
     decodings = _decodings(data, path)
     names = [name for name, _, _ in row_names(variants, decodings)]
     baseline = str(data.get("baseline", names[0]))
+    if baseline not in names and folder_name(baseline) in names:
+        baseline = folder_name(baseline)  # a variant named as written in the file
     if baseline not in names:
         raise ConfigError(
             f"sweep {path}: baseline '{baseline}' is not one of its rows ({', '.join(names)})"
@@ -258,7 +260,14 @@ def _decodings(data: dict, path: Path) -> tuple[Decoding, ...]:
             raise ConfigError(f"sweep decode '{name}': beam must be a positive integer")
         if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
             raise ConfigError(f"sweep decode '{name}': length_penalty must be a number >= 0")
-        decodings.append(Decoding(folder_name(str(name)), beam, float(alpha)))
+        if beam == 1 and alpha > 0:
+            raise ConfigError(
+                f"sweep decode '{name}': a length penalty changes nothing at beam 1 (greedy)"
+            )
+        safe = folder_name(str(name))
+        if any(d.name == safe for d in decodings):
+            raise ConfigError(f"sweep decode '{name}': two decodings named '{safe}' in files")
+        decodings.append(Decoding(safe, beam, float(alpha)))
     return tuple(decodings)
 
 
