@@ -181,3 +181,29 @@ def test_no_block_of_six_lines_is_written_twice():
     repeated = [spots for spots in places.values() if len(spots) > 1]
     new = [s for s in repeated if frozenset(m for m, _ in s) not in REPEATED]
     assert not new, f"blocks of six lines written twice: {new[:3]}"
+
+
+def test_every_mutant_of_the_mutation_check_still_applies(tmp_path):
+    """scripts/mutation_check.py breaks features by replacing exact source text; text
+    that a refactor changed would leave its feature unchecked (and the check failing
+    only when someone runs it). Each mutant's text occurs exactly once in the files."""
+    import importlib.util
+    import shutil
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "mutation_check", root / "scripts/mutation_check.py"
+    )
+    mc = importlib.util.module_from_spec(spec)
+    sys.modules["mutation_check"] = mc
+    try:
+        spec.loader.exec_module(mc)
+        files = {file for mutant in mc.MUTANTS for file, _, _ in mutant.edits}
+        for file in files:
+            (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / file, tmp_path / file)
+        mc.check_texts(tmp_path)  # SystemExit naming the mutant if a text is gone
+    finally:
+        del sys.modules["mutation_check"]
+    assert len(mc.MUTANTS) > 50
