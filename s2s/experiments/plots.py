@@ -26,26 +26,22 @@ def marker(row: dict, report: dict) -> str:
     return {True: "*", False: "n.s.", None: ""}[significant(row, report)]
 
 
-def plot_bars(report: dict, path: Path) -> None:
-    plt = _pyplot()
+def _bars(ax, report: dict) -> None:
     rows = report["variants"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.8))
     xs = list(range(len(rows)))
-    means = [r["bleu_mean"] for r in rows]
     colours = ["0.6" if r["variant"] == report["baseline"] else "tab:blue" for r in rows]
-    ax.bar(xs, means, yerr=[r["bleu_std"] for r in rows], capsize=4, color=colours)
+    ax.bar(
+        xs,
+        [r["bleu_mean"] for r in rows],
+        yerr=[r["bleu_std"] for r in rows],
+        capsize=4,
+        color=colours,
+    )
     for x, row in zip(xs, rows):
         ax.plot([x] * len(row["bleu"]), row["bleu"], "k.", alpha=0.7)
         top = max(row["bleu"] + [row["bleu_mean"] + row["bleu_std"]])
-        ax.annotate(
-            marker(row, report),
-            (x, top),
-            ha="center",
-            va="bottom",
-            fontsize=9,
-            xytext=(0, 3),
-            textcoords="offset points",
-        )
+        ax.annotate(marker(row, report), (x, top), ha="center", va="bottom", fontsize=9,
+                    xytext=(0, 3), textcoords="offset points")  # fmt: skip
     ax.set_xticks(xs, [r["variant"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel(f"{report['split']} BLEU")
     ax.set_ylim(0, max(max(r["bleu"] + [r["bleu_mean"] + r["bleu_std"]]) for r in rows) * 1.15 + 1)
@@ -56,6 +52,47 @@ def plot_bars(report: dict, path: Path) -> None:
         "(Bonferroni), n.s.: not",
         fontsize=8,
     )
+
+
+def paired_deltas(report: dict) -> dict[str, list[float]]:
+    """Per row but the baseline: its BLEU minus the baseline's, seed by seed."""
+    base = next(r["bleu"] for r in report["variants"] if r["variant"] == report["baseline"])
+    return {
+        r["variant"]: [b - a for a, b in zip(base, r["bleu"])]
+        for r in report["variants"]
+        if r["variant"] != report["baseline"]
+    }
+
+
+def _deltas(ax, report: dict) -> None:
+    deltas = paired_deltas(report)
+    xs = list(range(len(deltas)))
+    ax.axhline(0.0, color="0.6", linewidth=1)
+    for x, values in zip(xs, deltas.values()):
+        ax.plot([x] * len(values), values, "k.", alpha=0.7)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        ax.errorbar([x + 0.15], [statistics.fmean(values)], yerr=[std], fmt="o", color="tab:blue",
+                    capsize=4, markersize=4)  # fmt: skip
+    ax.set_xticks(xs, list(deltas), rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(deltas) - 0.4)
+    ax.set_ylabel(f"BLEU − {report['baseline']}, same seed")
+    ax.set_title("paired differences (dots: seeds;\nblue: mean ± std)", fontsize=8)
+
+
+def plot_bars(report: dict, path: Path) -> None:
+    """Left: the bars; right (with a row to compare): each row's difference from the
+    baseline run of the same seed, on an axis that shows differences the bars hide."""
+    plt = _pyplot()
+    n = len(report["variants"])
+    if n < 2:
+        fig, ax = plt.subplots(figsize=(4.0, 3.8))
+        _bars(ax, report)
+    else:
+        fig, (ax, right) = plt.subplots(
+            1, 2, figsize=(2 * max(3.5, 0.9 * n + 1.5), 3.8), width_ratios=[n, max(2, n - 1)]
+        )
+        _bars(ax, report)
+        _deltas(right, report)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
