@@ -63,9 +63,11 @@ def table(question: str, report: dict) -> list[str]:
             continue
         r = rows[name]
         what, bleu = paper.get(name, ("—", None))
+        bleu = f"{bleu:.2f}" if isinstance(bleu, float) else bleu or "—"
+        delta = "—" if name == report["baseline"] else f"{r['delta']:+.2f}"
         lines.append(
             f"| {name} | {r['bleu_mean']:.2f} ± {r['bleu_std']:.2f} ({r['bleu_max']:.2f}) "
-            f"| {r['delta']:+.2f} | {_sig(r, report)} | {what} | {bleu if bleu else '—'} |"
+            f"| {delta} | {_sig(r, report)} | {what} | {bleu} |"
         )
     ranked = [(n, rows[n]["bleu_mean"]) for n, _, b in PAPER[question] if b and n in rows]
     pairs = [
