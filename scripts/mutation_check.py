@@ -759,7 +759,7 @@ MUTANTS = [
         "compare-stale-results-kept",
         "a retrained run's old results are cleared",
         CO,
-        "            clear_results(run.folder)\n",
+        "            clear_results(run.folder, run.cfg)\n",
         "",
         "test_compare.py",
     ),

@@ -210,6 +210,7 @@ def test_an_edited_sweep_does_not_reuse_old_results(tmp_path, sweep_file):
     sweep_file.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"belongs to a different config \(differs in train\.lr"):
         cmp.compare(cmp.read_sweep(sweep_file), out)
+    assert len(list(out.glob("*/seed-*/result.json"))) == 4  # nothing written is lost
 
 
 def test_raising_a_limit_resumes_the_runs_and_then_skips_them(tmp_path, sweep_file):

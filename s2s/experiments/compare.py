@@ -155,9 +155,15 @@ def _link_trained(run: Run, reuse: list[Path]) -> None:
         log.info("%s seed %d: trained already in %s", run.variant, run.seed, found)
 
 
-def clear_results(folder: Path) -> None:
+def clear_results(folder: Path, cfg: Config) -> None:
     """Before a run (re)trains: its old hyp and result files no longer describe it, and
-    a cut in the training or the decoding must not leave them to be read back."""
+    a cut in the training or the decoding must not leave them to be read back. A folder
+    of a different config (not only new limits) keeps them: training refuses it."""
+    from s2s.training.runfolder import LIMIT_KEYS
+
+    old = _trained_config(folder)
+    if old is not None and any(k not in LIMIT_KEYS for k in config_mod.diff(old, cfg)):
+        return
     if folder.is_dir():
         for path in [*folder.glob("result*.json"), *folder.glob("*.hyp")]:
             path.unlink()
@@ -262,7 +268,7 @@ def compare(
             done = {d.name: _finished_result(run, sweep.split, d) for d in sweep.decodings}
         else:
             log.info("run %d/%d: %s seed %d -> %s", i, len(runs), run.variant, run.seed, run.folder)
-            clear_results(run.folder)
+            clear_results(run.folder, run.cfg)
             train_run(run.cfg, run.folder)
         todo = tuple(d for d in sweep.decodings if done.get(d.name) is None)
         if todo:
