@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from s2s.experiments.report import significant
+
 # s2s row -> (the paper's variant, its newstest2013 BLEU mean), in the paper's order
 PAPER = {
     "cell": [("lstm", "LSTM", 22.22), ("gru", "GRU", 21.78), ("rnn-decoder", "Vanilla-Dec", 15.38)],
@@ -44,8 +46,7 @@ def _sig(row: dict, report: dict) -> str:
     p = (row.get("pooled_p") or {}).get(report["significance"])
     if p is None:
         return "—"
-    threshold = report["alpha"] / max(1, report["comparisons"])
-    return f"p = {p:.4f}{' *' if p < threshold else ''}"
+    return f"p = {p:.4f}{' *' if significant(row, report) else ''}"
 
 
 def table(question: str, report: dict) -> list[str]:
