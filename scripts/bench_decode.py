@@ -5,6 +5,7 @@ seconds, sentences/s, cased BLEU and chrF of each, whether beam 1 is byte-identi
 greedy, and the beam-K / greedy time ratio.
 
 Usage: scripts/bench_decode.py CKPT [CKPT ...] [--beam 5] [--batch-size 64] [--threads 2]
+       [--precision fp32|bf16|auto] [--batch-unit sentences|tokens]
 Data: $S2S_DATA/multi30k (default ../shared/data).
 """
 
@@ -53,6 +54,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--length-penalty", type=float, default=0.0)
     parser.add_argument("--split", default="test_2016_flickr")
+    parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--batch-unit", default="sentences", choices=["sentences", "tokens"])
     parser.add_argument("--out", help="folder for the hypothesis files")
     args = parser.parse_args()
     if args.threads:
@@ -63,7 +66,8 @@ def main() -> None:
     first, model = load_stepper(args.checkpoints)
     print(
         f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, {len(src)} sentences, batch {args.batch_size}"
+        f"torch {torch.__version__}, {len(src)} sentences, batch {args.batch_size} "
+        f"{args.batch_unit}, precision {args.precision}"
     )
     outputs = {}
     runs = [
@@ -80,6 +84,8 @@ def main() -> None:
             src,
             reverse_source=first.config.data.reverse_source,
             batch_size=args.batch_size,
+            batch_unit=args.batch_unit,
+            precision=args.precision,
             max_output_ratio=first.config.train.max_output_ratio,
             beam=beam,
             alpha=alpha,

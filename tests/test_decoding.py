@@ -294,3 +294,27 @@ def test_batches_by_tokens_translate_as_batches_by_sentences(
         ), shapes
         shapes.clear()
     assert outputs["2"] == outputs["tokens"] and len(outputs["2"].splitlines()) == 5
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_decoding_precision_sets_the_dtype_of_the_models_products(precision, dtype):
+    # bf16: the output layer (most of decoding's work) computes in bf16 under autocast;
+    # fp32: nothing is cast. Search's own scores stay float32 either way.
+    from s2s.decoding.translate import decoding_autocast
+
+    model, seen = sharp_model(2), []
+    model.decoder.output.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    src, lengths = sources()
+    with decoding_autocast(precision, torch.device("cpu")):
+        nb = beam_search(
+            model, src, lengths, bos=2, eos=3, beam=3, max_len=max_lengths(lengths, 2.0)
+        )
+    assert seen and set(seen) == {dtype}
+    assert all(isinstance(s, float) for row in nb.scores for s in row)
+
+
+def test_an_unknown_decoding_precision_is_refused_by_name():
+    from s2s.decoding.translate import decoding_autocast
+
+    with pytest.raises(ValueError, match="fp16.*valid: auto, fp32, bf16"):
+        decoding_autocast("fp16", torch.device("cpu"))

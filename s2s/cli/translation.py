@@ -82,6 +82,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         min_len=args.min_length,
         max_src_len=args.max_source_length,
         alignments=bool(args.alignments),
+        precision=args.precision,
     )
     if args.nbest > 1:
         out = []
@@ -156,6 +157,12 @@ def add_translate(sub) -> None:
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="bf16 autocast for the model's products (auto: where the CPU or GPU has bf16)",
+    )
     p.add_argument("--encoding", default="utf-8", help="input encoding")
     p.add_argument("--beam", type=int, help="beam size (default: greedy search)")
     p.add_argument(

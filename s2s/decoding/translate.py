@@ -7,6 +7,7 @@ greedily; ``beam=K`` runs beam search (K = 1 gives the greedy output by another 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import torch
 from s2s.data.corpus import length_batches, source_ids
 from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
 from s2s.decoding.search import beam_search, greedy, max_lengths
+from s2s.runtime import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +69,13 @@ def translate(
     normalize: bool = False,
     min_len: int = 0,
     alignments: bool = False,
+    precision: str = "fp32",
 ) -> list[Translation]:
     """Translate ``lines`` (see the module docstring), in batches of similar length:
-    ``batch_size`` sentences, or source tokens (padded) with ``batch_unit="tokens"``."""
+    ``batch_size`` sentences, or source tokens (padded) with ``batch_unit="tokens"``.
+    ``precision``: "fp32", "bf16" (the model under bf16 autocast, scores in float32)
+    or "auto" (bf16 where the device has it at hardware speed)."""
+    amp = decoding_autocast(precision, torch.device(device))
     was_training = model.training
     model.eval()
     cleaned = [_clean(line) for line in lines]
@@ -92,7 +98,8 @@ def translate(
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
         lengths = torch.tensor([len(s) for s in seqs])
         limit = max_lengths(lengths, max_output_ratio)
-        found = _search(model, src.to(device), lengths, limit, **options)
+        with amp:
+            found = _search(model, src.to(device), lengths, limit, **options)
         for k, j in enumerate(batch):
             tokens, scores = found[0][k], found[1][k]
             texts = [t.replace("\n", " ") for t in tgt_tok.decode(tokens)]
@@ -102,6 +109,15 @@ def translate(
             results[todo[j]] = result
     model.train(was_training)
     return results
+
+
+def decoding_autocast(precision: str, device: torch.device):
+    """The context a search runs in: bf16 autocast, or nothing for fp32."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown decoding precision '{precision}'; valid: auto, fp32, bf16")
+    if resolve_precision(precision, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:
