@@ -22,6 +22,7 @@ import torch
 
 from s2s.decoding.ensemble import Ensemble
 from s2s.decoding.translate import translate
+from s2s.runtime import resolve_precision
 from s2s.translation import checkpoint
 from s2s.translation.scores import score
 
@@ -67,7 +68,7 @@ def main() -> None:
     print(
         f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, {len(src)} sentences, batch {args.batch_size} "
-        f"{args.batch_unit}, precision {args.precision}"
+        f"{args.batch_unit}, precision {resolve_precision(args.precision, torch.device('cpu'))}"
     )
     outputs = {}
     runs = [

@@ -310,5 +310,5 @@ def _collect(seqs, scores, att, i, nbest, eos):
         tokens.append(row[:cut])
         values.append(float(scores[j]))
         if att is not None:
-            alignments.append(att[i, j, : cut + 1 if cut < len(row) else cut].cpu())
+            alignments.append(att[i, j, : cut + 1 if cut < len(row) else cut].float().cpu())
     return tokens, values, alignments

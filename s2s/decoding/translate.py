@@ -115,7 +115,10 @@ def decoding_autocast(precision: str, device: torch.device):
     """The context a search runs in: bf16 autocast, or nothing for fp32."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"unknown decoding precision '{precision}'; valid: auto, fp32, bf16")
-    if resolve_precision(precision, device) == "bf16":
+    chosen = resolve_precision(precision, device)
+    if precision == "auto":
+        log.info("decoding precision auto: %s on %s", chosen, device.type)
+    if chosen == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -29,7 +29,8 @@ def cpu_has_bf16() -> bool:
 def bf16_available(device: torch.device) -> bool:
     """Whether bf16 arithmetic runs at hardware speed on ``device``."""
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # not counting emulation: bf16 would be slower than fp32 there (pre-Ampere GPUs)
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and cpu_has_bf16()
 
 
