@@ -13,8 +13,8 @@
 #            2 x 128 encoder, 256 decoder with input feeding and additive attention,
 #            64-sentence batches, Adam 0.001, no label smoothing, untied output; s2s in the
 #            same shape (RNN_SHAPE below).
-# s2s decodes with --precision auto (bf16 where the CPU has it); OLD_REV's code has no
-# such option (fp32); OpenNMT-py decodes with its defaults (fp32).
+# Decoding runs in fp32 on all sides (s2s's --precision bf16 is slower for greedy search on
+# CPU: docs/speed.md, decoding in bf16).
 # s2s also trains each shape in fp32 (BLEU reference for its bf16 runs; FP32=0 skips it).
 # Training runs validate once, at the end; tokens/s is non-pad target tokens (EOS
 # included) over training seconds without validation, counted from each toolkit's log.
@@ -119,8 +119,7 @@ decode() {
                 local run=("$bin/s2s")
                 [ "$side" = old ] && run=(env -u PYTHONPATH "$old/bin/s2s")
                 local opts=()
-                [ $side = s2s ] && opts=(--precision auto)  # its fastest: bf16 where the CPU has it
-                [ $search = beam5 ] && opts+=(--beam 5)
+                [ $search = beam5 ] && opts=(--beam 5)
                 timed "$name.$search" "$test.en" "${run[@]}" -q translate "$ckpt" --batch-size 64 "${opts[@]}"
                 ;;
             onmt)

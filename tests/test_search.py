@@ -241,20 +241,3 @@ def test_only_the_k_best_candidates_may_finish():
     nb = run_beam(BigramStub(probs), 2)
     assert nb.tokens[0][0] == [B, C]
     assert nb.scores[0][0] == pytest.approx(math.log(0.35 * 0.9 * 0.95), abs=1e-5)
-
-
-def test_candidates_from_each_rows_best_equal_those_over_the_whole_vocabulary():
-    # beam search ranks K x 2K candidates (each hypothesis' 2K best tokens) instead of
-    # K x vocab: the 2K best of each sentence must be the same either way
-    from s2s.decoding.search import _candidates, _row_best
-
-    gen = torch.Generator().manual_seed(0)
-    n, K, V = 7, 4, 50
-    logits = torch.randn(n * K, V, generator=gen) * 3
-    alive = torch.randn(n, K, generator=gen) * 2
-    alive[0, 1:] = float("-inf")  # a first step: one live hypothesis
-    full = (alive.unsqueeze(-1) + torch.log_softmax(logits, -1).view(n, K, V)).view(n, K * V)
-    want, idx = full.topk(2 * K, dim=1)
-    top, origin, token = _candidates(alive, _row_best(logits, 2 * K, None))
-    assert torch.allclose(top, want, atol=1e-5)
-    assert torch.equal(origin, idx // V) and torch.equal(token, idx % V)

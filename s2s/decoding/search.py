@@ -137,10 +137,12 @@ def beam_search(
     results: list = [None] * B
     for t in range(int(limit.max())):
         out = stepper.step(prev, state, enc)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        if t < min_len:
+            logp[:, eos] = float("-inf")
         at_limit = (t + 1 >= limit[beams.sent]).unsqueeze(1)
         step_att = out.attention if attention else None
-        best = _row_best(out.logits.float(), 2 * K, eos if t < min_len else None)
-        parent = _advance(beams, best, step_att, at_limit, t + 1, eos, penalty)
+        parent = _advance(beams, logp, step_att, at_limit, t + 1, eos, penalty)
         done = _done(beams, penalty(limit[beams.sent]), at_limit, nbest)
         for i in done.nonzero().flatten().tolist():
             results[int(beams.sent[i])] = beams.collect(i, nbest, eos)
@@ -199,38 +201,15 @@ def _start(stepper, src: torch.Tensor, src_lengths: torch.Tensor, K: int):
     return reorder(enc, rows), state, beams
 
 
-def _row_best(logits: torch.Tensor, J: int, banned: int | None):
-    """(rows, vocab) float logits -> each row's J most likely tokens other than
-    ``banned`` and their log-probabilities, both (rows, J). The 2K best extensions of a
-    sentence's K hypotheses are among their rows' 2K best each, so search ranks K * 2K
-    candidates instead of K * vocab, and the full log-softmax is never written out."""
-    norm = torch.logsumexp(logits, dim=-1, keepdim=True)
-    if banned is not None:
-        logits = logits.clone()  # the stepper's own tensor stays as it was
-        logits[:, banned] = float("-inf")  # after the normaliser: the others keep theirs
-    top, token = logits.topk(min(J, logits.shape[-1]), dim=-1)
-    return top - norm, token
-
-
-def _candidates(alive_logp: torch.Tensor, best):
-    """Each sentence's 2K best extensions of its K live hypotheses (``alive_logp``,
-    (n, K)) by the tokens in ``best``: log-probabilities, the hypothesis each extends
-    and the token, all (n, 2K), best first."""
-    n, K = alive_logp.shape
-    row_logp, row_token = best
-    J = row_logp.shape[-1]
-    cand = (alive_logp.unsqueeze(-1) + row_logp.view(n, K, J)).view(n, K * J)
-    top, idx = cand.topk(min(2 * K, K * J), dim=1)
-    origin = torch.div(idx, J, rounding_mode="floor")
-    return top, origin, row_token.view(n, K * J).gather(1, idx)
-
-
-def _advance(beams: _Beams, best, attention, at_limit, length: int, eos: int, penalty):
-    """One search step on ``beams``: ``best`` (from ``_row_best``: log-probabilities
-    and tokens, each (n * K, J)) extends every live hypothesis; returns for each new
-    live one the index of the one it extends."""
+def _advance(beams: _Beams, logp, attention, at_limit, length: int, eos: int, penalty):
+    """One search step on ``beams``: ``logp`` (n * K, vocab) extends every live
+    hypothesis; returns for each new live one the index of the one it extends."""
     n, K = beams.alive_logp.shape
-    top, origin, token = _candidates(beams.alive_logp, best)
+    V = logp.shape[-1]
+    cand = (beams.alive_logp.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
+    top, idx = cand.topk(min(2 * K, K * V), dim=1)  # (n, 2K), best first
+    origin = torch.div(idx, V, rounding_mode="floor")  # which live hypothesis
+    token = idx % V
     seq = torch.cat([_take(beams.alive_seq, origin), token.unsqueeze(-1)], dim=-1)
     step_att = None
     if attention is not None:
