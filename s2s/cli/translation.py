@@ -161,10 +161,17 @@ def add_translate(sub) -> None:
         "--precision",
         default="fp32",
         choices=["auto", "fp32", "bf16"],
-        help="bf16: the model's products under bf16 autocast, faster where the CPU or GPU "
-        "has bf16 (auto: bf16 there, else fp32); outputs may differ from fp32 in a few tokens",
+        help="bf16: the model's products under bf16 autocast (auto: where the CPU or GPU has "
+        "bf16, else fp32); on CPU it speeds up beam search a little and slows greedy down "
+        "(docs/speed.md); outputs may differ from fp32 in a few tokens",
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding")
+    _add_search_options(p)
+    p.set_defaults(func=cmd_translate)
+
+
+def _add_search_options(p) -> None:
+    """``s2s translate``'s options of the search itself."""
     p.add_argument("--beam", type=int, help="beam size (default: greedy search)")
     p.add_argument(
         "--nbest",
@@ -203,7 +210,6 @@ def add_translate(sub) -> None:
         metavar="FILE",
         help="write hard attention alignments 'SRC-TGT' (subword positions) to FILE",
     )
-    p.set_defaults(func=cmd_translate)
 
 
 def add_average(sub) -> None:
