@@ -5,13 +5,16 @@ every EVERY updates, and target tokens/s over the updates (no validation). Shows
 memory grows with the run (new batch shapes) or stays flat.
 
 Usage: S2S_DATA=../shared/data scripts/memory_trace.py [--steps 241] [--every 40]
-       [--same-batch] [KEY=VALUE ...]
-(--same-batch repeats the first batch: one shape throughout.)
+       [--same-batch] [--trim] [KEY=VALUE ...]
+(--same-batch repeats the first batch: one shape throughout; --trim hands freed heap
+memory back to the system (glibc's malloc_trim) at each report; steps beyond one epoch
+run the next epochs.)
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import resource
 import shutil
 import tempfile
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=241)
     parser.add_argument("--every", type=int, default=40)
     parser.add_argument("--same-batch", action="store_true")
+    parser.add_argument("--trim", action="store_true", help="malloc_trim(0) at each report")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     import torch  # noqa: F401  (its share of memory is the first figure)
@@ -51,6 +55,11 @@ def main() -> None:
         items = task.epoch(0)
         if args.same_batch:
             items = [items[0]] * args.steps
+        epoch = 0
+        while len(items) < args.steps and not args.same_batch:  # later epochs, reshuffled
+            epoch += 1
+            items += task.epoch(epoch)
+        trim = ctypes.CDLL("libc.so.6").malloc_trim if args.trim else None
         tokens, start = 0, time.perf_counter()
         for i, item in enumerate(items[: args.steps]):
             batch = task.batch(item)
@@ -58,6 +67,8 @@ def main() -> None:
             trainer._update([batch])
             trainer.progress.step += 1
             if i % args.every == 0:
+                if trim is not None:
+                    trim(0)
                 print(f"update {i}: RSS {rss_mb()} MB, peak {peak_mb()} MB", flush=True)
         seconds = time.perf_counter() - start
         print(

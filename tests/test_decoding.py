@@ -318,3 +318,26 @@ def test_an_unknown_decoding_precision_is_refused_by_name():
 
     with pytest.raises(ValueError, match="fp16.*valid: auto, fp32, bf16"):
         decoding_autocast("fp16", torch.device("cpu"))
+
+
+def test_validation_loss_is_the_same_in_small_token_batches_and_stays_within_them():
+    # the loss is batched by padded tokens (the logits of a big batch were a run's
+    # memory peak); any budget gives the per-token mean of all sentences at once
+    from s2s.data.corpus import Corpus
+    from s2s.translation import objective
+
+    gen = torch.Generator().manual_seed(3)
+    lengths = [(2 + i % 5, 1 + i % 4) for i in range(12)]
+    corpus = Corpus(
+        src=[torch.randint(4, V, (s,), generator=gen) for s, _ in lengths],
+        tgt=[torch.randint(4, V, (t,), generator=gen) for _, t in lengths],
+    )
+    model = sharp_model(4)
+    shapes = []
+    model.decoder.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape))
+    whole = objective.validation_loss(model, corpus, torch.device("cpu"), 10_000)
+    assert len(shapes) == 1
+    shapes.clear()
+    small = objective.validation_loss(model, corpus, torch.device("cpu"), 16)
+    assert len(shapes) > 3 and all(rows * cols <= 16 for rows, cols in shapes), shapes
+    assert small == pytest.approx(whole, rel=1e-6)

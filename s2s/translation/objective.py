@@ -15,6 +15,7 @@ from s2s.nn.fused import TokenLoss, pad_rows
 from s2s.nn.seq2seq import Seq2Seq
 
 EAGER = TokenLoss("never")
+VALID_LOSS_TOKENS = 2048
 
 
 def bucket_rows(rows: torch.Tensor, target: torch.Tensor):
@@ -68,12 +69,18 @@ def batch_loss(
 
 
 @torch.no_grad()
-def validation_loss(model: Seq2Seq, corpus: Corpus, device: torch.device, batch_size: int) -> float:
+def validation_loss(
+    model: Seq2Seq, corpus: Corpus, device: torch.device, tokens_per_batch: int = VALID_LOSS_TOKENS
+) -> float:
+    """Mean cross-entropy per target token, in batches of about ``tokens_per_batch``
+    padded tokens: the float32 logits of a batch (tokens x vocabulary) are the peak of a
+    run's memory, and batches of 256 sentences raised it by about 0.3 GB (docs/speed.md)."""
     was_training = model.training
     model.eval()
     lengths = [max(len(s), len(t) + 1) for s, t in zip(corpus.src, corpus.tgt)]
     total, tokens = 0.0, 0
-    for idx in length_batches(lengths, batch_size=batch_size, unit="sentences", pool=1, rng=None):
+    batches = length_batches(lengths, batch_size=tokens_per_batch, unit="tokens", pool=1, rng=None)
+    for idx in batches:
         batch = collate(corpus, idx).to(device)
         total += float(batch_loss(model, batch))
         tokens += batch.n_tokens

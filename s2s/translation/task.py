@@ -174,7 +174,7 @@ class TranslationTask:
     # ------------------------------------------------------------------ validation
     def evaluate(self) -> tuple[float, dict]:
         t = self.cfg.train
-        loss = validation_loss(self.model, self.valid_corpus, self.run.device, t.valid_batch_size)
+        loss = validation_loss(self.model, self.valid_corpus, self.run.device)
         hyps = translate_lines(
             self.model,
             self.src_tok,
