@@ -73,8 +73,9 @@ def validation_loss(
     model: Seq2Seq, corpus: Corpus, device: torch.device, tokens_per_batch: int = VALID_LOSS_TOKENS
 ) -> float:
     """Mean cross-entropy per target token, in batches of about ``tokens_per_batch``
-    padded tokens: the float32 logits of a batch (tokens x vocabulary) are the peak of a
-    run's memory, and batches of 256 sentences raised it by about 0.3 GB (docs/speed.md)."""
+    padded tokens, whatever decoding's batch size: the float32 logits of a batch (tokens x
+    vocabulary) add to a run's peak memory, and batches of 256 sentences raised it by
+    about 0.3 GB (docs/speed.md)."""
     was_training = model.training
     model.eval()
     lengths = [max(len(s), len(t) + 1) for s, t in zip(corpus.src, corpus.tgt)]
