@@ -1,5 +1,7 @@
 import gzip
 import random
+import subprocess
+import sys
 
 import pytest
 from conftest import SENTENCES, write_corpus
@@ -58,7 +60,24 @@ def test_train_limit(tmp_path):
     prefix = write_corpus(tmp_path, "train", SENTENCES)
     cfg = config.from_dict({"data": {"train": prefix, "train_limit": 3}}).data
     ds = load_split(cfg, "train")
-    assert len(ds) == 3 and ds[0]["src"] == SENTENCES[0][0] and ds[2]["tgt"] == SENTENCES[2][1]
+    assert len(ds) == 3 and ds["src"][0] == SENTENCES[0][0] and ds["tgt"][2] == SENTENCES[2][1]
+
+
+def test_local_files_load_without_importing_datasets(tmp_path):
+    """datasets (with pyarrow and pandas, ~100 MB resident) is for hub data only."""
+    prefix = write_corpus(tmp_path, "train", SENTENCES)
+    code = (
+        "import sys\n"
+        "from s2s import config\n"
+        "from s2s.data.corpus import load_split\n"
+        f"cfg = config.from_dict({{'data': {{'train': {str(prefix)!r}}}}}).data\n"
+        "pairs = load_split(cfg, 'train')\n"
+        f"assert pairs['tgt'][1] == {SENTENCES[1][1]!r}, pairs['tgt']\n"
+        "print(len(pairs), 'datasets' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(SENTENCES)), "False"]
 
 
 def word_tok():
@@ -184,8 +203,8 @@ def test_hub_fallback_loads_a_datasets_repository(tmp_path, monkeypatch):
         {"data": {"train": "${S2S_NOT_SET}/train", "valid": "${S2S_NOT_SET}/val", "hub": str(repo)}}
     ).data
     train = load_split(cfg, "train")
-    assert train.column_names == ["src", "tgt"]
-    assert len(train) == len(SENTENCES) and train[1]["tgt"] == SENTENCES[1][1]
+    assert train["src"] == [en for en, _ in SENTENCES]
+    assert len(train) == len(SENTENCES) and train["tgt"][1] == SENTENCES[1][1]
     assert len(load_split(cfg, "valid")) == 2
     bad = config.from_dict(
         {"data": {"train": "${S2S_NOT_SET}/train", "hub": str(repo), "src_lang": "fr"}}

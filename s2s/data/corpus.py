@@ -81,10 +81,32 @@ def read_parallel(src_path: Path, tgt_path: Path, encoding: str) -> tuple[list[s
     return src, tgt
 
 
-def load_split(cfg: DataConfig, split: str):
-    """A ``datasets.Dataset`` with string columns ``src`` and ``tgt``."""
-    import datasets
+@dataclass
+class Pairs:
+    """A parallel corpus as two lists of lines: ``pairs["src"]``, ``pairs["tgt"]``,
+    ``len`` and ``select``, the parts of a ``datasets.Dataset`` the pipeline uses.
+    Local files never import ``datasets`` (with pyarrow and pandas, about 100 MB of
+    a run's memory)."""
 
+    src: list[str]
+    tgt: list[str]
+
+    def __len__(self) -> int:
+        return len(self.src)
+
+    def __getitem__(self, column: str) -> list[str]:
+        if column not in ("src", "tgt"):
+            raise KeyError(column)
+        return self.src if column == "src" else self.tgt
+
+    def select(self, indices) -> Pairs:
+        indices = list(indices)
+        return Pairs([self.src[i] for i in indices], [self.tgt[i] for i in indices])
+
+
+def load_split(cfg: DataConfig, split: str) -> Pairs:
+    """The split's sentence pairs: local files, or the hub dataset ``data.hub`` when
+    the path names an unset environment variable."""
     prefix = getattr(cfg, split)
     if not prefix:
         raise DataError(f"data.{split} is not set")
@@ -95,31 +117,35 @@ def load_split(cfg: DataConfig, split: str):
                 f"data.{split} ({prefix}) names unset environment variable {missing[0]} "
                 "and data.hub is empty"
             )
-        hub_split = getattr(cfg, f"hub_{split}")
-        log.info("loading %s split %s from the hub (%s unset)", cfg.hub, hub_split, missing[0])
-        try:
-            ds = datasets.load_dataset(cfg.hub, split=hub_split)
-        except Exception as err:  # the hub raises many kinds; report one line
-            raise DataError(
-                f"cannot load hub dataset {cfg.hub} split {hub_split}: "
-                f"{str(err).splitlines()[0] if str(err) else type(err).__name__} "
-                f"(set {missing[0]} to use local files)"
-            ) from None
-        for lang in (cfg.src_lang, cfg.tgt_lang):
-            if lang not in ds.column_names:
-                raise DataError(f"hub dataset {cfg.hub} has no column '{lang}'")
-        ds = ds.select_columns([cfg.src_lang, cfg.tgt_lang]).rename_columns(
-            {cfg.src_lang: "src", cfg.tgt_lang: "tgt"}
-        )
+        pairs = _hub_split(cfg, getattr(cfg, f"hub_{split}"), missing[0])
     else:
-        src, tgt = read_parallel(
-            find_file(prefix, cfg.src_lang), find_file(prefix, cfg.tgt_lang), cfg.encoding
+        pairs = Pairs(
+            *read_parallel(
+                find_file(prefix, cfg.src_lang), find_file(prefix, cfg.tgt_lang), cfg.encoding
+            )
         )
-        ds = datasets.Dataset.from_dict({"src": src, "tgt": tgt})
     limit = {"train": cfg.train_limit, "valid": cfg.valid_limit}.get(split, 0)
     if limit:
-        ds = ds.select(range(min(limit, len(ds))))
-    return ds
+        pairs = pairs.select(range(min(limit, len(pairs))))
+    return pairs
+
+
+def _hub_split(cfg: DataConfig, hub_split: str, unset: str) -> Pairs:
+    import datasets
+
+    log.info("loading %s split %s from the hub (%s unset)", cfg.hub, hub_split, unset)
+    try:
+        ds = datasets.load_dataset(cfg.hub, split=hub_split)
+    except Exception as err:  # the hub raises many kinds; report one line
+        raise DataError(
+            f"cannot load hub dataset {cfg.hub} split {hub_split}: "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__} "
+            f"(set {unset} to use local files)"
+        ) from None
+    for lang in (cfg.src_lang, cfg.tgt_lang):
+        if lang not in ds.column_names:
+            raise DataError(f"hub dataset {cfg.hub} has no column '{lang}'")
+    return Pairs(list(ds[cfg.src_lang]), list(ds[cfg.tgt_lang]))
 
 
 # --------------------------------------------------------------------------- ids
