@@ -90,6 +90,7 @@ def main() -> None:
             max_output_ratio=first.config.train.max_output_ratio,
             beam=beam,
             alpha=alpha,
+            scores=False,  # as `s2s translate` without --nbest
         )
         seconds = time.perf_counter() - start
         hyps = [r.texts[0] for r in results]

@@ -84,6 +84,10 @@ def test_greedy_picks_argmax_until_eos_with_scores():
     assert hyp.tokens == [[4, 5], [4, 5]]
     expected = float(torch.log(torch.tensor(0.6 * 0.5 * 0.7)))
     assert abs(hyp.scores[0] - expected) < 1e-5
+    bare = greedy(
+        stub, src, torch.tensor([3, 3]), bos=2, eos=3, max_len=torch.tensor([10, 10]), scores=False
+    )
+    assert bare.tokens == hyp.tokens and bare.scores is None
 
 
 def test_greedy_respects_per_sentence_max_length():

@@ -83,6 +83,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         max_src_len=args.max_source_length,
         alignments=bool(args.alignments),
         precision=args.precision,
+        scores=args.nbest > 1,  # printed only with n-best lists
     )
     if args.nbest > 1:
         out = []

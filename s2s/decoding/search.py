@@ -17,7 +17,7 @@ import torch
 @dataclass
 class Hypotheses:
     tokens: list[list[int]]  # per sentence, without BOS/EOS
-    scores: list[float]  # sum of log-probabilities, EOS included when produced
+    scores: list[float] | None  # sum of log-probabilities, EOS included when produced
 
 
 @dataclass
@@ -68,25 +68,28 @@ def greedy(
     bos: int,
     eos: int,
     max_len: torch.Tensor,
+    scores: bool = True,
 ) -> Hypotheses:
     """Batched greedy decoding: the argmax token at each step, until EOS or max_len.
     A finished sentence leaves the batch (its rows of the state and of the encoder
-    output are dropped), so the batch never decodes for its longest member alone."""
+    output are dropped), so the batch never decodes for its longest member alone.
+    ``scores=False`` skips the log-probabilities (a log-sum-exp over the vocabulary
+    per token, about a fifth of the search's time): ``Hypotheses.scores`` is None."""
     enc = stepper.encode(src, src_lengths)
     state = stepper.init_state(enc)
     batch, device = src.shape[0], src.device
     limit = max_len.to(device)
     steps = int(limit.max())
     table = torch.full((batch, steps), eos, dtype=torch.long, device=device)
-    scores = torch.zeros(batch, device=device)
+    total = torch.zeros(batch, device=device)
     rows = torch.arange(batch, device=device)  # the sentences still in the batch
     prev = torch.full((batch,), bos, dtype=torch.long, device=device)
     for t in range(steps):
         out = stepper.step(prev, state, enc)
         logits = out.logits.float()
         top, token = logits.max(dim=-1)  # log-softmax's argmax, without writing it out
-        best = top - torch.logsumexp(logits, dim=-1)
-        scores[rows] += best
+        if scores:
+            total[rows] += top - torch.logsumexp(logits, dim=-1)
         table[rows, t] = token
         done = (token == eos) | (t + 1 >= limit[rows])
         if bool(done.all()):
@@ -99,7 +102,7 @@ def greedy(
     tokens = []
     for row in table.tolist():
         tokens.append(row[: row.index(eos)] if eos in row else row)
-    return Hypotheses(tokens=tokens, scores=scores.tolist())
+    return Hypotheses(tokens=tokens, scores=total.tolist() if scores else None)
 
 
 @torch.inference_mode()

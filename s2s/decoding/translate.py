@@ -29,7 +29,8 @@ def _clean(line: str) -> str:
 @dataclass
 class Translation:
     texts: list[str]  # n-best, best first; [""] for an empty input line
-    scores: list[float]  # search scores (log-probability / length penalty)
+    scores: list[float] | None  # search scores (log-probability / length penalty);
+    # None from greedy search asked for no scores
     alignment: str = ""  # "SRC-TGT" pairs over subword positions (see hard_alignment)
 
 
@@ -70,11 +71,14 @@ def translate(
     min_len: int = 0,
     alignments: bool = False,
     precision: str = "fp32",
+    scores: bool = True,
 ) -> list[Translation]:
     """Translate ``lines`` (see the module docstring), in batches of similar length:
     ``batch_size`` sentences, or source tokens (padded) with ``batch_unit="tokens"``.
     ``precision``: "fp32", "bf16" (the model under bf16 autocast, scores in float32)
-    or "auto" (bf16 where the device has it at hardware speed)."""
+    or "auto" (bf16 where the device has it at hardware speed). ``scores=False``: greedy
+    search skips its log-probabilities (``Translation.scores`` None); beam search
+    always has them."""
     amp = decoding_autocast(precision, torch.device(device))
     was_training = model.training
     model.eval()
@@ -92,6 +96,7 @@ def translate(
         normalize=normalize,
         min_len=min_len,
         alignments=alignments,
+        scores=scores,
     )
     for batch in order:
         seqs = [torch.tensor(ids[j]) for j in batch]
@@ -101,9 +106,9 @@ def translate(
         with amp:
             found = _search(model, src.to(device), lengths, limit, **options)
         for k, j in enumerate(batch):
-            tokens, scores = found[0][k], found[1][k]
+            tokens, values = found[0][k], found[1][k]
             texts = [t.replace("\n", " ") for t in tgt_tok.decode(tokens)]
-            result = Translation(texts=texts, scores=scores)
+            result = Translation(texts=texts, scores=values)
             if found[2] is not None:
                 result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
             results[todo[j]] = result
@@ -138,12 +143,15 @@ def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:
     return ids
 
 
-def _search(model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_len, alignments):
+def _search(
+    model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_len, alignments, scores
+):
     """One batch's search: per sentence, the n-best tokens and scores, and their
     attention (None unless ``alignments``). Greedy unless beam search is asked for."""
     if beam is None and nbest == 1 and not alignments:
-        hyp = greedy(model, src, lengths, bos=BOS, eos=EOS, max_len=limit)
-        return [[t] for t in hyp.tokens], [[s] for s in hyp.scores], None
+        hyp = greedy(model, src, lengths, bos=BOS, eos=EOS, max_len=limit, scores=scores)
+        values = [None] * len(hyp.tokens) if hyp.scores is None else [[s] for s in hyp.scores]
+        return [[t] for t in hyp.tokens], values, None
     nb = beam_search(
         model,
         src,
@@ -163,4 +171,5 @@ def _search(model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_le
 
 def translate_lines(model, src_tok: Tokenizer, tgt_tok: Tokenizer, lines: list[str], **options):
     """The best translation of each line, as text (see ``translate`` for options)."""
+    options.setdefault("scores", False)
     return [t.texts[0] for t in translate(model, src_tok, tgt_tok, lines, **options)]
