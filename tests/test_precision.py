@@ -2,6 +2,7 @@
 dynamic loss scaling for fp16."""
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -247,3 +248,14 @@ def test_large_freed_blocks_go_back_to_the_system():
 
     assert kept("on") < 3
     assert kept("off") > 6  # the default keeps it: what the setting is for
+
+
+def test_the_kernel_cache_cap_is_set_before_training_and_a_users_value_is_kept(monkeypatch):
+    from s2s.runtime import KERNEL_CACHE, cap_kernel_cache
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    cap_kernel_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(KERNEL_CACHE)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")
+    cap_kernel_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "7"

@@ -21,7 +21,7 @@ import torch
 
 from s2s import config as config_mod
 from s2s.errors import S2SError
-from s2s.runtime import fast_float32, return_large_blocks
+from s2s.runtime import cap_kernel_cache, fast_float32, return_large_blocks
 from s2s.training import checkpoint, distributed, runlock
 from s2s.training.optim import make_optimizer
 from s2s.training.progress import Progress, Settings, stop_reason
@@ -71,6 +71,7 @@ class Engine:
         self.device = distributed.start(self.dist, resolve_device(s.device))
         fast_float32(self.device)
         return_large_blocks()
+        cap_kernel_cache()
         resume = distributed.broadcast(
             self.dist,
             prepare_run_dir(task.cfg, self.out, force, parse=task.parse)
