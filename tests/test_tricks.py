@@ -7,6 +7,7 @@ from test_model import V, model_cfg, toy_batch
 
 from s2s import config
 from s2s.errors import ConfigError
+from s2s.nn.fused import ROW_BUCKET
 from s2s.nn.seq2seq import build_model
 from s2s.training.optim import make_optimizer
 from s2s.translation import Trainer
@@ -68,6 +69,34 @@ def test_parallel_scheduled_sampling_feeds_teacher_forced_guesses():
     assert chosen[:, 1:].any()
     assert torch.equal(fed[:, 1:][chosen[:, 1:]], guesses[:, :-1][chosen[:, 1:]])
     assert torch.allclose(features, model.decoder(fed, enc))
+
+
+def test_parallel_scheduled_sampling_projects_only_the_guesses_it_feeds():
+    """The guess pass's output layer sees the rows whose guess is fed (padded to the row
+    bucket), and with every coin on the true token no guess pass runs at all."""
+    model = tiny().eval()
+    batch = toy_batch(batch=6, tgt_len=8)
+    enc = model.encode(batch.src, batch.src_lengths)
+    seen = []
+    model.decoder.output.register_forward_hook(
+        lambda m, inp, out: seen.append((inp[0].shape[0], int(inp[0].abs().sum(1).gt(0).sum())))
+    )
+    coins = torch.zeros(batch.tgt_in.shape)  # all below teacher_prob: the true token
+    coins[0, 2] = coins[3, 1] = 1.0  # two positions take the model's guess
+    real = batch.tgt_in != 0
+    assert real[0, 2] and real[3, 1]
+    calls = []
+    forward = model.decoder.forward
+    model.decoder.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)
+    _, fed = model.decoder.scheduled_parallel(batch.tgt_in, enc, teacher_prob=0.5, coins=coins)
+    assert seen == [(ROW_BUCKET, 2)] and len(calls) == 2  # the guess pass and the main one
+    guesses = model.logits(forward(batch.tgt_in, enc)).argmax(-1)
+    assert fed[0, 2] == guesses[0, 1] and fed[3, 1] == guesses[3, 0]
+    seen.clear(), calls.clear()
+    _, fed = model.decoder.scheduled_parallel(
+        batch.tgt_in, enc, teacher_prob=0.5, coins=torch.zeros(batch.tgt_in.shape)
+    )
+    assert seen == [] and len(calls) == 1 and torch.equal(fed, batch.tgt_in)
 
 
 def test_scheduled_sampling_with_eps_zero_is_free_running_greedy():

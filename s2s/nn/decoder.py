@@ -222,13 +222,19 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Parallel scheduled sampling (Duckworth et al. 2019): the model's guesses come
         from one teacher-forced pass (no gradient) instead of its own sampled prefix, so
-        both passes run the fused kernels. Same coins and return values as ``scheduled``."""
+        both passes run the fused kernels. Same coins and return values as ``scheduled``.
+        The output layer of the guess pass runs only at the positions whose guess is fed
+        (a few percent while ``teacher_prob`` is near 1), and the pass not at all when
+        every coin picks the true token."""
         use_gold = _coin_tosses(tgt_in, teacher_prob, coins)
         real = tgt_in != self.embedding.padding_idx
-        with torch.no_grad():  # guesses at real positions only (one after padding is padding)
-            guess = torch.zeros_like(tgt_in)
-            rows = self.forward(tgt_in, enc)[real]
-            guess[real] = _guess(self.output(pad_rows(rows))[: rows.shape[0]], sample)
+        need = torch.zeros_like(real)  # the guess at t - 1 is fed at a real position t
+        need[:, :-1] = ~use_gold[:, 1:] & real[:, 1:]
+        guess = torch.zeros_like(tgt_in)
+        if bool(need.any()):
+            with torch.no_grad():
+                rows = self.forward(tgt_in, enc)[need]
+                guess[need] = _guess(self.output(pad_rows(rows))[: rows.shape[0]], sample)
         fed = tgt_in.clone()
         fed[:, 1:] = torch.where(use_gold[:, 1:], tgt_in[:, 1:], guess[:, :-1])
         fed = torch.where(real, fed, tgt_in)  # padding stays
