@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -111,7 +112,11 @@ def test_the_engine_trains_a_task_it_knows_nothing_about(tmp_path):
     valid = records(tmp_path / "run", "valid")
     assert result["step"] == 40 and result["best_mse"] == min(r["mse"] for r in valid)
     assert valid[-1]["mse"] < 0.1 * valid[0]["mse"]  # it learned
-    assert records(tmp_path / "run", "train")[0]["points_per_s"] > 0
+    train = records(tmp_path / "run", "train")
+    assert train[0]["points_per_s"] > 0
+    if sys.platform.startswith("linux"):  # the process's peak RSS, never falling
+        peaks = [r["peak_rss_mb"] for r in train]
+        assert peaks[0] > 50 and peaks == sorted(peaks)
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
     assert best["kind"] == "toy" and best["toy"] == 1
     assert best["progress"]["best"] == result["best_mse"]  # lower is better: the minimum

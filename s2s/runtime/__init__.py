@@ -9,6 +9,7 @@ import functools
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -64,6 +65,19 @@ def fast_float32(device: torch.device) -> None:
 
 
 LARGE_BLOCK = 4 << 20  # bytes
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (None where the platform does
+    not report it): logged with each training window, so a run shows when it grew."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024  # bytes on macOS
+
+
 KERNEL_CACHE = 128  # oneDNN kernels kept (its default: 1,024)
 
 

@@ -21,7 +21,7 @@ import torch
 
 from s2s import config as config_mod
 from s2s.errors import S2SError
-from s2s.runtime import cap_kernel_cache, fast_float32, return_large_blocks
+from s2s.runtime import cap_kernel_cache, fast_float32, peak_rss_mb, return_large_blocks
 from s2s.training import checkpoint, distributed, runlock
 from s2s.training.optim import make_optimizer
 from s2s.training.progress import Progress, Settings, stop_reason
@@ -338,6 +338,9 @@ class Engine:
         }
         if self.device.type == "cuda":
             record["gpu_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
+        peak = peak_rss_mb()
+        if peak is not None:
+            record["peak_rss_mb"] = round(peak, 1)
         self._emit(record)
         if self.on_step:
             self.on_step(record)
