@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import resource
 import shutil
 import tempfile
 import time
@@ -28,7 +27,9 @@ def rss_mb() -> int:
 
 
 def peak_mb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    from s2s.runtime import peak_rss_mb
+
+    return int(peak_rss_mb())
 
 
 def main() -> None:

@@ -89,15 +89,8 @@ def translate(
     order = length_batches(
         [len(s) for s in ids], batch_size=batch_size, unit=batch_unit, pool=1, rng=None
     )
-    options = dict(
-        beam=beam,
-        nbest=nbest,
-        alpha=alpha,
-        normalize=normalize,
-        min_len=min_len,
-        alignments=alignments,
-        scores=scores,
-    )
+    options = dict(beam=beam, nbest=nbest, alpha=alpha, normalize=normalize, min_len=min_len)
+    options |= dict(alignments=alignments, scores=scores)
     for batch in order:
         seqs = [torch.tensor(ids[j]) for j in batch]
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
