@@ -376,8 +376,8 @@ MUTANTS = [
         "search-greedy-scores-after-eos",
         "greedy stops a sentence at EOS",
         S,
-        "done = (token == eos) | (t + 1 >= limit[rows])",
-        "done = t + 1 >= limit[rows]",
+        "live = live & (token != eos) & (t + 1 < limit[rows])",
+        "live = live & (t + 1 < limit[rows])",
         "test_search.py",
     ),
     m(

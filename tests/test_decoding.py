@@ -255,6 +255,7 @@ def test_ensemble_of_two_runs_translates(tmp_path, tiny_corpus, capsys):
         reverse_source=False,
         beam=3,
         min_len=1,
+        precision="auto",  # as the command's default
     )
     assert lines[:3] == direct
     assert (
@@ -298,26 +299,28 @@ def test_batches_by_tokens_translate_as_batches_by_sentences(
 
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_decoding_precision_sets_the_dtype_of_the_models_products(precision, dtype):
-    # bf16: the output layer (most of decoding's work) computes in bf16 under autocast;
-    # fp32: nothing is cast. Search's own scores stay float32 either way.
-    from s2s.decoding.translate import decoding_autocast
+    # bf16: a bfloat16 copy decodes (the output layer, most of decoding's work, in bf16),
+    # the caller's model stays float32; fp32: the model itself, nothing cast. Search's
+    # own scores stay float32 either way.
+    from s2s.decoding.translate import decoding_model
 
-    model, seen = sharp_model(2), []
-    model.decoder.output.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    model = sharp_model(2)
+    decoder = decoding_model(model, precision, torch.device("cpu"))
+    assert (decoder is model) == (precision == "fp32")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    seen = []
+    decoder.decoder.output.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     src, lengths = sources()
-    with decoding_autocast(precision, torch.device("cpu")):
-        nb = beam_search(
-            model, src, lengths, bos=2, eos=3, beam=3, max_len=max_lengths(lengths, 2.0)
-        )
+    nb = beam_search(decoder, src, lengths, bos=2, eos=3, beam=3, max_len=max_lengths(lengths, 2.0))
     assert seen and set(seen) == {dtype}
     assert all(isinstance(s, float) for row in nb.scores for s in row)
 
 
 def test_an_unknown_decoding_precision_is_refused_by_name():
-    from s2s.decoding.translate import decoding_autocast
+    from s2s.decoding.translate import decoding_model
 
     with pytest.raises(ValueError, match="fp16.*valid: auto, fp32, bf16"):
-        decoding_autocast("fp16", torch.device("cpu"))
+        decoding_model(sharp_model(2), "fp16", torch.device("cpu"))
 
 
 def test_validation_loss_is_the_same_in_small_token_batches_and_stays_within_them():

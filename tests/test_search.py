@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from s2s.decoding import search
 from s2s.decoding.search import beam_search, greedy, length_penalty, max_lengths
 
 # vocab: 0 pad, 1 unk, 2 bos, 3 eos, 4 a, 5 b
@@ -97,9 +98,11 @@ def test_greedy_respects_per_sentence_max_length():
     assert hyp.tokens == [[4, 4, 4, 4], [4, 4]]
 
 
-def test_greedy_drops_finished_sentences_from_the_batch():
+def test_greedy_drops_finished_sentences_from_the_batch(monkeypatch):
     """Sentence 0 starts with A (then EOS), sentence 1 with B (then B forever, to its
-    cap): the stepper sees two rows, then only the live one, and both results stand."""
+    cap): the stepper sees two rows, then only the live one, and both results stand
+    (rows leave one by one with ROW_STEP 1)."""
+    monkeypatch.setattr(search, "ROW_STEP", 1)
     stub = BigramStub({A: [0, 0, 0, 1, 0, 0], B: [0, 0, 0, 0, 0, 1]})
     seen = []
 
@@ -115,6 +118,67 @@ def test_greedy_drops_finished_sentences_from_the_batch():
     hyp = greedy(stub, src, torch.tensor([3, 3]), bos=BOS, eos=EOS, max_len=torch.tensor([6, 5]))
     assert hyp.tokens == [[A], [B, B, B, B, B]]
     assert seen == [2, 2, 1, 1, 1]
+
+
+class CountdownStub:
+    """Sentence i (its length in src[i, 0]) is A repeated that many times, then EOS; the
+    state counts the steps of each row, so a row that moves keeps its own count. The
+    chosen token has probability ``top``, the five others share the rest."""
+
+    def __init__(self, top: float = 1.0 - 5e-9):
+        self.seen, self.top = [], top
+
+    def encode(self, src, lengths):
+        return src
+
+    def init_state(self, enc):
+        return torch.zeros(enc.shape[0], dtype=torch.long)
+
+    def step(self, prev, state, enc):
+        self.seen.append(len(prev))
+        token = torch.where(state < enc[:, 0], A, EOS)
+        rest = (1.0 - self.top) / 5
+        probs = torch.eye(6)[token] * (self.top - rest) + rest
+        return Out(logits=torch.log(probs), state=state + 1)
+
+
+ROWS_1 = [12, 11, 10, 9, 8, 7, 5, 4, 3, 2, 1]
+ROWS_8 = [12] * 4 + [8] * 7
+
+
+@pytest.mark.parametrize("row_step, rows", [(1, ROWS_1), (8, ROWS_8)])
+def test_greedy_shrinks_the_batch_in_steps_of_rows(monkeypatch, row_step, rows):
+    """12 sentences of 0..11 tokens (shuffled; the 11 cut to 6 by its length limit), about
+    one finishing per step: with ROW_STEP 8 the batch keeps 12 rows until 8 sentences
+    are left, then 8 (finished rows decode on as filler, their tokens and scores
+    ignored); every sentence's tokens and score are its own either way."""
+    monkeypatch.setattr(search, "ROW_STEP", row_step)
+    stub = CountdownStub(top=0.5)
+    lengths = torch.tensor([5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6])
+    src = torch.stack([lengths, torch.ones(12, dtype=torch.long)], dim=1)
+    limit = torch.where(lengths == 11, 6, 20)
+    hyp = greedy(stub, src, torch.full((12,), 2), bos=BOS, eos=EOS, max_len=limit)
+    expected = [[A] * min(int(n), 6 if n == 11 else 20) for n in lengths]
+    assert hyp.tokens == expected
+    # one log(0.5) per token, EOS included when produced
+    counts = [len(t) + (0 if n == 11 else 1) for t, n in zip(expected, lengths)]
+    assert hyp.scores == pytest.approx([c * math.log(0.5) for c in counts], abs=1e-5)
+    assert stub.seen == rows
+
+
+@pytest.mark.parametrize("row_step, rows", [(1, [24, 22, 20, 18]), (8, [24] * 4 + [16] * 8)])
+def test_beam_search_shrinks_the_batch_in_steps_of_sentences(monkeypatch, row_step, rows):
+    """The same 12 sentences in beams of 2: finished sentences leave ROW_STEP at a time
+    (the rows of a kept one follow their parents), and each result is its own."""
+    monkeypatch.setattr(search, "ROW_STEP", row_step)
+    stub = CountdownStub()
+    lengths = torch.tensor([5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6])
+    src = torch.stack([lengths, torch.ones(12, dtype=torch.long)], dim=1)
+    nb = beam_search(
+        stub, src, torch.full((12,), 2), bos=BOS, eos=EOS, beam=2, max_len=torch.full((12,), 20)
+    )
+    assert nb.best().tokens == [[A] * int(n) for n in lengths]
+    assert stub.seen[: len(rows)] == rows
 
 
 def test_max_lengths():

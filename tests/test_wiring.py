@@ -151,7 +151,8 @@ def test_an_ensemble_translates_as_the_averaged_models_and_unlike_either(tmp_pat
     lines = [s for s, _ in SENTENCES] + NOVEL
     members = [checkpoint.load_for_translation(p) for p in two_runs]
     toks = members[0].src_tok, members[0].tgt_tok
-    options = dict(reverse_source=False, beam=3, min_len=1)
+    # the command decodes with precision auto (bf16 where the CPU has it): so does this
+    options = dict(reverse_source=False, beam=3, min_len=1, precision="auto")
     direct = translate_lines(Ensemble([m.model for m in members]), *toks, lines, **options)
     singles = [translate_lines(m.model, *toks, lines, **options) for m in members]
     ensembled = translate_cli(tmp_path, two_runs, "--beam", "3", "--min-length", "1", lines=lines)

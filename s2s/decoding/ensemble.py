@@ -52,6 +52,12 @@ class Ensemble:
             logits=logp.mean(0), state=MemberStates([o.state for o in outs]), attention=attention
         )
 
+    def to(self, *args, **kwargs) -> "Ensemble":
+        """Every member ``.to(...)`` (a dtype for bf16 decoding, or a device)."""
+        for m in self.models:
+            m.to(*args, **kwargs)
+        return self
+
     # translate() switches the members between train and eval mode.
     @property
     def training(self) -> bool:

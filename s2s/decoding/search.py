@@ -59,6 +59,16 @@ def max_lengths(src_lengths: torch.Tensor, ratio: float, extra: int = 10) -> tor
     return (src_lengths.float() * ratio).long() + extra
 
 
+ROW_STEP = 8  # decoding batches shrink in steps of this many rows
+
+
+def bucketed(n: int, rows: int) -> int:
+    """The row count a batch with ``n`` unfinished sentences shrinks to: ``n`` rounded up
+    to a multiple of ROW_STEP, never above today's ``rows``. A few shapes per batch, not
+    one per step: a bf16 product builds (and caches) a oneDNN kernel per shape."""
+    return min(rows, -(-n // ROW_STEP) * ROW_STEP)
+
+
 @torch.inference_mode()
 def greedy(
     stepper,
@@ -71,8 +81,10 @@ def greedy(
     scores: bool = True,
 ) -> Hypotheses:
     """Batched greedy decoding: the argmax token at each step, until EOS or max_len.
-    A finished sentence leaves the batch (its rows of the state and of the encoder
-    output are dropped), so the batch never decodes for its longest member alone.
+    Finished sentences leave the batch (their rows of the state and of the encoder
+    output are dropped) once ROW_STEP of them have, so the batch never decodes for its
+    longest member alone and runs in a few shapes (``bucketed``): rows of finished
+    sentences kept until then decode on, and are ignored.
     ``scores=False`` skips the log-probabilities (a log-sum-exp over the vocabulary
     per token, about 5% of the search's time, docs/speed.md): ``Hypotheses.scores`` is None."""
     enc = stepper.encode(src, src_lengths)
@@ -82,22 +94,26 @@ def greedy(
     steps = int(limit.max())
     table = torch.full((batch, steps), eos, dtype=torch.long, device=device)
     total = torch.zeros(batch, device=device)
-    rows = torch.arange(batch, device=device)  # the sentences still in the batch
+    rows = torch.arange(batch, device=device)  # the sentence of each row of the batch
+    live = torch.ones(batch, dtype=torch.bool, device=device)  # its sentence unfinished
     prev = torch.full((batch,), bos, dtype=torch.long, device=device)
     for t in range(steps):
         out = stepper.step(prev, state, enc)
         logits = out.logits.float()
         top, token = logits.max(dim=-1)  # log-softmax's argmax, without writing it out
+        at = rows[live]
         if scores:
-            total[rows] += top - torch.logsumexp(logits, dim=-1)
-        table[rows, t] = token
-        done = (token == eos) | (t + 1 >= limit[rows])
-        if bool(done.all()):
+            total[at] += (top - torch.logsumexp(logits, dim=-1))[live]
+        table[at, t] = token[live]
+        live = live & (token != eos) & (t + 1 < limit[rows])
+        left = int(live.sum())
+        if left == 0:
             break
         prev, state = token, out.state
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(1)
-            rows, prev = rows[keep], prev[keep]
+        size = bucketed(left, rows.shape[0])
+        if size < rows.shape[0]:  # unfinished rows first, then finished ones as filler
+            keep = torch.argsort((~live).to(torch.uint8), stable=True)[:size]
+            rows, prev, live = rows[keep], prev[keep], live[keep]
             state, enc = reorder(state, keep), reorder(enc, keep)
     tokens = []
     for row in table.tolist():
@@ -127,8 +143,8 @@ def beam_search(
     candidates per sentence (K = beam). Candidates ending in EOS among the first K
     are finished (scored with the length penalty); the best K others live on. A
     sentence is done when it has K finished hypotheses or when no live one can
-    still beat its N-th best finished one (N = nbest), and leaves the batch. With
-    K = 1 this is exactly greedy search.
+    still beat its N-th best finished one (N = nbest), and leaves the batch (ROW_STEP
+    sentences at a time, as in greedy search). With K = 1 this is exactly greedy search.
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest ({nbest}) must be between 1 and the beam size ({beam})")
@@ -138,6 +154,7 @@ def beam_search(
     limit = max_len.to(src.device)
     prev = torch.full((B * K,), bos, dtype=torch.long, device=src.device)
     results: list = [None] * B
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # kept on as filler
     for t in range(int(limit.max())):
         out = stepper.step(prev, state, enc)
         logp = torch.log_softmax(out.logits.float(), dim=-1)
@@ -147,11 +164,12 @@ def beam_search(
         step_att = out.attention if attention else None
         parent = _advance(beams, logp, step_att, at_limit, t + 1, eos, penalty)
         done = _done(beams, penalty(limit[beams.sent]), at_limit, nbest)
-        for i in done.nonzero().flatten().tolist():
+        for i in (done & ~finished).nonzero().flatten().tolist():
             results[int(beams.sent[i])] = beams.collect(i, nbest, eos)
-        if bool(done.all()):
+        finished |= done
+        if bool(finished.all()):
             break
-        state, enc = _drop_done(beams, done, parent, out.state, enc)
+        state, enc, finished = _drop_done(beams, finished, parent, out.state, enc)
         prev = beams.alive_seq[:, :, -1].reshape(-1)
     return NBest(
         tokens=[r[0] for r in results],
@@ -260,19 +278,25 @@ def _done(beams: _Beams, limit_penalty: torch.Tensor, at_limit, nbest: int) -> t
     return done
 
 
-def _drop_done(beams: _Beams, done, parent, state, enc):
+def _drop_done(beams: _Beams, finished, parent, state, enc):
     """The decoder state (each live hypothesis takes its parent's row) and encoder
-    output of the sentences not done; those done leave the batch."""
+    output of the sentences kept, and which of them are finished. Finished sentences
+    leave the batch once ROW_STEP of them have (``bucketed``); until then they decode
+    on as filler, their results already taken."""
     n, K = parent.shape
     device = parent.device
-    keep = (~done).nonzero().flatten()
+    size = bucketed(int((~finished).sum()), n)
+    keep = torch.arange(n, device=device)
+    if size < n:  # unfinished sentences first, then finished ones as filler
+        keep = torch.argsort(finished.to(torch.uint8), stable=True)[:size]
     beam_rows = (keep.unsqueeze(1) * K + parent.index_select(0, keep)).view(-1)
     state = reorder(state, beam_rows)
-    if keep.shape[0] < n:
+    if size < n:
         base = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
         enc = reorder(enc, base)
         beams.select(keep)
-    return state, enc
+        finished = finished[keep]
+    return state, enc, finished
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

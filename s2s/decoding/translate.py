@@ -7,7 +7,7 @@ greedily; ``beam=K`` runs beam search (K = 1 gives the greedy output by another 
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -75,12 +75,11 @@ def translate(
 ) -> list[Translation]:
     """Translate ``lines`` (see the module docstring), in batches of similar length:
     ``batch_size`` sentences, or source tokens (padded) with ``batch_unit="tokens"``.
-    ``precision``: "fp32", "bf16" (the model under bf16 autocast, scores in float32)
+    ``precision``: "fp32", "bf16" (a bfloat16 copy of the model, scores in float32)
     or "auto" (bf16 where the device has it at hardware speed). ``scores=False``: greedy
     search skips its log-probabilities (``Translation.scores`` None); beam search
     always has them."""
-    amp = decoding_autocast(precision, torch.device(device))
-    was_training = model.training
+    model, was_training = decoding_model(model, precision, torch.device(device)), model.training
     model.eval()
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
@@ -96,8 +95,7 @@ def translate(
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
         lengths = torch.tensor([len(s) for s in seqs])
         limit = max_lengths(lengths, max_output_ratio)
-        with amp:
-            found = _search(model, src.to(device), lengths, limit, **options)
+        found = _search(model, src.to(device), lengths, limit, **options)
         for k, j in enumerate(batch):
             tokens, values = found[0][k], found[1][k]
             texts = [t.replace("\n", " ") for t in tgt_tok.decode(tokens)]
@@ -109,16 +107,18 @@ def translate(
     return results
 
 
-def decoding_autocast(precision: str, device: torch.device):
-    """The context a search runs in: bf16 autocast, or nothing for fp32."""
+def decoding_model(model, precision: str, device: torch.device):
+    """The model a search runs: ``model`` itself in fp32, or for bf16 a bfloat16 copy
+    (its weights cast once, as fairseq's ``--bf16`` generation does, rather than
+    autocast casting inputs at every step)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"unknown decoding precision '{precision}'; valid: auto, fp32, bf16")
     chosen = resolve_precision(precision, device)
     if precision == "auto":
         log.info("decoding precision auto: %s on %s", chosen, device.type)
     if chosen == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return copy.deepcopy(model).to(torch.bfloat16)
+    return model
 
 
 def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:
