@@ -255,7 +255,6 @@ def test_ensemble_of_two_runs_translates(tmp_path, tiny_corpus, capsys):
         reverse_source=False,
         beam=3,
         min_len=1,
-        precision="auto",  # as the command's default
     )
     assert lines[:3] == direct
     assert (

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from s2s.decoding import search
 from s2s.decoding.search import beam_search, greedy, length_penalty, max_lengths
 
 # vocab: 0 pad, 1 unk, 2 bos, 3 eos, 4 a, 5 b
@@ -98,11 +97,10 @@ def test_greedy_respects_per_sentence_max_length():
     assert hyp.tokens == [[4, 4, 4, 4], [4, 4]]
 
 
-def test_greedy_drops_finished_sentences_from_the_batch(monkeypatch):
+def test_greedy_drops_finished_sentences_from_the_batch():
     """Sentence 0 starts with A (then EOS), sentence 1 with B (then B forever, to its
     cap): the stepper sees two rows, then only the live one, and both results stand
-    (rows leave one by one with ROW_STEP 1)."""
-    monkeypatch.setattr(search, "ROW_STEP", 1)
+    (rows leave one by one: row_step 1, the default)."""
     stub = BigramStub({A: [0, 0, 0, 1, 0, 0], B: [0, 0, 0, 0, 0, 1]})
     seen = []
 
@@ -147,17 +145,18 @@ ROWS_8 = [12] * 4 + [8] * 7
 
 
 @pytest.mark.parametrize("row_step, rows", [(1, ROWS_1), (8, ROWS_8)])
-def test_greedy_shrinks_the_batch_in_steps_of_rows(monkeypatch, row_step, rows):
+def test_greedy_shrinks_the_batch_in_steps_of_rows(row_step, rows):
     """12 sentences of 0..11 tokens (shuffled; the 11 cut to 6 by its length limit), about
-    one finishing per step: with ROW_STEP 8 the batch keeps 12 rows until 8 sentences
+    one finishing per step: with row_step 8 the batch keeps 12 rows until 8 sentences
     are left, then 8 (finished rows decode on as filler, their tokens and scores
     ignored); every sentence's tokens and score are its own either way."""
-    monkeypatch.setattr(search, "ROW_STEP", row_step)
     stub = CountdownStub(top=0.5)
     lengths = torch.tensor([5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6])
     src = torch.stack([lengths, torch.ones(12, dtype=torch.long)], dim=1)
     limit = torch.where(lengths == 11, 6, 20)
-    hyp = greedy(stub, src, torch.full((12,), 2), bos=BOS, eos=EOS, max_len=limit)
+    hyp = greedy(
+        stub, src, torch.full((12,), 2), bos=BOS, eos=EOS, max_len=limit, row_step=row_step
+    )
     expected = [[A] * min(int(n), 6 if n == 11 else 20) for n in lengths]
     assert hyp.tokens == expected
     # one log(0.5) per token, EOS included when produced
@@ -167,15 +166,21 @@ def test_greedy_shrinks_the_batch_in_steps_of_rows(monkeypatch, row_step, rows):
 
 
 @pytest.mark.parametrize("row_step, rows", [(1, [24, 22, 20, 18]), (8, [24] * 4 + [16] * 8)])
-def test_beam_search_shrinks_the_batch_in_steps_of_sentences(monkeypatch, row_step, rows):
-    """The same 12 sentences in beams of 2: finished sentences leave ROW_STEP at a time
+def test_beam_search_shrinks_the_batch_in_steps_of_sentences(row_step, rows):
+    """The same 12 sentences in beams of 2: finished sentences leave row_step at a time
     (the rows of a kept one follow their parents), and each result is its own."""
-    monkeypatch.setattr(search, "ROW_STEP", row_step)
     stub = CountdownStub()
     lengths = torch.tensor([5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6])
     src = torch.stack([lengths, torch.ones(12, dtype=torch.long)], dim=1)
     nb = beam_search(
-        stub, src, torch.full((12,), 2), bos=BOS, eos=EOS, beam=2, max_len=torch.full((12,), 20)
+        stub,
+        src,
+        torch.full((12,), 2),
+        bos=BOS,
+        eos=EOS,
+        beam=2,
+        max_len=torch.full((12,), 20),
+        row_step=row_step,
     )
     assert nb.best().tokens == [[A] * int(n) for n in lengths]
     assert stub.seen[: len(rows)] == rows

@@ -15,6 +15,7 @@ from s2s.cli import main
 from s2s.data.corpus import source_ids
 from s2s.data.tokenize import EOS
 from s2s.decoding.ensemble import Ensemble
+from s2s.decoding.search import ROW_STEP
 from s2s.decoding.translate import translate_lines
 from s2s.translation import Trainer, checkpoint, train
 
@@ -125,6 +126,18 @@ def translate_cli(tmp_path, checkpoints, *options, lines=None) -> list[str]:
     return out.read_text().split("\n")[:-1]
 
 
+@pytest.mark.parametrize("precision, row_step", [("fp32", 1), ("bf16", ROW_STEP)])
+def test_bf16_decoding_shrinks_batches_in_steps_and_fp32_row_by_row(
+    tmp_path, two_runs, spy_search, precision, row_step
+):
+    """A bf16 copy decodes in a few row counts (oneDNN builds a kernel per shape),
+    float32 drops every finished sentence at once: both searches are told which."""
+    translate_cli(tmp_path, two_runs[:1], "--precision", precision)
+    translate_cli(tmp_path, two_runs[:1], "--precision", precision, "--beam", "2")
+    assert [c["row_step"] for c in spy_search["greedy"]] == [row_step]
+    assert [c["row_step"] for c in spy_search["beam"]] == [row_step]
+
+
 def test_search_options_of_the_command_reach_beam_search(tmp_path, two_runs, spy_search):
     options = ["--beam", "3", "--nbest", "2", "--length-penalty", "0.6", "--min-length", "2"]
     translate_cli(tmp_path, two_runs[:1], *options, "--max-length-ratio", "1.5")
@@ -151,8 +164,7 @@ def test_an_ensemble_translates_as_the_averaged_models_and_unlike_either(tmp_pat
     lines = [s for s, _ in SENTENCES] + NOVEL
     members = [checkpoint.load_for_translation(p) for p in two_runs]
     toks = members[0].src_tok, members[0].tgt_tok
-    # the command decodes with precision auto (bf16 where the CPU has it): so does this
-    options = dict(reverse_source=False, beam=3, min_len=1, precision="auto")
+    options = dict(reverse_source=False, beam=3, min_len=1)
     direct = translate_lines(Ensemble([m.model for m in members]), *toks, lines, **options)
     singles = [translate_lines(m.model, *toks, lines, **options) for m in members]
     ensembled = translate_cli(tmp_path, two_runs, "--beam", "3", "--min-length", "1", lines=lines)

@@ -160,11 +160,11 @@ def add_translate(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     p.add_argument(
         "--precision",
-        default="auto",
+        default="fp32",
         choices=["auto", "fp32", "bf16"],
-        help="bf16: a bfloat16 copy of the model decodes; auto (default): bf16 where the CPU "
-        "(avx512_bf16/AMX) or GPU has it, else fp32. On such a CPU greedy search ran 1.4x "
-        "and beam 5 1.5x faster (docs/speed.md); outputs may differ from fp32 in a few tokens",
+        help="bf16: a bfloat16 copy of the model decodes; auto: bf16 where the CPU "
+        "(avx512_bf16/AMX) or GPU has it, else fp32. On such a CPU it decoded about 1.3x "
+        "faster once warm (docs/speed.md); outputs may differ from fp32 in a few tokens",
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding")
     _add_search_options(p)

@@ -59,14 +59,15 @@ def max_lengths(src_lengths: torch.Tensor, ratio: float, extra: int = 10) -> tor
     return (src_lengths.float() * ratio).long() + extra
 
 
-ROW_STEP = 8  # decoding batches shrink in steps of this many rows
+ROW_STEP = 8  # bf16 decoding: batches shrink in steps of this many sentences
 
 
-def bucketed(n: int, rows: int) -> int:
+def bucketed(n: int, rows: int, step: int) -> int:
     """The row count a batch with ``n`` unfinished sentences shrinks to: ``n`` rounded up
-    to a multiple of ROW_STEP, never above today's ``rows``. A few shapes per batch, not
-    one per step: a bf16 product builds (and caches) a oneDNN kernel per shape."""
-    return min(rows, -(-n // ROW_STEP) * ROW_STEP)
+    to a multiple of ``step``, never above today's ``rows``. With ROW_STEP, a few shapes
+    per batch, not one per step: a bf16 product builds (and caches) a oneDNN kernel per
+    shape, a float32 one does not (there step 1 is faster: docs/speed.md)."""
+    return min(rows, -(-n // step) * step)
 
 
 @torch.inference_mode()
@@ -79,12 +80,13 @@ def greedy(
     eos: int,
     max_len: torch.Tensor,
     scores: bool = True,
+    row_step: int = 1,
 ) -> Hypotheses:
     """Batched greedy decoding: the argmax token at each step, until EOS or max_len.
     Finished sentences leave the batch (their rows of the state and of the encoder
-    output are dropped) once ROW_STEP of them have, so the batch never decodes for its
-    longest member alone and runs in a few shapes (``bucketed``): rows of finished
-    sentences kept until then decode on, and are ignored.
+    output are dropped), so the batch never decodes for its longest member alone; with
+    ``row_step`` > 1 they leave that many at a time, so the batch runs in a few shapes
+    (``bucketed``): rows of finished sentences kept until then decode on, ignored.
     ``scores=False`` skips the log-probabilities (a log-sum-exp over the vocabulary
     per token, about 5% of the search's time, docs/speed.md): ``Hypotheses.scores`` is None."""
     enc = stepper.encode(src, src_lengths)
@@ -110,7 +112,7 @@ def greedy(
         if left == 0:
             break
         prev, state = token, out.state
-        size = bucketed(left, rows.shape[0])
+        size = bucketed(left, rows.shape[0], row_step)
         if size < rows.shape[0]:  # unfinished rows first, then finished ones as filler
             keep = torch.argsort((~live).to(torch.uint8), stable=True)[:size]
             rows, prev, live = rows[keep], prev[keep], live[keep]
@@ -136,6 +138,7 @@ def beam_search(
     normalize: bool = False,
     nbest: int = 1,
     attention: bool = False,
+    row_step: int = 1,
 ) -> NBest:
     """Batched beam search: sentences x beams are one batch of rows for the stepper.
 
@@ -143,7 +146,7 @@ def beam_search(
     candidates per sentence (K = beam). Candidates ending in EOS among the first K
     are finished (scored with the length penalty); the best K others live on. A
     sentence is done when it has K finished hypotheses or when no live one can
-    still beat its N-th best finished one (N = nbest), and leaves the batch (ROW_STEP
+    still beat its N-th best finished one (N = nbest), and leaves the batch (``row_step``
     sentences at a time, as in greedy search). With K = 1 this is exactly greedy search.
     """
     if not 1 <= nbest <= beam:
@@ -169,7 +172,7 @@ def beam_search(
         finished |= done
         if bool(finished.all()):
             break
-        state, enc, finished = _drop_done(beams, finished, parent, out.state, enc)
+        state, enc, finished = _drop_done(beams, finished, parent, out.state, enc, row_step)
         prev = beams.alive_seq[:, :, -1].reshape(-1)
     return NBest(
         tokens=[r[0] for r in results],
@@ -278,14 +281,14 @@ def _done(beams: _Beams, limit_penalty: torch.Tensor, at_limit, nbest: int) -> t
     return done
 
 
-def _drop_done(beams: _Beams, finished, parent, state, enc):
+def _drop_done(beams: _Beams, finished, parent, state, enc, row_step: int):
     """The decoder state (each live hypothesis takes its parent's row) and encoder
     output of the sentences kept, and which of them are finished. Finished sentences
-    leave the batch once ROW_STEP of them have (``bucketed``); until then they decode
-    on as filler, their results already taken."""
+    leave the batch ``row_step`` at a time (``bucketed``); until then they decode on as
+    filler, their results already taken."""
     n, K = parent.shape
     device = parent.device
-    size = bucketed(int((~finished).sum()), n)
+    size = bucketed(int((~finished).sum()), n, row_step)
     keep = torch.arange(n, device=device)
     if size < n:  # unfinished sentences first, then finished ones as filler
         keep = torch.argsort(finished.to(torch.uint8), stable=True)[:size]

@@ -15,7 +15,7 @@ import torch
 
 from s2s.data.corpus import length_batches, source_ids
 from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
-from s2s.decoding.search import beam_search, greedy, max_lengths
+from s2s.decoding.search import ROW_STEP, beam_search, greedy, max_lengths
 from s2s.runtime import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,10 @@ def translate(
     or "auto" (bf16 where the device has it at hardware speed). ``scores=False``: greedy
     search skips its log-probabilities (``Translation.scores`` None); beam search
     always has them."""
-    model, was_training = decoding_model(model, precision, torch.device(device)), model.training
+    decoder = decoding_model(model, precision, torch.device(device))
+    # a bf16 copy runs its batches in a few row counts (search.bucketed), float32 not
+    row_step = 1 if decoder is model else ROW_STEP
+    model, was_training = decoder, model.training
     model.eval()
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
@@ -89,7 +92,7 @@ def translate(
         [len(s) for s in ids], batch_size=batch_size, unit=batch_unit, pool=1, rng=None
     )
     options = dict(beam=beam, nbest=nbest, alpha=alpha, normalize=normalize, min_len=min_len)
-    options |= dict(alignments=alignments, scores=scores)
+    options |= dict(alignments=alignments, scores=scores, row_step=row_step)
     for batch in order:
         seqs = [torch.tensor(ids[j]) for j in batch]
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
@@ -136,13 +139,22 @@ def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:
     return ids
 
 
-def _search(
-    model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_len, alignments, scores
-):
+def _search(model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_len, **rest):
     """One batch's search: per sentence, the n-best tokens and scores, and their
-    attention (None unless ``alignments``). Greedy unless beam search is asked for."""
+    attention (None unless ``rest["alignments"]``). Greedy unless beam search is asked
+    for; ``rest`` also holds ``scores`` (greedy's) and ``row_step`` (both searches')."""
+    alignments, row_step = rest["alignments"], rest["row_step"]
     if beam is None and nbest == 1 and not alignments:
-        hyp = greedy(model, src, lengths, bos=BOS, eos=EOS, max_len=limit, scores=scores)
+        hyp = greedy(
+            model,
+            src,
+            lengths,
+            bos=BOS,
+            eos=EOS,
+            max_len=limit,
+            scores=rest["scores"],
+            row_step=row_step,
+        )
         values = [None] * len(hyp.tokens) if hyp.scores is None else [[s] for s in hyp.scores]
         return [[t] for t in hyp.tokens], values, None
     nb = beam_search(
@@ -158,6 +170,7 @@ def _search(
         normalize=normalize,
         nbest=nbest,
         attention=alignments,
+        row_step=row_step,
     )
     return nb.tokens, nb.scores, nb.attention
 
