@@ -139,11 +139,23 @@ def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:
     return ids
 
 
-def _search(model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_len, **rest):
+def _search(
+    model,
+    src,
+    lengths,
+    limit,
+    *,
+    beam,
+    nbest,
+    alpha,
+    normalize,
+    min_len,
+    alignments,
+    scores,
+    row_step,
+):
     """One batch's search: per sentence, the n-best tokens and scores, and their
-    attention (None unless ``rest["alignments"]``). Greedy unless beam search is asked
-    for; ``rest`` also holds ``scores`` (greedy's) and ``row_step`` (both searches')."""
-    alignments, row_step = rest["alignments"], rest["row_step"]
+    attention (None unless ``alignments``). Greedy unless beam search is asked for."""
     if beam is None and nbest == 1 and not alignments:
         hyp = greedy(
             model,
@@ -152,7 +164,7 @@ def _search(model, src, lengths, limit, *, beam, nbest, alpha, normalize, min_le
             bos=BOS,
             eos=EOS,
             max_len=limit,
-            scores=rest["scores"],
+            scores=scores,
             row_step=row_step,
         )
         values = [None] * len(hyp.tokens) if hyp.scores is None else [[s] for s in hyp.scores]
