@@ -163,8 +163,9 @@ def add_translate(sub) -> None:
         default="fp32",
         choices=["auto", "fp32", "bf16"],
         help="bf16: a bfloat16 copy of the model decodes; auto: bf16 where the CPU "
-        "(avx512_bf16/AMX) or GPU has it, else fp32. On such a CPU it decoded about 1.3x "
-        "faster once warm (docs/speed.md); outputs may differ from fp32 in a few tokens",
+        "(avx512_bf16/AMX) or GPU has it, else fp32. On such a CPU it decoded 1.2-1.6x faster "
+        "once warm in one phase of the VM, greedy no faster in another (docs/speed.md); "
+        "outputs may differ from fp32 in a few tokens",
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding")
     _add_search_options(p)
