@@ -164,8 +164,9 @@ class TrainConfig:
     # auto: bf16 where the hardware has it (a GPU with bf16, a CPU listing avx512_bf16
     # or AMX), else fp32; read at run time, so one config runs best on either.
     precision: str = choice("fp32", PRECISIONS)
-    # torch.compile for the token loss (s2s/nn/fused.py): never, always, or auto (when a C++
-    # compiler or Triton is at hand). Same values, less time; a few seconds to compile.
+    # torch.compile for the token loss (s2s/nn/fused.py) and the input-feeding decoder step
+    # (s2s/nn/feeding.py): never, always, or auto (when a C++ compiler or Triton is at
+    # hand). Same values up to rounding, less time; seconds to compile (cached on disk).
     compile: str = choice("never", COMPILE_MODES)
     max_steps: int = non_negative(0)  # 0 = no limit
     max_epochs: int = non_negative(0)  # 0 = no limit

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from s2s.nn import feeding
 from s2s.nn.attention import Attention
 from s2s.nn.cells import LayerState, RecurrentStack, is_lstm
 from s2s.nn.encoder import EncoderOutput
@@ -123,6 +124,9 @@ class Decoder(nn.Module):
         self.output = nn.Linear(self.out_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embedding.weight  # Press & Wolf 2017
+        # torch.compile the input-feeding step (s2s/nn/feeding.py); set by the trainer
+        # from train.compile, not saved
+        self.compile_steps = False
 
     # ------------------------------------------------------------------ state
     def prepare(self, enc: EncoderOutput) -> EncoderOutput:
@@ -243,6 +247,10 @@ class Decoder(nn.Module):
     def forward(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         """Teacher forcing. tgt_in: (batch, tgt_len) -> h~ (batch, tgt_len, out_size),
         dropout applied; ``output`` turns it into logits."""
+        if self.input_feeding and feeding.supported(self):
+            return self.dropout(
+                feeding.teacher_forced(self, tgt_in, enc, compiled=self.compile_steps)
+            )
         state = self.init_state(enc)
         if self.input_feeding:
             outs = []

@@ -86,6 +86,7 @@ class TranslationTask:
             from_charlm(self.model, cfg.model, self.src_tok, self.tgt_tok)
         self.teacher = self._load_teacher() if cfg.train.distill.teacher else None
         self.token_loss = TokenLoss(cfg.train.compile, run.device)
+        self.model.decoder.compile_steps = self.token_loss.compiled
         return self.model
 
     def _tokenizers(self, run: Run, payload: dict | None, train_ds):
