@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from s2s.config import ACTIVATIONS, CELLS, STACKINGS
+from s2s.nn.dropout import Dropout
 from s2s.nn.kernels import FUSED, LayerState, Sequence, by_length
 from s2s.nn.precision import cpu_has_bf16, recurrent_dtype
 
@@ -283,7 +284,7 @@ class RecurrentStack(nn.Module):
             )
             for i in range(layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,

@@ -15,6 +15,7 @@ from s2s.config import LMConfig, LMModelConfig, lm_from_dict
 from s2s.data.units import Units
 from s2s.errors import CheckpointError, ConfigError
 from s2s.nn.cells import RecurrentStack, is_lstm
+from s2s.nn.dropout import Dropout
 from s2s.nn.init import initialize
 
 KIND = "charlm"  # the "kind" of a char-LM checkpoint payload
@@ -47,7 +48,7 @@ class CharLM(nn.Module):
             activation=activation,
             recurrent_dropout=recurrent_dropout,
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.output = nn.Linear(self.rnn.output_size, vocab)
 
     def forward(self, ids: torch.Tensor, state=None):

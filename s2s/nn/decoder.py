@@ -19,6 +19,7 @@ from torch import nn
 from s2s.nn import feeding
 from s2s.nn.attention import Attention
 from s2s.nn.cells import LayerState, RecurrentStack, is_lstm
+from s2s.nn.dropout import Dropout
 from s2s.nn.encoder import EncoderOutput
 from s2s.nn.fused import pad_rows
 
@@ -95,7 +96,7 @@ class Decoder(nn.Module):
         # With tied embeddings the attentional vector lives in embedding space.
         self.out_size = embedding_size if tie_embeddings else hidden_size
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=padding_idx)
-        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.embedding_dropout = Dropout(embedding_dropout)
         self.rnn = RecurrentStack(
             cell=cell,
             input_size=embedding_size + (self.out_size if input_feeding else 0),
@@ -113,7 +114,7 @@ class Decoder(nn.Module):
             self.combine = nn.Linear(hidden_size, self.out_size)
         else:
             self.combine = None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         n_states = 2 if is_lstm(cell) else 1
         # Bridge: decoder state from the encoder summary, one linear map per state kind.
         self.bridge = (

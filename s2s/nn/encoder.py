@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from s2s.nn.cells import RecurrentStack
+from s2s.nn.dropout import Dropout
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Encoder(nn.Module):
     ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=padding_idx)
-        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.embedding_dropout = Dropout(embedding_dropout)
         self.rnn = RecurrentStack(
             cell=cell,
             input_size=embedding_size,
