@@ -115,10 +115,15 @@ def teacher_forced(
         fixed += [cast(att.query_proj.weight), cast(att.v.weight)]
     else:
         step = multiplicative_step
-    if compiled:
-        step = _compiled(step)
-    outs = []
-    for pre_t in pre.unbind(1):
-        feed, h, c = step(pre_t, feed, h, c, *fixed)
+    first, *rest = pre.unbind(1)
+    # The first position runs eager: its state has no gradient (or only in part), which a
+    # compiled step would take as a second graph.
+    feed, h, c = step(first, feed, h, c, *fixed)
+    outs = [feed]
+    step = _compiled(step) if compiled else step
+    for pre_t in rest:
+        # a copy: each position's view has its own storage offset, on which a compiled
+        # step's guards would fail (a recompilation per position, then eager)
+        feed, h, c = step(pre_t.clone() if compiled else pre_t, feed, h, c, *fixed)
         outs.append(feed)
     return torch.stack(outs, 1)
