@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from s2s.config import ACTIVATIONS, CELLS, STACKINGS
 from s2s.nn.dropout import Dropout
 from s2s.nn.kernels import FUSED, LayerState, Sequence, by_length
-from s2s.nn.precision import cpu_has_bf16, recurrent_dtype
+from s2s.nn.precision import autocast_dtype, cpu_has_bf16, recurrent_dtype
 
 LSTM_CELLS = ("lstm", "peephole_lstm", "layernorm_lstm", "mlstm")
 
@@ -224,9 +224,7 @@ def run_layer(
     With ``lengths`` (right-padded input): ``by_length``."""
     data = _data(inp)
     device = data.device.type
-    autocast = None
-    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
-        autocast = torch.get_autocast_dtype(device)
+    autocast = autocast_dtype(device)
     fused = isinstance(rnn, FUSED)
     dtype = recurrent_dtype(
         device,

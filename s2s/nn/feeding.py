@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from s2s.nn.attention import AdditiveAttention, MultiplicativeAttention
+from s2s.nn.precision import autocast_dtype
 
 
 def supported(decoder: nn.Module) -> bool:
@@ -79,20 +80,12 @@ def _compiled(step):
     return torch.compile(step, dynamic=True)
 
 
-def _dtype() -> torch.dtype | None:
-    """The autocast dtype on the CPU or GPU, or None."""
-    for device in ("cpu", "cuda"):
-        if torch.is_autocast_enabled(device):
-            return torch.get_autocast_dtype(device)
-    return None
-
-
 def teacher_forced(
     decoder: nn.Module, tgt_in: torch.Tensor, enc, *, compiled: bool = False
 ) -> torch.Tensor:
     """h~ for every target position, dropout not yet applied (as the generic loop's, and
     fed back without it). tgt_in: (batch, tgt_len) -> (batch, tgt_len, out_size)."""
-    dtype = _dtype()
+    dtype = autocast_dtype(tgt_in.device.type)
 
     def cast(t: torch.Tensor) -> torch.Tensor:
         return t if dtype is None else t.to(dtype)

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from s2s.nn.precision import autocast_dtype
+
 Sequence = Union[torch.Tensor, PackedSequence]
 # A layer's recurrent state: h for GRU / vanilla RNN, (h, c) for LSTM;
 # each tensor is (directions, batch, hidden).
@@ -58,8 +60,7 @@ def _one_plain_step(rnn: nn.Module, x: Sequence, state) -> bool:
         return False
     if not isinstance(rnn, FUSED) or rnn.bidirectional:
         return False
-    device = x.device.type
-    return device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device)
+    return autocast_dtype(x.device.type) is None
 
 
 def step_cell(rnn: nn.Module, x: torch.Tensor, state: LayerState):
@@ -67,10 +68,7 @@ def step_cell(rnn: nn.Module, x: torch.Tensor, state: LayerState):
     computes it (x: (batch, 1, input)), through PyTorch's cell kernels: a decoder step
     (input feeding, search) without the set-up of a sequence kernel for one position,
     about 1.4x faster (docs/speed.md). Under autocast, in its dtype."""
-    device = x.device.type
-    dtype = x.dtype
-    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
+    dtype = autocast_dtype(x.device.type) or x.dtype
     names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
     weights = [getattr(rnn, name).to(dtype) for name in names]
     inp = x[:, 0].to(dtype)

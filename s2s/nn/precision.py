@@ -16,7 +16,15 @@ import torch
 
 from s2s.runtime import cpu_has_bf16
 
-__all__ = ["cpu_has_bf16", "recurrent_dtype"]
+__all__ = ["autocast_dtype", "cpu_has_bf16", "recurrent_dtype"]
+
+
+def autocast_dtype(device: str) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device`` ("cpu", "cuda", ...), or None when
+    autocast is off there (or the device has none)."""
+    if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return None
 
 
 def recurrent_dtype(
