@@ -4,10 +4,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import SENTENCES, write_corpus
 
 from s2s import config
 from s2s.data.corpus import (
+    Corpus,
+    Packed,
     encode_corpus,
     epoch_batches,
     length_batches,
@@ -116,6 +119,22 @@ def test_empty_and_long_pairs_are_dropped(tmp_path):
     assert len(truncated) == 4  # cut to max_len tokens (+ EOS on the source side)
     assert len(truncated.src[2]) == 21 and truncated.src[2][-1] == EOS
     assert len(truncated.tgt[2]) == 20
+
+
+def test_a_corpus_keeps_its_ids_packed_in_one_tensor():
+    # a tensor object per sentence cost ~800 bytes each (51 MB for Multi30k's training
+    # side); the ids live in one flat tensor and each sentence is a view of it
+    seqs = [[5, 6, 7], [], [8], [9, 10]]
+    corpus = Corpus(src=seqs, tgt=[[1], [2, 3], [], [4]])
+    assert isinstance(corpus.src, Packed) and len(corpus) == 4
+    assert [s.tolist() for s in corpus.src] == seqs
+    assert corpus.src[-1].tolist() == [9, 10] and corpus.src[3].dtype == torch.long
+    base = corpus.src.ids.untyped_storage().data_ptr()
+    assert all(s.untyped_storage().data_ptr() == base for s in corpus.src)
+    assert corpus.costs() == [3, 3, 1, 2]  # max(source, target + 1)
+    with pytest.raises(IndexError):
+        corpus.src[4]
+    assert Packed(corpus.src).lengths() == [3, 0, 1, 2]
 
 
 def test_token_budget_and_sentence_batches():
