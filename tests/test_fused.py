@@ -76,3 +76,74 @@ def test_bucketed_rows_are_ignored_by_the_loss_and_its_gradient():
     assert torch.allclose(g_got, g_want, atol=1e-6)
     same, _ = bucket_rows(padded, padded_target)
     assert same is padded  # already a multiple: unchanged
+
+
+def _whole(rows, layer, target, eps):
+    return F.cross_entropy(layer(rows), target, reduction="sum", label_smoothing=eps)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_chunked_output_layer_and_loss_equal_the_whole_ones(monkeypatch, bias):
+    # several chunks (CHUNK made small), ignored rows, smoothing, a scaled gradient
+    monkeypatch.setattr(fused, "CHUNK", 8)
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 11, bias=bias).double()
+    params = [x for x in layer.parameters()]
+    for n, eps in ((21, 0.1), (16, 0.0), (9, 0.3)):
+        x = torch.randn(n, 6, dtype=torch.float64, requires_grad=True)
+        target = torch.randint(11, (n,))
+        target[::4] = -100
+        want = _whole(x, layer, target, eps)
+        got = fused.linear_cross_entropy(x, layer, target, eps)
+        assert torch.allclose(got, want, rtol=1e-12)
+        g_want = torch.autograd.grad(2.5 * want, [x, *params])
+        g_got = torch.autograd.grad(2.5 * got, [x, *params])
+        for a, b in zip(g_got, g_want):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+        with torch.no_grad():  # without gradients: the chunks' losses alone
+            assert torch.allclose(fused.linear_cross_entropy(x, layer, target, eps), want)
+
+
+def test_the_chunked_loss_never_holds_the_whole_logits(monkeypatch):
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    monkeypatch.setattr(fused, "CHUNK", 8)
+    sizes = []
+
+    class Sizes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            sizes.extend(
+                t.numel() for t in torch.utils._pytree.tree_leaves(out) if torch.is_tensor(t)
+            )
+            return out
+
+    layer = torch.nn.Linear(6, 50)
+    x = torch.randn(40, 6, requires_grad=True)
+    target = torch.randint(50, (40,))
+    with Sizes():
+        fused.linear_cross_entropy(x, layer, target, 0.1).backward()
+    assert max(sizes) <= 8 * 50  # a chunk of logits at most, never 40 x 50
+    sizes.clear()
+    with Sizes():
+        _whole(x, layer, target, 0.1).backward()
+    assert max(sizes) >= 40 * 50  # what the plain way holds
+
+
+def test_the_chunked_loss_in_bf16_and_compiled_is_close_to_float32(monkeypatch):
+    if compile_unavailable(torch.device("cpu")):
+        pytest.skip("torch.compile needs a C++ compiler on this machine")
+    monkeypatch.setattr(fused, "CHUNK", 16)
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 64)
+    x = torch.randn(40, 32, requires_grad=True)
+    target = torch.randint(64, (40,))
+    want = _whole(x, layer, target, 0.1)
+    g_want = torch.autograd.grad(want, [x, layer.weight, layer.bias])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = fused.linear_cross_entropy(x, layer, target, 0.1, TokenLoss("always"))
+    g_got = torch.autograd.grad(got, [x, layer.weight, layer.bias])
+    assert got.dtype == torch.float32 and abs(got.item() - want.item()) < 0.01 * want.item()
+    for a, b in zip(g_got, g_want):
+        assert a.dtype == b.dtype == torch.float32
+        assert (a - b).norm() < 0.05 * b.norm()

@@ -12,6 +12,12 @@ when a C++ compiler is found on CPU, or Triton on CUDA; else eager, said once).
 
 ``pad_rows`` gives the (rows, vocabulary) products a few shapes: oneDNN builds and caches
 a kernel for every bf16 shape it sees (docs/speed.md, memory).
+
+``linear_cross_entropy`` runs the output layer and the loss together, ``CHUNK`` rows at a
+time, computing the gradients of the rows, weight and bias in the same pass, so that the
+(tokens, vocabulary) logits and their gradient never exist whole: the largest transient
+of a training step (docs/speed.md, memory). The same value and gradients as the token
+loss of ``output(rows)``.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import torch.nn.functional as F
 
 from s2s.config import COMPILE_MODES
 from s2s.errors import ConfigError
+from s2s.nn.precision import autocast_dtype
 from s2s.runtime import compile_unavailable
 
 ROW_BUCKET = 128
+CHUNK = 512  # rows of logits alive at a time in linear_cross_entropy
 
 
 def pad_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -75,3 +83,96 @@ class TokenLoss:
         if self.compiled:
             return _compiled_cross_entropy()(logits, target, label_smoothing)
         return _cross_entropy(logits, target, label_smoothing)
+
+
+def _loss_and_grad(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float):
+    """Summed cross-entropy (float32 arithmetic for half-precision logits; rows whose
+    target is negative ignored) and its gradient with respect to ``logits``, in their
+    dtype, without autograd: softmax(z) - (1 - eps) onehot(target) - eps / V."""
+    half = logits.dtype in (torch.float16, torch.bfloat16)
+    z = logits.float() if half else logits
+    keep = (target >= 0).unsqueeze(1)
+    gold = target.clamp(min=0).unsqueeze(1)
+    lse = torch.logsumexp(z, dim=1, keepdim=True)
+    nll = lse - z.gather(1, gold)
+    smooth = lse - z.mean(dim=1, keepdim=True)  # -(1/V) sum_j log p_j
+    eps = label_smoothing
+    loss = torch.where(keep, (1.0 - eps) * nll + eps * smooth, 0.0).sum()
+    onehot = (torch.arange(z.shape[1], device=z.device).unsqueeze(0) == gold).to(z.dtype)
+    grad = torch.exp(z - lse) - eps / z.shape[1] - (1.0 - eps) * onehot
+    return loss, torch.where(keep, grad, 0.0).to(logits.dtype)
+
+
+@functools.cache
+def _compiled_loss_and_grad():
+    return torch.compile(_loss_and_grad, dynamic=True)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Forward: the summed loss, the gradients of rows, weight and bias computed chunk by
+    chunk and kept; backward: those gradients scaled by the incoming one."""
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, target, label_smoothing, loss_and_grad):
+        dtype = autocast_dtype(rows.device.type) or rows.dtype
+        acc = torch.promote_types(dtype, torch.float32)  # float32 (float64 in tests)
+        with torch.autocast(rows.device.type, enabled=False):
+            x, w = rows.to(dtype), weight.to(dtype)
+            b = None if bias is None else bias.to(dtype)
+            grad_x = torch.empty_like(x)
+            grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
+            grad_b = None if bias is None else grad_w.new_zeros(weight.shape[0])
+            total = grad_w.new_zeros(())
+            zbuf = x.new_empty(min(CHUNK, x.shape[0]), w.shape[0])
+            part = torch.empty(w.shape, dtype=dtype, device=w.device)
+            wt = w.t()
+            ones = x.new_ones(1, zbuf.shape[0])
+            for start in range(0, x.shape[0], CHUNK):
+                xc = x[start : start + CHUNK]
+                z = zbuf[: xc.shape[0]]
+                if b is None:
+                    torch.mm(xc, wt, out=z)
+                else:
+                    torch.addmm(b, xc, wt, out=z)
+                loss, g = loss_and_grad(z, target[start : start + CHUNK], label_smoothing)
+                total += loss
+                torch.mm(g, w, out=grad_x[start : start + CHUNK])
+                torch.mm(g.t(), xc, out=part)
+                grad_w += part  # half-precision products summed in float32
+                if grad_b is not None:
+                    grad_b += ones[:, : g.shape[0]].mm(g).squeeze(0)  # column sums
+        ctx.save_for_backward(grad_x, grad_w, grad_b)
+        ctx.dtypes = (rows.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_x, grad_w, grad_b = ctx.saved_tensors
+        rows_t, weight_t, bias_t = ctx.dtypes
+        scale = grad_total.to(grad_w.dtype)
+        grad_b = None if grad_b is None else (grad_b * scale).to(bias_t)
+        return (grad_x * scale).to(rows_t), (grad_w * scale).to(weight_t), grad_b, None, None, None
+
+
+def linear_cross_entropy(
+    rows: torch.Tensor,
+    output: torch.nn.Linear,
+    target: torch.Tensor,
+    label_smoothing: float = 0.0,
+    token_loss: TokenLoss | None = None,
+) -> torch.Tensor:
+    """``token_loss(output(rows), target, label_smoothing)`` (targets below 0 ignored),
+    CHUNK rows at a time: the whole logits are never held (docs/speed.md, memory). With
+    gradients wanted, ``_LinearCrossEntropy`` (compiled where ``token_loss`` is);
+    without, the chunks' losses alone."""
+    token_loss = token_loss or TokenLoss("never")
+    if rows.shape[0] <= CHUNK:  # one chunk: the plain way is as small, and faster
+        return token_loss(output(rows), target, label_smoothing)
+    params = [p for p in (output.weight, output.bias) if p is not None]
+    if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in params)):
+        fn = _compiled_loss_and_grad() if token_loss.compiled else _loss_and_grad
+        return _LinearCrossEntropy.apply(
+            rows, output.weight, output.bias, target, label_smoothing, fn
+        )
+    chunks = zip(rows.split(CHUNK), target.split(CHUNK))
+    return sum(token_loss(output(r), t, label_smoothing) for r, t in chunks)

@@ -11,7 +11,7 @@ import torch
 
 from s2s.data.corpus import Batch, Corpus, collate, length_batches
 from s2s.data.tokenize import PAD
-from s2s.nn.fused import TokenLoss, pad_rows
+from s2s.nn.fused import TokenLoss, linear_cross_entropy, pad_rows
 from s2s.nn.seq2seq import Seq2Seq
 
 EAGER = TokenLoss("never")
@@ -52,12 +52,11 @@ def batch_loss(
     mask = batch.tgt_out != PAD
     rows, target = features[mask], batch.tgt_out[mask]  # none spent on padding
     distilling = teacher is not None and distill_weight > 0.0
-    if not distilling:
+    if not distilling:  # the output layer and loss a chunk of rows at a time
         rows, target = bucket_rows(rows, target)
+        return linear_cross_entropy(rows, model.decoder.output, target, label_smoothing, token_loss)
     logits = model.logits(rows)
     loss = token_loss(logits, target, label_smoothing)  # the softmax in float32
-    if not distilling:
-        return loss
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     with torch.no_grad():
@@ -78,7 +77,7 @@ def validation_loss(
     about 0.3 GB (docs/speed.md)."""
     was_training = model.training
     model.eval()
-    lengths = [max(len(s), len(t) + 1) for s, t in zip(corpus.src, corpus.tgt)]
+    lengths = corpus.costs()
     total, tokens = 0.0, 0
     batches = length_batches(lengths, batch_size=tokens_per_batch, unit="tokens", pool=1, rng=None)
     for idx in batches:
