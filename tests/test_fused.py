@@ -86,6 +86,7 @@ def _whole(rows, layer, target, eps):
 def test_the_chunked_output_layer_and_loss_equal_the_whole_ones(monkeypatch, bias):
     # several chunks (CHUNK made small), ignored rows, smoothing, a scaled gradient
     monkeypatch.setattr(fused, "CHUNK", 8)
+    monkeypatch.setattr(fused, "PLAIN_ROWS", 8)
     torch.manual_seed(0)
     layer = torch.nn.Linear(6, 11, bias=bias).double()
     params = [x for x in layer.parameters()]
@@ -108,6 +109,7 @@ def test_the_chunked_loss_never_holds_the_whole_logits(monkeypatch):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     monkeypatch.setattr(fused, "CHUNK", 8)
+    monkeypatch.setattr(fused, "PLAIN_ROWS", 8)
     sizes = []
 
     class Sizes(TorchDispatchMode):
@@ -134,6 +136,7 @@ def test_the_chunked_loss_in_bf16_and_compiled_is_close_to_float32(monkeypatch):
     if compile_unavailable(torch.device("cpu")):
         pytest.skip("torch.compile needs a C++ compiler on this machine")
     monkeypatch.setattr(fused, "CHUNK", 16)
+    monkeypatch.setattr(fused, "PLAIN_ROWS", 16)
     torch.manual_seed(0)
     layer = torch.nn.Linear(32, 64)
     x = torch.randn(40, 32, requires_grad=True)

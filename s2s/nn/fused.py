@@ -35,6 +35,10 @@ from s2s.runtime import compile_unavailable
 
 ROW_BUCKET = 128
 CHUNK = 512  # rows of logits alive at a time in linear_cross_entropy
+# Up to this many rows the plain way (the whole logits) is no larger and faster: measured
+# with scripts/bench_loss.py, 1,024 rows +31 against +42 MB, 1,536 rows +47 against +42
+# MB at the same speed, 2,560 rows +79 against +43 MB (docs/speed.md, memory)
+PLAIN_ROWS = 1536
 
 
 def pad_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -161,12 +165,12 @@ def linear_cross_entropy(
     label_smoothing: float = 0.0,
     token_loss: TokenLoss | None = None,
 ) -> torch.Tensor:
-    """``token_loss(output(rows), target, label_smoothing)`` (targets below 0 ignored),
-    CHUNK rows at a time: the whole logits are never held (docs/speed.md, memory). With
-    gradients wanted, ``_LinearCrossEntropy`` (compiled where ``token_loss`` is);
-    without, the chunks' losses alone."""
+    """``token_loss(output(rows), target, label_smoothing)`` (targets below 0 ignored).
+    Over more than PLAIN_ROWS rows, CHUNK rows at a time, so that the whole logits are
+    never held (docs/speed.md, memory): with gradients wanted, ``_LinearCrossEntropy``
+    (compiled where ``token_loss`` is); without, the chunks' losses alone."""
     token_loss = token_loss or TokenLoss("never")
-    if rows.shape[0] <= CHUNK:  # one chunk: the plain way is as small, and faster
+    if rows.shape[0] <= PLAIN_ROWS:
         return token_loss(output(rows), target, label_smoothing)
     params = [p for p in (output.weight, output.bias) if p is not None]
     if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in params)):
