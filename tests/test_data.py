@@ -135,6 +135,7 @@ def test_a_corpus_keeps_its_ids_packed_in_one_tensor():
     with pytest.raises(IndexError):
         corpus.src[4]
     assert Packed(corpus.src).lengths() == [3, 0, 1, 2]
+    assert [s.tolist() for s in corpus.src[1:4:2]] == [[], [9, 10]]
 
 
 def test_token_budget_and_sentence_batches():

@@ -150,3 +150,47 @@ def test_the_chunked_loss_in_bf16_and_compiled_is_close_to_float32(monkeypatch):
     for a, b in zip(g_got, g_want):
         assert a.dtype == b.dtype == torch.float32
         assert (a - b).norm() < 0.05 * b.norm()
+
+
+def test_hooks_and_fp16_take_the_plain_way(monkeypatch):
+    # a forward hook on the output layer (diagnostics' activation histograms) sees its
+    # whole output; fp16 autocast keeps the plain way's loss-scaled gradient
+    monkeypatch.setattr(fused, "CHUNK", 8)
+    monkeypatch.setattr(fused, "PLAIN_ROWS", 8)
+    layer = torch.nn.Linear(6, 50)
+    x = torch.randn(40, 6, requires_grad=True)
+    target = torch.randint(50, (40,))
+    seen = []
+    handle = layer.register_forward_hook(lambda m, i, out: seen.append(out.shape))
+    fused.linear_cross_entropy(x, layer, target, 0.1).backward()
+    handle.remove()
+    assert seen == [(40, 50)]
+    fused.linear_cross_entropy(x, layer, target, 0.1).backward()
+    assert seen == [(40, 50)]  # unhooked: the chunks, and the layer is never called
+    calls = []
+    monkeypatch.setattr(fused._LinearCrossEntropy, "apply", lambda *a: calls.append(a))
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = fused.linear_cross_entropy(x, layer, target, 0.1)
+    assert not calls and loss.requires_grad
+
+
+def test_only_the_gradients_asked_for_are_computed(monkeypatch):
+    monkeypatch.setattr(fused, "CHUNK", 8)
+    monkeypatch.setattr(fused, "PLAIN_ROWS", 8)
+    layer = torch.nn.Linear(6, 50).double()
+    layer.weight.requires_grad_(False)
+    x = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(50, (40,))
+    saved = []
+    backward = fused._LinearCrossEntropy.backward
+    monkeypatch.setattr(
+        fused._LinearCrossEntropy,
+        "backward",
+        staticmethod(lambda ctx, g: saved.append(ctx.saved_tensors) or backward(ctx, g)),
+    )
+    got = fused.linear_cross_entropy(x, layer, target, 0.1)
+    gx, gb = torch.autograd.grad(got, [x, layer.bias])
+    want = _whole(x, layer, target, 0.1)
+    wx, wb = torch.autograd.grad(want, [x, layer.bias])
+    assert torch.allclose(gx, wx) and torch.allclose(gb, wb)
+    assert saved[0][1] is None  # no weight gradient made for a frozen weight

@@ -13,11 +13,12 @@ when a C++ compiler is found on CPU, or Triton on CUDA; else eager, said once).
 ``pad_rows`` gives the (rows, vocabulary) products a few shapes: oneDNN builds and caches
 a kernel for every bf16 shape it sees (docs/speed.md, memory).
 
-``linear_cross_entropy`` runs the output layer and the loss together, ``CHUNK`` rows at a
-time, computing the gradients of the rows, weight and bias in the same pass, so that the
-(tokens, vocabulary) logits and their gradient never exist whole: the largest transient
-of a training step (docs/speed.md, memory). The same value and gradients as the token
-loss of ``output(rows)``.
+``linear_cross_entropy`` runs the output layer and the loss together; over more than
+PLAIN_ROWS rows ``CHUNK`` rows at a time, computing the gradients of the rows, weight and
+bias in the same pass, so that the (tokens, vocabulary) logits and their gradient never
+exist whole: the largest transient of a training step (docs/speed.md, memory). The same
+value and gradients as the token loss of ``output(rows)`` (in float32 and float64; under
+bf16 autocast the weight's gradient is summed over the chunks in float32).
 """
 
 from __future__ import annotations
@@ -89,10 +90,14 @@ class TokenLoss:
         return _cross_entropy(logits, target, label_smoothing)
 
 
-def _loss_and_grad(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float):
+def _loss_and_grad(
+    logits: torch.Tensor, target: torch.Tensor, label_smoothing: float, in_place: bool = False
+):
     """Summed cross-entropy (float32 arithmetic for half-precision logits; rows whose
     target is negative ignored) and its gradient with respect to ``logits``, in their
-    dtype, without autograd: softmax(z) - (1 - eps) onehot(target) - eps / V."""
+    dtype, without autograd: softmax(z) - (1 - eps) onehot(target) - eps / V.
+    ``in_place``: for eager runs, one float32 array of the logits' size edited in place;
+    without, the form Inductor fuses into one pass."""
     half = logits.dtype in (torch.float16, torch.bfloat16)
     z = logits.float() if half else logits
     keep = (target >= 0).unsqueeze(1)
@@ -102,6 +107,10 @@ def _loss_and_grad(logits: torch.Tensor, target: torch.Tensor, label_smoothing: 
     smooth = lse - z.mean(dim=1, keepdim=True)  # -(1/V) sum_j log p_j
     eps = label_smoothing
     loss = torch.where(keep, (1.0 - eps) * nll + eps * smooth, 0.0).sum()
+    if in_place:
+        grad = torch.sub(z, lse).exp_().sub_(eps / z.shape[1])
+        grad.scatter_add_(1, gold, grad.new_full(gold.shape, eps - 1.0)).mul_(keep)
+        return loss, grad.to(logits.dtype)
     onehot = (torch.arange(z.shape[1], device=z.device).unsqueeze(0) == gold).to(z.dtype)
     grad = torch.exp(z - lse) - eps / z.shape[1] - (1.0 - eps) * onehot
     return loss, torch.where(keep, grad, 0.0).to(logits.dtype)
@@ -117,16 +126,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     chunk and kept; backward: those gradients scaled by the incoming one."""
 
     @staticmethod
-    def forward(ctx, rows, weight, bias, target, label_smoothing, loss_and_grad):
-        dtype = autocast_dtype(rows.device.type) or rows.dtype
+    def forward(ctx, rows, weight, bias, target, label_smoothing, loss_and_grad, dtype):
         acc = torch.promote_types(dtype, torch.float32)  # float32 (float64 in tests)
+        want_x, want_w, want_b = ctx.needs_input_grad[:3]
         with torch.autocast(rows.device.type, enabled=False):
             x, w = rows.to(dtype), weight.to(dtype)
             b = None if bias is None else bias.to(dtype)
-            grad_x = torch.empty_like(x)
-            grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device)
-            grad_b = None if bias is None else grad_w.new_zeros(weight.shape[0])
-            total = grad_w.new_zeros(())
+            grad_x = torch.empty_like(x) if want_x else None
+            grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
+            grad_b = torch.zeros(weight.shape[0], dtype=acc, device=w.device) if want_b else None
+            total = torch.zeros((), dtype=acc, device=w.device)
             zbuf = x.new_empty(min(CHUNK, x.shape[0]), w.shape[0])
             part = torch.empty(w.shape, dtype=dtype, device=w.device)
             wt = w.t()
@@ -140,9 +149,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     torch.addmm(b, xc, wt, out=z)
                 loss, g = loss_and_grad(z, target[start : start + CHUNK], label_smoothing)
                 total += loss
-                torch.mm(g, w, out=grad_x[start : start + CHUNK])
-                torch.mm(g.t(), xc, out=part)
-                grad_w += part  # half-precision products summed in float32
+                if grad_x is not None:
+                    torch.mm(g, w, out=grad_x[start : start + CHUNK])
+                if grad_w is not None:
+                    torch.mm(g.t(), xc, out=part)
+                    grad_w += part  # half-precision products summed in float32
                 if grad_b is not None:
                     grad_b += ones[:, : g.shape[0]].mm(g).squeeze(0)  # column sums
         ctx.save_for_backward(grad_x, grad_w, grad_b)
@@ -150,12 +161,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return total
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_total):
-        grad_x, grad_w, grad_b = ctx.saved_tensors
-        rows_t, weight_t, bias_t = ctx.dtypes
-        scale = grad_total.to(grad_w.dtype)
-        grad_b = None if grad_b is None else (grad_b * scale).to(bias_t)
-        return (grad_x * scale).to(rows_t), (grad_w * scale).to(weight_t), grad_b, None, None, None
+        grads = []
+        for grad, dtype in zip(ctx.saved_tensors, ctx.dtypes):
+            grads.append(None if grad is None else (grad * grad_total.to(grad.dtype)).to(dtype))
+        return (*grads, None, None, None, None)
+
+
+def _hooked(module: torch.nn.Module) -> bool:
+    """Whether a forward hook would see ``module``'s output (its own or a global one)."""
+    hooks = torch.nn.modules.module
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+    )
 
 
 def linear_cross_entropy(
@@ -168,15 +190,23 @@ def linear_cross_entropy(
     """``token_loss(output(rows), target, label_smoothing)`` (targets below 0 ignored).
     Over more than PLAIN_ROWS rows, CHUNK rows at a time, so that the whole logits are
     never held (docs/speed.md, memory): with gradients wanted, ``_LinearCrossEntropy``
-    (compiled where ``token_loss`` is); without, the chunks' losses alone."""
+    (compiled where ``token_loss`` is); without, the chunks' losses alone. Not in fp16
+    autocast, nor while a forward hook watches ``output``."""
     token_loss = token_loss or TokenLoss("never")
-    if rows.shape[0] <= PLAIN_ROWS:
+    dtype = autocast_dtype(rows.device.type) or rows.dtype
+    if rows.shape[0] <= PLAIN_ROWS or dtype == torch.float16 or _hooked(output):
+        # fp16: the plain way's gradient carries the loss scale (no underflow); hooks on
+        # the output layer (activation histograms) see its whole output as before
         return token_loss(output(rows), target, label_smoothing)
     params = [p for p in (output.weight, output.bias) if p is not None]
     if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in params)):
-        fn = _compiled_loss_and_grad() if token_loss.compiled else _loss_and_grad
+        fn = (
+            _compiled_loss_and_grad()
+            if token_loss.compiled
+            else functools.partial(_loss_and_grad, in_place=True)
+        )
         return _LinearCrossEntropy.apply(
-            rows, output.weight, output.bias, target, label_smoothing, fn
+            rows, output.weight, output.bias, target, label_smoothing, fn, dtype
         )
     chunks = zip(rows.split(CHUNK), target.split(CHUNK))
     return sum(token_loss(output(r), t, label_smoothing) for r, t in chunks)
