@@ -121,7 +121,8 @@ def test_greedy_drops_finished_sentences_from_the_batch():
 class CountdownStub:
     """Sentence i (its length in src[i, 0]) is A repeated that many times, then EOS; the
     state counts the steps of each row, so a row that moves keeps its own count. The
-    chosen token has probability ``top``, the five others share the rest."""
+    chosen token has probability ``top``, the five others share the rest unevenly (no
+    ties, which a search may break either way; EOS the least likely of them)."""
 
     def __init__(self, top: float = 1.0 - 5e-9):
         self.seen, self.top = [], top
@@ -135,8 +136,9 @@ class CountdownStub:
     def step(self, prev, state, enc):
         self.seen.append(len(prev))
         token = torch.where(state < enc[:, 0], A, EOS)
-        rest = (1.0 - self.top) / 5
-        probs = torch.eye(6)[token] * (self.top - rest) + rest
+        chosen = torch.eye(6)[token]
+        weights = torch.tensor([1.0, 1.1, 1.2, 0.5, 1.4, 1.5]) * (1 - chosen)
+        probs = chosen * self.top + weights / weights.sum(-1, keepdim=True) * (1 - self.top)
         return Out(logits=torch.log(probs), state=state + 1)
 
 
@@ -314,3 +316,74 @@ def test_only_the_k_best_candidates_may_finish():
     nb = run_beam(BigramStub(probs), 2)
     assert nb.tokens[0][0] == [B, C]
     assert nb.scores[0][0] == pytest.approx(math.log(0.35 * 0.9 * 0.95), abs=1e-5)
+
+
+class RandomStub:
+    """Per sentence and step, random next-token logits over 16 tokens that depend on the
+    previous token (no two sequences tie); EOS a little less likely, so that hypotheses
+    run a few steps. The state, (sentence, step) per row, follows reordered rows."""
+
+    def __init__(self, sentences: int, vocab: int = 16, steps: int = 10, seed: int = 0):
+        gen = torch.Generator().manual_seed(seed)
+        self.table = torch.randn(sentences, steps, vocab, vocab, generator=gen) * 2
+        self.table[..., EOS] -= 1.5
+
+    def encode(self, src, lengths):
+        return src
+
+    def init_state(self, enc):
+        return torch.stack(
+            [torch.arange(enc.shape[0]), torch.zeros(enc.shape[0], dtype=torch.long)], 1
+        )
+
+    def step(self, prev, state, enc):
+        logits = self.table[state[:, 0], state[:, 1], prev]
+        return Out(logits=logits, state=state + torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("k, alpha, min_len", [(3, 0.0, 0), (4, 1.0, 2), (2, 0.6, 0)])
+def test_ranking_each_hypothesis_best_2k_tokens_equals_ranking_all(monkeypatch, k, alpha, min_len):
+    """The beam search ranks only each live hypothesis' 2K best tokens: the 2K best of
+    all K x vocabulary candidates are always among them, so the n-best lists and scores
+    equal those of a search that ranks every candidate (top_log_probs over the whole
+    vocabulary, as before), on random stubs with 16 tokens (> 2K)."""
+    from s2s.decoding import search
+
+    def run():
+        return beam_search(
+            RandomStub(6),
+            torch.ones(6, 3, dtype=torch.long),
+            torch.full((6,), 3),
+            bos=BOS,
+            eos=EOS,
+            beam=k,
+            max_len=torch.full((6,), 9),
+            nbest=k,
+            alpha=alpha,
+            min_len=min_len,
+        )
+
+    fast = run()
+    plain = search.top_log_probs
+    monkeypatch.setattr(search, "top_log_probs", lambda x, _k, **o: plain(x, x.shape[-1], **o))
+    full = run()
+    assert fast.tokens == full.tokens
+    for mine, theirs in zip(fast.scores, full.scores):
+        assert mine == pytest.approx(theirs, abs=1e-6)
+    assert any(len(t) > 2 for nbest in full.tokens for t in nbest)  # not all one token long
+
+
+def test_top_log_probs_in_blocks_equals_the_whole(monkeypatch):
+    """Over more rows than a block: log-softmax's k best per row, values and ids, as over
+    the whole at once, in float32 from bf16 logits; a blocked token never among them."""
+    from s2s.decoding import search
+
+    monkeypatch.setattr(search, "ROW_BLOCK", 4)
+    logits = torch.randn(11, 30, generator=torch.Generator().manual_seed(1)).bfloat16()
+    values, ids = search.top_log_probs(logits, 5)
+    expect_values, expect_ids = torch.log_softmax(logits.float(), -1).topk(5, -1)
+    assert values.dtype == torch.float32
+    assert torch.equal(ids, expect_ids) and torch.allclose(values, expect_values)
+    values, ids = search.top_log_probs(logits, 5, blocked=int(expect_ids[0, 0]))
+    assert int(expect_ids[0, 0]) not in ids[0].tolist()
+    assert torch.allclose(values[0, 0], expect_values[0, 1])

@@ -60,6 +60,25 @@ def max_lengths(src_lengths: torch.Tensor, ratio: float, extra: int = 10) -> tor
 
 
 ROW_STEP = 8  # bf16 decoding: batches shrink in steps of this many sentences
+ROW_BLOCK = 128  # rows of logits at a time in a step's work over the vocabulary
+
+
+def top_log_probs(logits: torch.Tensor, k: int, blocked: int | None = None):
+    """Each row's ``k`` most probable tokens: log-probabilities (float32, best first)
+    and token ids, both (rows, k). The log-softmax runs ROW_BLOCK rows at a time, so
+    that its float32 copy stays in cache: over a whole beam batch (1,280 rows x 8,000)
+    each step's fresh 40 MB temporaries cost more in page faults than in arithmetic
+    (docs/speed.md). ``blocked``: a token given log-probability -inf (no EOS before
+    the minimum length), after the normalisation, which counts it."""
+    values, ids = [], []
+    for block in logits.split(ROW_BLOCK):
+        logp = torch.log_softmax(block.float(), dim=-1)
+        if blocked is not None:
+            logp[:, blocked] = float("-inf")
+        top, index = logp.topk(min(k, logp.shape[-1]), dim=-1)
+        values.append(top)
+        ids.append(index)
+    return torch.cat(values), torch.cat(ids)
 
 
 def bucketed(n: int, rows: int, step: int) -> int:
@@ -101,11 +120,13 @@ def greedy(
     prev = torch.full((batch,), bos, dtype=torch.long, device=device)
     for t in range(steps):
         out = stepper.step(prev, state, enc)
-        logits = out.logits.float()
-        top, token = logits.max(dim=-1)  # log-softmax's argmax, without writing it out
         at = rows[live]
         if scores:
-            total[at] += (top - torch.logsumexp(logits, dim=-1))[live]
+            top, token = top_log_probs(out.logits, 1)
+            top, token = top.squeeze(1), token.squeeze(1)
+            total[at] += top[live]
+        else:  # log-softmax's argmax, without writing it out
+            token = out.logits.argmax(dim=-1)
         table[at, t] = token[live]
         live = live & (token != eos) & (t + 1 < limit[rows])
         left = int(live.sum())
@@ -160,9 +181,8 @@ def beam_search(
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # kept on as filler
     for t in range(int(limit.max())):
         out = stepper.step(prev, state, enc)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)
-        if t < min_len:
-            logp[:, eos] = float("-inf")
+        # The 2K best candidates of a sentence are among each hypothesis' 2K best tokens.
+        logp = top_log_probs(out.logits, 2 * K, blocked=eos if t < min_len else None)
         at_limit = (t + 1 >= limit[beams.sent]).unsqueeze(1)
         step_att = out.attention if attention else None
         parent = _advance(beams, logp, step_att, at_limit, t + 1, eos, penalty)
@@ -226,14 +246,17 @@ def _start(stepper, src: torch.Tensor, src_lengths: torch.Tensor, K: int):
 
 
 def _advance(beams: _Beams, logp, attention, at_limit, length: int, eos: int, penalty):
-    """One search step on ``beams``: ``logp`` (n * K, vocab) extends every live
-    hypothesis; returns for each new live one the index of the one it extends."""
+    """One search step on ``beams``: ``logp``, each live hypothesis' best next tokens
+    (log-probabilities and ids, (n * K, J) each, J >= 2K or the whole vocabulary),
+    extends every live hypothesis; returns for each new live one the index of the one
+    it extends."""
     n, K = beams.alive_logp.shape
-    V = logp.shape[-1]
-    cand = (beams.alive_logp.unsqueeze(-1) + logp.view(n, K, V)).view(n, K * V)
-    top, idx = cand.topk(min(2 * K, K * V), dim=1)  # (n, 2K), best first
-    origin = torch.div(idx, V, rounding_mode="floor")  # which live hypothesis
-    token = idx % V
+    values, ids = logp
+    J = values.shape[-1]
+    cand = (beams.alive_logp.unsqueeze(-1) + values.view(n, K, J)).view(n, K * J)
+    top, idx = cand.topk(min(2 * K, K * J), dim=1)  # (n, 2K), best first
+    origin = torch.div(idx, J, rounding_mode="floor")  # which live hypothesis
+    token = ids.view(n, K * J).gather(1, idx)
     seq = torch.cat([_take(beams.alive_seq, origin), token.unsqueeze(-1)], dim=-1)
     step_att = None
     if attention is not None:
