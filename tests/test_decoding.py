@@ -76,6 +76,32 @@ def test_batched_beam_equals_one_sentence_at_a_time():
         assert alone.scores[0] == pytest.approx(batched.scores[i], abs=1e-4)
 
 
+@pytest.mark.parametrize("attention", ["additive", "multiplicative"])
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_beams_sharing_one_encoder_output_search_as_with_k_copies(
+    monkeypatch, attention, input_feeding
+):
+    """Beam search hands the model one encoder output row per sentence (its K beams
+    attend over it together): n-best lists, scores and attention rows equal those of
+    the search with K copies, also through an ensemble and while sentences leave."""
+    model = sharp_model(5, attention=attention, decoder={"input_feeding": input_feeding})
+    src, lengths = sources(batch=7, seed=5)
+    limit = max_lengths(lengths, 2.0)
+    options = dict(bos=2, eos=3, beam=3, max_len=limit, nbest=2, attention=True, row_step=2)
+    runs = []
+    for grouped in (True, False):
+        monkeypatch.setattr(type(model), "grouped_encoder", grouped)
+        runs += [beam_search(s, src, lengths, **options) for s in (model, Ensemble([model]))]
+    shared, shared_ens, copies, copies_ens = runs
+    assert Ensemble([model]).grouped_encoder is False  # the flag reaches the ensemble
+    for run in (shared, shared_ens):
+        assert run.tokens == copies.tokens
+        for mine, theirs in zip(run.scores, copies.scores):
+            assert mine == pytest.approx(theirs, abs=1e-5)
+        for mine, theirs in zip(run.attention, copies.attention):
+            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(mine, theirs))
+
+
 def test_beam_never_scores_below_greedy_under_the_model():
     model = sharp_model(3)
     src, lengths = sources(batch=8, seed=3)

@@ -387,3 +387,22 @@ def test_top_log_probs_in_blocks_equals_the_whole(monkeypatch):
     values, ids = search.top_log_probs(logits, 5, blocked=int(expect_ids[0, 0]))
     assert int(expect_ids[0, 0]) not in ids[0].tolist()
     assert torch.allclose(values[0, 0], expect_values[0, 1])
+
+
+@pytest.mark.parametrize("columns, k", [(8000, 10), (8000, 1), (1000 + 37, 6), (100, 5)])
+def test_fast_topk_equals_topk(columns, k):
+    """The segment-wise top-k equals torch.topk: values and (without ties) ids, with a
+    last, shorter segment and rows where -inf fills the best segments."""
+    from s2s.decoding.search import fast_topk
+
+    gen = torch.Generator().manual_seed(columns + k)
+    x = torch.randn(37, columns, generator=gen)
+    x[0, :200] = float("-inf")
+    x[1, -30:] += 10.0  # the best values in the last, shorter segment
+    values, ids = fast_topk(x, k)
+    expect_values, expect_ids = x.topk(k, dim=-1)
+    assert torch.equal(values, expect_values) and torch.equal(ids, expect_ids)
+    bf16 = x.bfloat16()
+    values, ids = fast_topk(bf16, k)
+    assert torch.equal(values, bf16.topk(k, dim=-1).values)
+    assert torch.equal(bf16.gather(1, ids), values)

@@ -37,6 +37,11 @@ class Ensemble:
             raise ValueError("an ensemble needs at least one model")
         self.models = models
 
+    @property
+    def grouped_encoder(self) -> bool:
+        """Whether every member takes one encoder output row per group of beams."""
+        return all(getattr(m, "grouped_encoder", False) for m in self.models)
+
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> MemberStates:
         return MemberStates([m.encode(src, src_lengths) for m in self.models])
 

@@ -159,12 +159,21 @@ class Decoder(nn.Module):
     def _attend(
         self, top: torch.Tensor, enc: EncoderOutput
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """top: (batch, tgt_len, hidden) -> h~ (batch, tgt_len, out_size), weights."""
+        """top: (batch, tgt_len, hidden) -> h~ (batch, tgt_len, out_size), weights.
+        ``enc`` may hold one row per group of G consecutive rows of ``top`` (the beams of
+        a sentence in beam search, ``Seq2Seq.grouped_encoder``): each group's queries
+        then attend over its one copy of the encoder output, G x tgt_len at once."""
         if self.attention is None:
             out = top if self.combine is None else self.combine(top)
             return out, None
         prepared = enc.prepared if enc.prepared is not None else self.attention.prepare(enc.states)
-        context, weights = self.attention(top, enc.states, prepared, enc.mask)
+        rows, length = top.shape[:2]
+        if enc.states.shape[0] == rows:
+            context, weights = self.attention(top, enc.states, prepared, enc.mask)
+        else:  # (sentences, G * tgt_len, hidden) queries
+            query = top.reshape(enc.states.shape[0], -1, top.shape[-1])
+            context, weights = self.attention(query, enc.states, prepared, enc.mask)
+            context, weights = context.view(rows, length, -1), weights.view(rows, length, -1)
         return torch.tanh(self.combine(torch.cat([top, context], dim=-1))), weights
 
     def _advance(self, prev: torch.Tensor, state: DecoderState, enc: EncoderOutput):

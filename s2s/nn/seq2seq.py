@@ -17,6 +17,9 @@ from s2s.nn.init import initialize
 
 
 class Seq2Seq(nn.Module):
+    # Beam search may hand ``step`` one encoder output row for the K rows of a sentence.
+    grouped_encoder = True
+
     def __init__(self, *, encoder: Encoder, decoder: Decoder):
         super().__init__()
         self.encoder = encoder
