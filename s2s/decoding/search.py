@@ -3,8 +3,9 @@
 A stepper has ``encode(src, src_lengths) -> enc``, ``init_state(enc) -> state`` and
 ``step(prev, state, enc) -> StepOutput`` with ``logits`` (batch, vocab), the next
 ``state`` and ``attention``. A stepper with ``grouped_encoder`` True takes, in beam
-search, one row of ``enc`` for the K consecutive rows of a sentence (no K copies). Any object with these methods can be searched, which is
-how the search functions are tested against stub models with hand-checkable scores.
+search, one row of ``enc`` for the K consecutive rows of a sentence (no K copies).
+Any object with these methods can be searched, which is how the search functions are
+tested against stub models with hand-checkable scores.
 """
 
 from __future__ import annotations
