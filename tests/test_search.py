@@ -167,10 +167,11 @@ def test_greedy_shrinks_the_batch_in_steps_of_rows(row_step, rows):
     assert stub.seen == rows
 
 
-@pytest.mark.parametrize("row_step, rows", [(1, [24, 22, 20, 18]), (8, [24] * 4 + [16] * 8)])
+@pytest.mark.parametrize("row_step, rows", [(1, [12, 22, 20, 18]), (8, [12] + [24] * 3 + [16] * 8)])
 def test_beam_search_shrinks_the_batch_in_steps_of_sentences(row_step, rows):
-    """The same 12 sentences in beams of 2: finished sentences leave row_step at a time
-    (the rows of a kept one follow their parents), and each result is its own."""
+    """The same 12 sentences in beams of 2: the first step runs one row per sentence (one
+    live hypothesis), then two; finished sentences leave row_step at a time (the rows
+    of a kept one follow their parents), and each result is its own."""
     stub = CountdownStub()
     lengths = torch.tensor([5, 0, 11, 3, 8, 1, 10, 2, 7, 4, 9, 6])
     src = torch.stack([lengths, torch.ones(12, dtype=torch.long)], dim=1)
@@ -406,3 +407,13 @@ def test_fast_topk_equals_topk(columns, k):
     values, ids = fast_topk(bf16, k)
     assert torch.equal(values, bf16.topk(k, dim=-1).values)
     assert torch.equal(bf16.gather(1, ids), values)
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_a_beam_wider_than_the_vocabulary_finds_the_best_sequence(k):
+    """Beams of 4 (2K = 8 candidates from one hypothesis of 6 tokens at the first step)
+    and of 7 (more than the vocabulary): the best sequence as with beams of 2."""
+    nb = run_beam(BigramStub(TRAP), k, n=2)
+    assert nb.tokens[0][0] == [B]
+    assert nb.scores[0][0] == pytest.approx(math.log(0.36), abs=1e-5)
+    assert nb.scores[0][1] < nb.scores[0][0]

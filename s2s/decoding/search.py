@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
@@ -200,10 +201,10 @@ def beam_search(
         raise ValueError(f"nbest ({nbest}) must be between 1 and the beam size ({beam})")
     B, K = src.shape[0], beam
     grouped = getattr(stepper, "grouped_encoder", False)
-    enc, state, beams = _start(stepper, src, src_lengths, K, grouped)
+    enc, state, beams = _start(stepper, src, src_lengths, K)
     penalty = functools.partial(length_penalty, alpha=alpha, normalize=normalize)
     limit = max_len.to(src.device)
-    prev = torch.full((B * K,), bos, dtype=torch.long, device=src.device)
+    prev = torch.full((B,), bos, dtype=torch.long, device=src.device)
     results: list = [None] * B
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # kept on as filler
     for t in range(int(limit.max())):
@@ -212,7 +213,8 @@ def beam_search(
         logp = top_log_probs(out.logits, 2 * K, blocked=eos if t < min_len else None)
         at_limit = (t + 1 >= limit[beams.sent]).unsqueeze(1)
         step_att = out.attention if attention else None
-        parent = _advance(beams, logp, step_att, at_limit, t + 1, eos, penalty)
+        width = beams.alive_logp.shape[1]  # rows per sentence: 1 at the first step, then K
+        parent = _advance(beams, K, logp, step_att, at_limit, t + 1, eos, penalty)
         done = _done(beams, penalty(limit[beams.sent]), at_limit, nbest)
         for i in (done & ~finished).nonzero().flatten().tolist():
             results[int(beams.sent[i])] = beams.collect(i, nbest, eos)
@@ -220,7 +222,7 @@ def beam_search(
         if bool(finished.all()):
             break
         state, enc, finished = _drop_done(
-            beams, finished, parent, out.state, enc, row_step, grouped
+            beams, finished, (parent, width), out.state, enc, row_step, grouped
         )
         prev = beams.alive_seq[:, :, -1].reshape(-1)
     return NBest(
@@ -256,41 +258,41 @@ class _Beams:
         return _collect(self.fin_seq[i], self.fin_score[i], self.fin_att, i, nbest, eos)
 
 
-def _start(stepper, src: torch.Tensor, src_lengths: torch.Tensor, K: int, grouped: bool):
-    """The encoder output (K rows per sentence, one if ``grouped``), the decoder state
-    (K rows per sentence) and the beams."""
+def _start(stepper, src: torch.Tensor, src_lengths: torch.Tensor, K: int):
+    """The encoder output, the decoder state and the beams, with one row (one live,
+    empty hypothesis) per sentence: the first step extends it into K."""
     B, device = src.shape[0], src.device
     enc = stepper.encode(src, src_lengths)
-    rows = torch.arange(B, device=device).repeat_interleave(K)  # sentence of each row
-    state = reorder(stepper.init_state(enc), rows)
-    alive_logp = torch.full((B, K), float("-inf"), device=device)
-    alive_logp[:, 0] = 0.0  # one live hypothesis at the start, not K copies
     beams = _Beams(
         sent=torch.arange(B, device=device),
-        alive_logp=alive_logp,
-        alive_seq=torch.empty(B, K, 0, dtype=torch.long, device=device),
+        alive_logp=torch.zeros(B, 1, device=device),
+        alive_seq=torch.empty(B, 1, 0, dtype=torch.long, device=device),
         fin_score=torch.full((B, K), float("-inf"), device=device),
         fin_seq=torch.empty(B, K, 0, dtype=torch.long, device=device),
     )
-    return (enc if grouped else reorder(enc, rows)), state, beams
+    return enc, stepper.init_state(enc), beams
 
 
-def _advance(beams: _Beams, logp, attention, at_limit, length: int, eos: int, penalty):
-    """One search step on ``beams``: ``logp``, each live hypothesis' best next tokens
-    (log-probabilities and ids, (n * K, J) each, J >= 2K or the whole vocabulary),
-    extends every live hypothesis; returns for each new live one the index of the one
-    it extends."""
-    n, K = beams.alive_logp.shape
+def _advance(beams: _Beams, K: int, logp, attention, at_limit, length: int, eos: int, penalty):
+    """One search step on ``beams`` (beam size K): ``logp``, each live hypothesis' best
+    next tokens (log-probabilities and ids, (n * W, J) each, W live hypotheses per
+    sentence, J >= 2K or the whole vocabulary), extends every live hypothesis; returns
+    for each of the K new live ones the index of the one it extends."""
+    n, width = beams.alive_logp.shape
     values, ids = logp
     J = values.shape[-1]
-    cand = (beams.alive_logp.unsqueeze(-1) + values.view(n, K, J)).view(n, K * J)
-    top, idx = cand.topk(min(2 * K, K * J), dim=1)  # (n, 2K), best first
-    origin = torch.div(idx, J, rounding_mode="floor")  # which live hypothesis
-    token = ids.view(n, K * J).gather(1, idx)
+    cand = (beams.alive_logp.unsqueeze(-1) + values.view(n, width, J)).view(n, width * J)
+    ids = ids.view(n, width * J)
+    if width * J < 2 * K:  # fewer candidates than 2K (a vocabulary smaller than that)
+        cand = F.pad(cand, (0, 2 * K - width * J), value=float("-inf"))
+        ids = F.pad(ids, (0, 2 * K - width * J), value=eos)
+    top, idx = cand.topk(2 * K, dim=1)  # (n, 2K), best first
+    origin = torch.div(idx, J, rounding_mode="floor").clamp(max=width - 1)  # which one
+    token = ids.gather(1, idx)
     seq = torch.cat([_take(beams.alive_seq, origin), token.unsqueeze(-1)], dim=-1)
     step_att = None
     if attention is not None:
-        att = _take(attention.view(n, K, 1, -1), origin)  # (n, 2K, 1, src_len)
+        att = _take(attention.view(n, width, 1, -1), origin)  # (n, 2K, 1, src_len)
         earlier = beams.alive_att
         step_att = att if earlier is None else torch.cat([_take(earlier, origin), att], 2)
     rank = torch.arange(top.shape[1], device=top.device).unsqueeze(0)
@@ -334,22 +336,27 @@ def _done(beams: _Beams, limit_penalty: torch.Tensor, at_limit, nbest: int) -> t
     return done
 
 
-def _drop_done(beams: _Beams, finished, parent, state, enc, row_step: int, grouped: bool):
+def _drop_done(beams: _Beams, finished, parents, state, enc, row_step: int, grouped: bool):
     """The decoder state (each live hypothesis takes its parent's row) and encoder
-    output of the sentences kept, and which of them are finished. Finished sentences
-    leave the batch ``row_step`` at a time (``bucketed``); until then they decode on as
+    output (one row per sentence if ``grouped``, else K) of the sentences kept, and
+    which of them are finished. ``parents``: (n, K) the parent of each new hypothesis
+    among the ``width`` rows its sentence had in this step. Finished sentences leave
+    the batch ``row_step`` at a time (``bucketed``); until then they decode on as
     filler, their results already taken."""
+    parent, width = parents
     n, K = parent.shape
     device = parent.device
     size = bucketed(int((~finished).sum()), n, row_step)
     keep = torch.arange(n, device=device)
     if size < n:  # unfinished sentences first, then finished ones as filler
         keep = torch.argsort(finished.to(torch.uint8), stable=True)[:size]
-    beam_rows = (keep.unsqueeze(1) * K + parent.index_select(0, keep)).view(-1)
+    beam_rows = (keep.unsqueeze(1) * width + parent.index_select(0, keep)).view(-1)
     state = reorder(state, beam_rows)
+    if not grouped and (size < n or width < K):  # K copies of each sentence's rows
+        enc = reorder(enc, (keep * width).repeat_interleave(K))
+    elif size < n:
+        enc = reorder(enc, keep)
     if size < n:
-        base = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)
-        enc = reorder(enc, keep if grouped else base)
         beams.select(keep)
         finished = finished[keep]
     return state, enc, finished
