@@ -377,15 +377,15 @@ def test_ranking_each_hypothesis_best_2k_tokens_equals_ranking_all(monkeypatch, 
 def test_top_log_probs_in_blocks_equals_the_whole(monkeypatch):
     """Over more rows than a block: log-softmax's k best per row, values and ids, as over
     the whole at once, in float32 from bf16 logits; a blocked token never among them."""
-    from s2s.decoding import search
+    from s2s.decoding import ranking
 
-    monkeypatch.setattr(search, "ROW_BLOCK", 4)
+    monkeypatch.setattr(ranking, "ROW_BLOCK", 4)
     logits = torch.randn(11, 30, generator=torch.Generator().manual_seed(1)).bfloat16()
-    values, ids = search.top_log_probs(logits, 5)
+    values, ids = ranking.top_log_probs(logits, 5)
     expect_values, expect_ids = torch.log_softmax(logits.float(), -1).topk(5, -1)
     assert values.dtype == torch.float32
     assert torch.equal(ids, expect_ids) and torch.allclose(values, expect_values)
-    values, ids = search.top_log_probs(logits, 5, blocked=int(expect_ids[0, 0]))
+    values, ids = ranking.top_log_probs(logits, 5, blocked=int(expect_ids[0, 0]))
     assert int(expect_ids[0, 0]) not in ids[0].tolist()
     assert torch.allclose(values[0, 0], expect_values[0, 1])
 
@@ -394,7 +394,7 @@ def test_top_log_probs_in_blocks_equals_the_whole(monkeypatch):
 def test_fast_topk_equals_topk(columns, k):
     """The segment-wise top-k equals torch.topk: values and (without ties) ids, with a
     last, shorter segment and rows where -inf fills the best segments."""
-    from s2s.decoding.search import fast_topk
+    from s2s.decoding.ranking import fast_topk
 
     gen = torch.Generator().manual_seed(columns + k)
     x = torch.randn(37, columns, generator=gen)
