@@ -13,8 +13,9 @@
 #            2 x 128 encoder, 256 decoder with input feeding and additive attention,
 #            64-sentence batches, Adam 0.001, no label smoothing, untied output; s2s in the
 #            same shape (RNN_SHAPE below).
-# Decoding runs in fp32 on all sides (s2s's --precision bf16 is slower for greedy search on
-# CPU: docs/speed.md, decoding in bf16).
+# Decoding: each side in its own default precision (s2s: --precision auto, bf16 where the
+# CPU has it; 3750b5f and OpenNMT-py: fp32), at batches of 64 and of 256 sentences
+# (DECODE_BATCHES); the table keeps each side's faster one.
 # s2s also trains each shape in fp32 (BLEU reference for its bf16 runs; FP32=0 skips it).
 # Training runs validate once, at the end; tokens/s is non-pad target tokens (EOS
 # included) over training seconds without validation, counted from each toolkit's log.
@@ -106,35 +107,42 @@ timed() {
         2> "$out/decode/$name.err" || { tail -20 "$out/decode/$name.err"; exit 1; }
 }
 
-# decode NAME SIDE CKPT: greedy and beam 5 on the test set, and start-up (one empty line;
-# OpenNMT-py: one sentence; best of 3) for one side: s2s (this code), old (OLD_REV's code)
-# or onmt.
+# decode_one RUN SIDE CKPT SEARCH BATCH: one decoding of the test set (RUN.time, .hyp, .bleu)
+decode_one() {
+    local run=$1 side=$2 ckpt=$3 search=$4 bs=$5
+    case $side in
+        s2s | old)
+            local cmd=("$bin/s2s")
+            [ "$side" = old ] && cmd=(env -u PYTHONPATH "$old/bin/s2s")
+            local opts=()
+            [ "$search" = beam5 ] && opts=(--beam 5)
+            timed "$run" "$test.en" "${cmd[@]}" -q translate "$ckpt" --batch-size "$bs" "${opts[@]}"
+            ;;
+        onmt)
+            local beam=1
+            [ "$search" = beam5 ] && beam=5
+            timed "$run" /dev/null "$onmt/bin/onmt_translate" -model "$ckpt" \
+                -src "$test.en" -output "$out/decode/$run.out" -beam_size $beam \
+                -batch_size "$bs" -batch_type sents -max_length 100 -transforms sentencepiece \
+                -src_subword_model "$out/s2s-default/tokenizer.joint.model" \
+                -tgt_subword_model "$out/s2s-default/tokenizer.joint.model"
+            mv "$out/decode/$run.out" "$out/decode/$run.hyp"
+            ;;
+    esac
+    "$bin/sacrebleu" "$test.de" -i "$out/decode/$run.hyp" -m bleu -b -w 2 > "$out/decode/$run.bleu"
+}
+
+# decode NAME SIDE CKPT: greedy and beam 5 on the test set at each of DECODE_BATCHES
+# sentences a batch, and start-up (one empty line; OpenNMT-py: one sentence; best of 3)
+# for one side: s2s (this code), old (OLD_REV's code) or onmt.
 decode() {
-    local name=$1 side=$2 ckpt=$3 k
+    local name=$1 side=$2 ckpt=$3 k search bs
     step "decode-$name" || return 0
     mkdir -p "$out/decode"
     for search in greedy beam5; do
-        case $side in
-            s2s | old)
-                local run=("$bin/s2s")
-                [ "$side" = old ] && run=(env -u PYTHONPATH "$old/bin/s2s")
-                local opts=()
-                [ $search = beam5 ] && opts=(--beam 5)
-                timed "$name.$search" "$test.en" "${run[@]}" -q translate "$ckpt" --batch-size 64 "${opts[@]}"
-                ;;
-            onmt)
-                local beam=1
-                [ $search = beam5 ] && beam=5
-                timed "$name.$search" /dev/null "$onmt/bin/onmt_translate" -model "$ckpt" \
-                    -src "$test.en" -output "$out/decode/$name.$search.out" -beam_size $beam \
-                    -batch_size 64 -batch_type sents -max_length 100 -transforms sentencepiece \
-                    -src_subword_model "$out/s2s-default/tokenizer.joint.model" \
-                    -tgt_subword_model "$out/s2s-default/tokenizer.joint.model"
-                mv "$out/decode/$name.$search.out" "$out/decode/$name.$search.hyp"
-                ;;
-        esac
-        "$bin/sacrebleu" "$test.de" -i "$out/decode/$name.$search.hyp" -m bleu -b -w 2 \
-            > "$out/decode/$name.$search.bleu"
+        for bs in ${DECODE_BATCHES:-64 256}; do
+            decode_one "$name.$search.b$bs" "$side" "$ckpt" "$search" "$bs"
+        done
     done
     echo > "$out/decode/empty.txt"
     head -1 "$test.en" > "$out/decode/one.txt"  # OpenNMT-py fails on an empty line

@@ -352,8 +352,8 @@ MUTANTS = [
         "search-min-length-off-by-one",
         "beam search's minimum length",
         S,
-        "        if t < min_len:",
-        "        if t < min_len - 1:",
+        "blocked=eos if t < min_len else None",
+        "blocked=eos if t < min_len - 1 else None",
         "test_search.py test_wiring.py",
     ),
     m(
@@ -384,8 +384,8 @@ MUTANTS = [
         "search-beam-state-not-reordered",
         "beam search follows each hypothesis' state",
         S,
-        "beam_rows = (keep.unsqueeze(1) * K + parent.index_select(0, keep)).view(-1)",
-        "beam_rows = (keep.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)",
+        "beam_rows = (keep.unsqueeze(1) * width + parent.index_select(0, keep)).view(-1)",
+        "beam_rows = (keep.unsqueeze(1) * width + torch.arange(K, device=device) % width).view(-1)",
         "test_search.py test_decoding.py test_formulas.py",
     ),
     m(
@@ -405,6 +405,30 @@ MUTANTS = [
         "test_search.py test_decoding.py test_formulas.py",
         equivalent="the bound only ends a sentence's search early, when no live hypothesis "
         "can beat its N-th best finished one; searching on returns the same n-best, slower",
+    ),
+    m(
+        "search-beam-ranks-k-tokens",
+        "beam search ranks each hypothesis' 2K best tokens",
+        S,
+        "logp = top_log_probs(out.logits, 2 * K,",
+        "logp = top_log_probs(out.logits, K,",
+        "test_search.py",
+    ),
+    m(
+        "ranking-topk-misses-a-segment",
+        "top-k by segments",
+        "s2s/decoding/ranking.py",
+        "best = parts.amax(dim=-1).topk(k, dim=-1).indices",
+        "best = parts.amax(dim=-1).topk(max(1, k - 1), dim=-1).indices",
+        "test_search.py",
+    ),
+    m(
+        "decoder-grouped-queries-misassigned",
+        "the beams of a sentence share its encoder output",
+        D,
+        "query = top.reshape(enc.states.shape[0], -1, top.shape[-1])",
+        "query = top.reshape(-1, enc.states.shape[0], top.shape[-1]).transpose(0, 1)",
+        "test_decoding.py",
     ),
     m(
         "search-max-length-plus-one",

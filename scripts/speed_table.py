@@ -59,14 +59,16 @@ def onmt_training(log: Path) -> tuple[int, float, float]:
     return step, tokens, seconds
 
 
-def decoding(out: Path, name: str, search: str) -> tuple[float, float, float] | None:
-    """Seconds, peak RSS (GB) and BLEU of one decoding command, if it ran."""
-    timing = out / "decode" / f"{name}.{search}.time"
-    if not timing.exists():
-        return None
-    seconds, rss = timing.read_text().split()[-2:]
-    bleu = float((out / "decode" / f"{name}.{search}.bleu").read_text().split()[0])
-    return float(seconds), int(rss) / 2**20, bleu
+def decoding(out: Path, name: str, search: str) -> tuple[float, float, float, str] | None:
+    """Seconds, peak RSS (GB), BLEU and batch size of the fastest decoding command of
+    one side and search (one per batch size: NAME.SEARCH.bBATCH.time), if any ran."""
+    runs = []
+    for timing in sorted((out / "decode").glob(f"{name}.{search}.b*.time")):
+        seconds, rss = timing.read_text().split()[-2:]
+        bleu = float(timing.with_suffix(".bleu").read_text().split()[0])
+        batch = timing.stem.rsplit(".b", 1)[1]
+        runs.append((float(seconds), int(rss) / 2**20, bleu, batch))
+    return min(runs, default=None)
 
 
 def best_of(paths: list[Path]) -> float | None:
@@ -116,7 +118,7 @@ def main() -> None:
             if d is None or up is None:
                 cells += ["", ""]
                 continue
-            cells += [f"{d[2]:.2f}", f"{SENTENCES / max(d[0] - up, 1e-3):,.0f}"]
+            cells += [f"{d[2]:.2f}", f"{SENTENCES / max(d[0] - up, 1e-3):,.0f} ({d[3]})"]
         up = startup(out, name)
         d = decoding(out, name, "beam5")
         cells += [f"{up:.2f} s" if up is not None else "", f"{d[1]:.2f} GB" if d else ""]
@@ -130,9 +132,9 @@ def main() -> None:
         "target tok/s",
         "training peak RSS",
         "test BLEU greedy",
-        "greedy sent/s",
+        "greedy sent/s (batch)",
         "test BLEU beam 5",
-        "beam-5 sent/s",
+        "beam-5 sent/s (batch)",
         "start-up",
         "translate peak RSS (beam 5)",
     ]
@@ -144,7 +146,8 @@ def main() -> None:
         print(f'\n`python -c "import torch"`: {torch_import:.2f} s (best of 3).')
     print(
         "sent/s exclude start-up: the same command on one empty line (OpenNMT-py, which "
-        "fails on one, on the first test sentence), best of 3."
+        "fails on one, on the first test sentence), best of 3; each side's faster batch "
+        "size (sentences) of those tried."
     )
     for shape in ("default", "rnn"):
         s2s, onmt = train_time.get(f"s2s-{shape}"), train_time.get(f"onmt-{shape}")

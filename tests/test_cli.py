@@ -312,7 +312,12 @@ def test_translate_defaults_to_any_device_and_says_when_it_cuts_a_line(
     from s2s.cli import build_parser
 
     assert build_parser().parse_args(["translate", "x.pt"]).device == "auto"
-    assert build_parser().parse_args(["translate", "x.pt"]).precision == "fp32"
+    defaults = build_parser().parse_args(["translate", "x.pt"])
+    assert (defaults.precision, defaults.batch_size, defaults.batch_unit) == (
+        "auto",
+        256,
+        "sentences",
+    )
     cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
     assert main(["-q", "train", str(cfg), "--out", str(tmp_path / "run")]) == 0
     (tmp_path / "in.txt").write_text("a dog runs . " * 20 + "\na dog runs .\n")

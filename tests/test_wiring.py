@@ -118,6 +118,10 @@ def spy_search(monkeypatch):
 
 
 def translate_cli(tmp_path, checkpoints, *options, lines=None) -> list[str]:
+    """``s2s translate``'s output lines; in fp32 (the Python API's default, which tests
+    compare it with) unless the options name a precision."""
+    if "--precision" not in options:
+        options = (*options, "--precision", "fp32")
     path = tmp_path / "in.txt"
     path.write_text("".join(line + "\n" for line in (lines or NOVEL)))
     out = tmp_path / "out.txt"

@@ -149,7 +149,13 @@ def add_translate(sub) -> None:
     p.add_argument("checkpoint", nargs="+", help="checkpoint(s); several are ensembled")
     p.add_argument("--input", help="source file (default: standard input)")
     p.add_argument("--output", help="output file (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences (or tokens) per batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="sentences (or tokens) per batch (on a 2-core CPU 256 sentences decoded "
+        "faster than 64: docs/speed.md)",
+    )
     p.add_argument(
         "--batch-unit",
         default="sentences",
@@ -160,12 +166,12 @@ def add_translate(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
     p.add_argument(
         "--precision",
-        default="fp32",
+        default="auto",
         choices=["auto", "fp32", "bf16"],
-        help="bf16: a bfloat16 copy of the model decodes; auto: bf16 where the CPU "
-        "(avx512_bf16/AMX) or GPU has it, else fp32. On such a CPU it decoded 1.2-1.6x faster "
-        "once warm in one phase of the VM, greedy no faster in another (docs/speed.md); "
-        "outputs may differ from fp32 in a few tokens",
+        help="auto (default): a bfloat16 copy of the model decodes where the CPU "
+        "(avx512_bf16/AMX) or GPU has bf16 at hardware speed, else fp32; bf16 always; fp32 "
+        "never. bf16 outputs may differ from fp32 in a few tokens (test BLEU within about "
+        "0.1: docs/speed.md)",
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding")
     _add_search_options(p)
