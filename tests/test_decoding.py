@@ -91,9 +91,9 @@ def test_beams_sharing_one_encoder_output_search_as_with_k_copies(
     runs = []
     for grouped in (True, False):
         monkeypatch.setattr(type(model), "grouped_encoder", grouped)
+        assert Ensemble([model]).grouped_encoder is grouped  # the flag reaches the ensemble
         runs += [beam_search(s, src, lengths, **options) for s in (model, Ensemble([model]))]
     shared, shared_ens, copies, copies_ens = runs
-    assert Ensemble([model]).grouped_encoder is False  # the flag reaches the ensemble
     for run in (shared, shared_ens):
         assert run.tokens == copies.tokens
         for mine, theirs in zip(run.scores, copies.scores):
@@ -266,6 +266,8 @@ def test_ensemble_of_two_runs_translates(tmp_path, tiny_corpus, capsys):
             "3",
             "--min-length",
             "1",
+            "--precision",
+            "fp32",  # as translate_lines below (the CLI's default, auto, may pick bf16)
         ]
     )
     assert code == 0

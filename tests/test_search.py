@@ -342,17 +342,23 @@ class RandomStub:
         return Out(logits=logits, state=state + torch.tensor([0, 1]))
 
 
-@pytest.mark.parametrize("k, alpha, min_len", [(3, 0.0, 0), (4, 1.0, 2), (2, 0.6, 0)])
-def test_ranking_each_hypothesis_best_2k_tokens_equals_ranking_all(monkeypatch, k, alpha, min_len):
+@pytest.mark.parametrize(
+    "k, alpha, min_len, vocab",
+    [(3, 0.0, 0, 16), (4, 1.0, 2, 16), (2, 0.6, 0, 16), (5, 0.0, 3, 300)],
+)
+def test_ranking_each_hypothesis_best_2k_tokens_equals_ranking_all(
+    monkeypatch, k, alpha, min_len, vocab
+):
     """The beam search ranks only each live hypothesis' 2K best tokens: the 2K best of
     all K x vocabulary candidates are always among them, so the n-best lists and scores
     equal those of a search that ranks every candidate (top_log_probs over the whole
-    vocabulary, as before), on random stubs with 16 tokens (> 2K)."""
+    vocabulary, as before), on random stubs with 16 tokens (> 2K) and with 300 (the
+    top-k by segments of 64 columns, and a shorter last one)."""
     from s2s.decoding import search
 
     def run():
         return beam_search(
-            RandomStub(6),
+            RandomStub(6, vocab=vocab),
             torch.ones(6, 3, dtype=torch.long),
             torch.full((6,), 3),
             bos=BOS,
@@ -399,7 +405,7 @@ def test_fast_topk_equals_topk(columns, k):
     gen = torch.Generator().manual_seed(columns + k)
     x = torch.randn(37, columns, generator=gen)
     x[0, :200] = float("-inf")
-    x[1, -30:] += 10.0  # the best values in the last, shorter segment
+    x[1, -30:] += 10.0  # the best values in the last columns (a shorter segment at 1,037)
     values, ids = fast_topk(x, k)
     expect_values, expect_ids = x.topk(k, dim=-1)
     assert torch.equal(values, expect_values) and torch.equal(ids, expect_ids)

@@ -153,8 +153,8 @@ def add_translate(sub) -> None:
         "--batch-size",
         type=int,
         default=256,
-        help="sentences (or tokens) per batch (on a 2-core CPU 256 sentences decoded "
-        "faster than 64: docs/speed.md)",
+        help="sentences (or, with --batch-unit tokens, padded source tokens) per batch; "
+        "on a 2-core CPU 256 sentences decoded faster than 64 (docs/speed.md)",
     )
     p.add_argument(
         "--batch-unit",
@@ -169,9 +169,9 @@ def add_translate(sub) -> None:
         default="auto",
         choices=["auto", "fp32", "bf16"],
         help="auto (default): a bfloat16 copy of the model decodes where the CPU "
-        "(avx512_bf16/AMX) or GPU has bf16 at hardware speed, else fp32; bf16 always; fp32 "
-        "never. bf16 outputs may differ from fp32 in a few tokens (test BLEU within about "
-        "0.1: docs/speed.md)",
+        "(avx512_bf16/AMX) or GPU has bf16 at hardware speed, else fp32; bf16: always; "
+        "fp32: never. bf16 outputs may differ from fp32 in a few tokens (test BLEU within "
+        "about 0.1: docs/speed.md)",
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding")
     _add_search_options(p)

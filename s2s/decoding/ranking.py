@@ -38,11 +38,11 @@ def fast_topk(x: torch.Tensor, k: int):
 
 def top_log_probs(logits: torch.Tensor, k: int, blocked: int | None = None):
     """Each row's ``k`` most probable tokens: log-probabilities (float32, best first)
-    and token ids, both (rows, k). The log-softmax runs ROW_BLOCK rows at a time, so
-    that its float32 copy stays in cache: over a whole beam batch (1,280 rows x 8,000)
-    each step's fresh 40 MB temporaries cost more in page faults than in arithmetic
-    (docs/speed.md). ``blocked``: a token given log-probability -inf (no EOS before
-    the minimum length), after the normalisation, which counts it."""
+    and token ids, both (rows, min(k, vocabulary)). The log-softmax runs ROW_BLOCK rows
+    at a time, so that its float32 copy stays in cache: over a whole beam batch (1,280
+    rows x 8,000) each step's fresh 40 MB temporaries cost more in page faults than in
+    arithmetic (docs/speed.md). ``blocked``: a token given log-probability -inf (no EOS
+    before the minimum length), after the normalisation, which counts it."""
     values, ids = [], []
     for block in logits.split(ROW_BLOCK):
         logp = torch.log_softmax(block.float(), dim=-1)

@@ -193,12 +193,13 @@ def beam_search(
 
 @dataclass
 class _Beams:
-    """Beam search's hypotheses for each active sentence (n of them, K hypotheses each),
-    best first. Attention, kept only when asked for, is (n, K, length, src_len)."""
+    """Beam search's hypotheses for each active sentence (n of them, K hypotheses each,
+    best first; before the first step one live, empty hypothesis: W = 1 below, else K).
+    Attention, kept only when asked for, is (n, W, length, src_len)."""
 
     sent: torch.Tensor  # (n,) original index of each active sentence
-    alive_logp: torch.Tensor  # (n, K) log-probabilities of the live hypotheses
-    alive_seq: torch.Tensor  # (n, K, length) their tokens
+    alive_logp: torch.Tensor  # (n, W) log-probabilities of the live hypotheses
+    alive_seq: torch.Tensor  # (n, W, length) their tokens
     fin_score: torch.Tensor  # (n, K) finished ones' scores (log-probability / penalty)
     fin_seq: torch.Tensor  # (n, K, length) their tokens, padded with EOS
     alive_att: torch.Tensor | None = None

@@ -171,6 +171,8 @@ class Decoder(nn.Module):
         if enc.states.shape[0] == rows:
             context, weights = self.attention(top, enc.states, prepared, enc.mask)
         else:  # (sentences, G * tgt_len, hidden) queries
+            if rows % enc.states.shape[0]:
+                raise ValueError(f"{rows} query rows cannot share {enc.states.shape[0]} sources")
             query = top.reshape(enc.states.shape[0], -1, top.shape[-1])
             context, weights = self.attention(query, enc.states, prepared, enc.mask)
             context, weights = context.view(rows, length, -1), weights.view(rows, length, -1)
