@@ -15,7 +15,8 @@
 #            same shape (RNN_SHAPE below).
 # Decoding: each side in its own default precision (s2s: --precision auto, bf16 where the
 # CPU has it; 3750b5f and OpenNMT-py: fp32), at batches of 64 and of 256 sentences
-# (DECODE_BATCHES); the table keeps each side's faster one.
+# (DECODE_BATCHES), each command DECODE_RUNS times (default 3, as the start-up); the table
+# keeps each side's fastest.
 # s2s also trains each shape in fp32 (BLEU reference for its bf16 runs; FP32=0 skips it).
 # Training runs validate once, at the end; tokens/s is non-pad target tokens (EOS
 # included) over training seconds without validation, counted from each toolkit's log.
@@ -141,7 +142,9 @@ decode() {
     mkdir -p "$out/decode"
     for search in greedy beam5; do
         for bs in ${DECODE_BATCHES:-64 256}; do
-            decode_one "$name.$search.b$bs" "$side" "$ckpt" "$search" "$bs"
+            for k in $(seq "${DECODE_RUNS:-3}"); do
+                decode_one "$name.$search.b$bs.r$k" "$side" "$ckpt" "$search" "$bs"
+            done
         done
     done
     echo > "$out/decode/empty.txt"

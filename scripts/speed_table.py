@@ -61,12 +61,13 @@ def onmt_training(log: Path) -> tuple[int, float, float]:
 
 def decoding(out: Path, name: str, search: str) -> tuple[float, float, float, str] | None:
     """Seconds, peak RSS (GB), BLEU and batch size of the fastest decoding command of
-    one side and search (one per batch size: NAME.SEARCH.bBATCH.time), if any ran."""
+    one side and search (NAME.SEARCH.bBATCH[.rRUN].time: per batch size and run), if any
+    ran."""
     runs = []
     for timing in sorted((out / "decode").glob(f"{name}.{search}.b*.time")):
         seconds, rss = timing.read_text().split()[-2:]
         bleu = float(timing.with_suffix(".bleu").read_text().split()[0])
-        batch = timing.stem.rsplit(".b", 1)[1]
+        batch = timing.stem.rsplit(".b", 1)[1].split(".r")[0]
         runs.append((float(seconds), int(rss) / 2**20, bleu, batch))
     return min(runs, default=None)
 
@@ -146,8 +147,8 @@ def main() -> None:
         print(f'\n`python -c "import torch"`: {torch_import:.2f} s (best of 3).')
     print(
         "sent/s exclude start-up: the same command on one empty line (OpenNMT-py, which "
-        "fails on one, on the first test sentence), best of 3; each side's faster batch "
-        "size (sentences) of those tried."
+        "fails on one, on the first test sentence), best of 3; each side's fastest "
+        "command over the batch sizes (sentences) and runs tried."
     )
     for shape in ("default", "rnn"):
         s2s, onmt = train_time.get(f"s2s-{shape}"), train_time.get(f"onmt-{shape}")
