@@ -343,6 +343,41 @@ def test_decoding_precision_sets_the_dtype_of_the_models_products(precision, dty
     assert all(isinstance(s, float) for row in nb.scores for s in row)
 
 
+def test_the_bf16_copy_packs_its_linear_layers_and_decodes_the_same_to_the_bit(monkeypatch):
+    """Where the build has oneDNN, decoding's bf16 copy swaps its linear layers (output,
+    combination, bridge, attention) for ones with packed weights: the same logits to the
+    bit and the same n-best as the plain bf16 copy; an ensemble's members too."""
+    from s2s.decoding import translate as module
+    from s2s.decoding.packed import PackedLinear
+
+    cpu = torch.device("cpu")
+    model = sharp_model(2)
+    packed = module.decoding_model(model, "bf16", cpu)
+    pair = module.decoding_model(Ensemble([sharp_model(3), sharp_model(4)]), "bf16", cpu)
+    monkeypatch.setattr(module, "pack_linears", lambda m: 0)
+    plain = module.decoding_model(model, "bf16", cpu)
+    count = sum(isinstance(m, PackedLinear) for m in packed.modules())
+    assert not any(isinstance(m, PackedLinear) for m in plain.modules())
+    if torch.backends.mkldnn.is_available():  # every x86 and ARM wheel of PyTorch
+        linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+        assert count == linears >= 3
+        assert all(any(isinstance(m, PackedLinear) for m in x.modules()) for x in pair.models)
+    src, lengths = sources()
+    with torch.inference_mode():
+        steps = []
+        for decoder in (packed, plain):
+            enc = decoder.encode(src, lengths)
+            prev = torch.full((src.shape[0],), 2)
+            steps.append(decoder.step(prev, decoder.init_state(enc), enc).logits)
+        assert steps[0].dtype == torch.bfloat16 and torch.equal(steps[0], steps[1])
+    limit = max_lengths(lengths, 2.0)
+    found = [
+        beam_search(d, src, lengths, bos=2, eos=3, beam=3, nbest=2, max_len=limit)
+        for d in (packed, plain)
+    ]
+    assert found[0].tokens == found[1].tokens and found[0].scores == found[1].scores
+
+
 def test_an_unknown_decoding_precision_is_refused_by_name():
     from s2s.decoding.translate import decoding_model
 

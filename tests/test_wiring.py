@@ -142,6 +142,26 @@ def test_bf16_decoding_shrinks_batches_in_steps_and_fp32_row_by_row(
     assert [c["row_step"] for c in spy_search["beam"]] == [row_step]
 
 
+def test_the_command_decodes_with_what_it_loaded_frozen_and_unfreezes_after(
+    tmp_path, two_runs, monkeypatch
+):
+    """``s2s translate`` freezes the objects it loaded (the collector then never walks
+    them during decoding) and leaves the collector as it found it."""
+    import gc
+
+    seen, real = [], translate_mod.translate
+
+    def spy(*args, **kw):
+        seen.append(gc.get_freeze_count())
+        return real(*args, **kw)
+
+    monkeypatch.setattr(translate_mod, "translate", spy)
+    before = gc.get_freeze_count()
+    translate_cli(tmp_path, two_runs[:1])
+    assert len(seen) == 1 and seen[0] > before
+    assert gc.get_freeze_count() == before
+
+
 def test_search_options_of_the_command_reach_beam_search(tmp_path, two_runs, spy_search):
     options = ["--beam", "3", "--nbest", "2", "--length-penalty", "0.6", "--min-length", "2"]
     translate_cli(tmp_path, two_runs[:1], *options, "--max-length-ratio", "1.5")

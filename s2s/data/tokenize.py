@@ -32,11 +32,14 @@ class SpmTokenizer:
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
+    # One thread: the list API otherwise starts a thread pool at each call, which
+    # competes with PyTorch's spinning OpenMP threads (a call on 1,000 sentences took
+    # 3 ms or, now and then, 90 ms; docs/speed.md).
     def encode(self, lines: list[str]) -> list[list[int]]:
-        return self.sp.encode(lines)
+        return self.sp.encode(lines, num_threads=1)
 
     def decode(self, ids: list[list[int]]) -> list[str]:
-        return self.sp.decode(ids)
+        return self.sp.decode(ids, num_threads=1)
 
     def save(self, path: Path) -> None:
         path.write_bytes(self.proto)

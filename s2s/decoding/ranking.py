@@ -18,22 +18,34 @@ def fast_topk(x: torch.Tensor, k: int):
     among tied values), faster over long rows: the k best values lie in the k segments
     of SEGMENT columns with the largest maxima, so a vectorised max per segment and a
     top-k over those k segments replace PyTorch's top-k over the whole row, which on the
-    CPU costs 2-3x more (docs/speed.md)."""
+    CPU costs 2-3x more (docs/speed.md). bf16 or fp16 input is ranked ROW_BLOCK rows at
+    a time in a float32 copy (PyTorch's reductions over bf16 convert element by element,
+    twice as slow as the copy); the values come back in the input's dtype, exactly."""
     rows, columns = x.shape
     segments = columns // SEGMENT
     if segments <= k:
         return x.topk(min(k, columns), dim=-1)
+    if x.dtype in (torch.bfloat16, torch.float16):
+        found = [_segment_topk(block.float(), k, segments) for block in x.split(ROW_BLOCK)]
+        return torch.cat([v for v, _ in found]).to(x.dtype), torch.cat([i for _, i in found])
+    return _segment_topk(x, k, segments)
+
+
+def _segment_topk(x: torch.Tensor, k: int, segments: int):
+    rows, columns = x.shape
     main = segments * SEGMENT
-    parts = x[:, :main].view(rows, segments, SEGMENT)
-    best = parts.amax(dim=-1).topk(k, dim=-1).indices  # (rows, k)
-    cand = parts.gather(1, best.unsqueeze(-1).expand(-1, -1, SEGMENT)).flatten(1)
-    cols = (best.unsqueeze(-1) * SEGMENT + torch.arange(SEGMENT, device=x.device)).flatten(1)
+    parts = x[:, :main].reshape(rows * segments, SEGMENT)  # a view when main == columns
+    best = parts.view(rows, segments, SEGMENT).amax(dim=-1).topk(k, dim=-1).indices
+    # the k best segments of each row, copied whole (rows x k x SEGMENT candidates)
+    first = torch.arange(0, rows * segments, segments, device=x.device).unsqueeze(1)
+    cand = parts.index_select(0, (best + first).view(-1)).view(rows, k * SEGMENT)
     if main < columns:  # the last, shorter segment: every column a candidate
         cand = torch.cat([cand, x[:, main:]], dim=1)
-        rest = torch.arange(main, columns, device=x.device).expand(rows, -1)
-        cols = torch.cat([cols, rest], dim=1)
     values, index = cand.topk(k, dim=-1)
-    return values, cols.gather(1, index)
+    # candidate -> column: in a chosen segment, or among the last columns
+    seg = torch.div(index, SEGMENT, rounding_mode="floor")
+    chosen = best.gather(1, seg.clamp(max=k - 1)) * SEGMENT + index % SEGMENT
+    return values, torch.where(seg < k, chosen, index - k * SEGMENT + main)
 
 
 def top_log_probs(logits: torch.Tensor, k: int, blocked: int | None = None):

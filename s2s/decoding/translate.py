@@ -15,6 +15,7 @@ import torch
 
 from s2s.data.corpus import length_batches, source_ids
 from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
+from s2s.decoding.packed import pack_linears
 from s2s.decoding.search import ROW_STEP, beam_search, greedy, max_lengths
 from s2s.runtime import resolve_precision
 
@@ -99,10 +100,15 @@ def translate(
         lengths = torch.tensor([len(s) for s in seqs])
         limit = max_lengths(lengths, max_output_ratio)
         found = _search(model, src.to(device), lengths, limit, **options)
+        # one decode call for the whole batch: SentencePiece's list API costs about
+        # 0.1-0.2 ms a call on its own, as much as all the text (docs/speed.md)
+        flat = tgt_tok.decode([tokens for nbest in found[0] for tokens in nbest])
+        start = 0
         for k, j in enumerate(batch):
-            tokens, values = found[0][k], found[1][k]
-            texts = [t.replace("\n", " ") for t in tgt_tok.decode(tokens)]
-            result = Translation(texts=texts, scores=values)
+            count = len(found[0][k])
+            texts = [t.replace("\n", " ") for t in flat[start : start + count]]
+            start += count
+            result = Translation(texts=texts, scores=found[1][k])
             if found[2] is not None:
                 result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
             results[todo[j]] = result
@@ -120,7 +126,10 @@ def decoding_model(model, precision: str, device: torch.device):
     if precision == "auto":
         log.info("decoding precision auto: %s on %s", chosen, device.type)
     if chosen == "bf16":
-        return copy.deepcopy(model).to(torch.bfloat16)
+        half = copy.deepcopy(model).to(torch.bfloat16)
+        for member in getattr(half, "models", [half]):  # an Ensemble's, or the model
+            pack_linears(member)
+        return half
     return model
 
 
