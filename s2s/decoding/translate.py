@@ -100,20 +100,26 @@ def translate(
         lengths = torch.tensor([len(s) for s in seqs])
         limit = max_lengths(lengths, max_output_ratio)
         found = _search(model, src.to(device), lengths, limit, **options)
-        # one decode call for the whole batch: SentencePiece's list API costs about
-        # 0.1-0.2 ms a call on its own, as much as all the text (docs/speed.md)
-        flat = tgt_tok.decode([tokens for nbest in found[0] for tokens in nbest])
-        start = 0
-        for k, j in enumerate(batch):
-            count = len(found[0][k])
-            texts = [t.replace("\n", " ") for t in flat[start : start + count]]
-            start += count
-            result = Translation(texts=texts, scores=found[1][k])
-            if found[2] is not None:
-                result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
+        for j, result in zip(batch, _translations(found, tgt_tok, seqs, reverse_source)):
             results[todo[j]] = result
     model.train(was_training)
     return results
+
+
+def _translations(found, tgt_tok: Tokenizer, seqs, reverse_source: bool) -> list[Translation]:
+    """One batch's search results (n-best tokens, scores, attention) as Translations."""
+    # one decode call for the whole batch: SentencePiece's list API costs about 0.1-0.2
+    # ms a call on its own, as much as all the text (docs/speed.md)
+    flat = tgt_tok.decode([tokens for nbest in found[0] for tokens in nbest])
+    out, start = [], 0
+    for k, nbest in enumerate(found[0]):
+        texts = [t.replace("\n", " ") for t in flat[start : start + len(nbest)]]
+        start += len(nbest)
+        result = Translation(texts=texts, scores=found[1][k])
+        if found[2] is not None:
+            result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
+        out.append(result)
+    return out
 
 
 def decoding_model(model, precision: str, device: torch.device):
