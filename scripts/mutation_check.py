@@ -408,9 +408,9 @@ MUTANTS = [
     ),
     m(
         "search-beam-ranks-k-tokens",
-        "beam search ranks each hypothesis' 2K best tokens",
+        "beam search ranks each hypothesis' K + 1 best tokens",
         S,
-        "logp = top_log_probs(out.logits, 2 * K,",
+        "logp = top_log_probs(out.logits, K + 1,",
         "logp = top_log_probs(out.logits, K,",
         "test_search.py",
     ),
@@ -438,6 +438,14 @@ MUTANTS = [
         'self.packed, self.bias, "none"',
         'self.packed, None, "none"',
         "test_decoding.py",
+    ),
+    m(
+        "cli-quick-exit-unflushed",
+        "s2s translate and score exit at once, their output flushed",
+        "s2s/cli/__init__.py",
+        "        for stream in (sys.stdout, sys.stderr):",
+        "        for stream in ():",
+        "test_cli.py",
     ),
     m(
         "cli-collector-left-frozen",

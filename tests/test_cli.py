@@ -85,6 +85,37 @@ def test_smoke_config_trains_writes_run_folder_and_translates(tmp_path, multi30k
     assert "chrF = " in sc.stdout
 
 
+def test_the_executable_skips_the_teardown_after_translate_and_score_only(tmp_path, monkeypatch):
+    """``s2s translate`` and ``score`` leave by os._exit with main's status once their
+    output is flushed; other commands exit as usual. Through a pipe, with stdout
+    block-buffered, none of the output is lost."""
+    import pytest
+
+    import s2s.cli as cli
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", lambda code: exits.append(code))
+    missing = str(tmp_path / "missing")
+    for argv in (["score", "--ref", missing, "--hyp", missing], ["train", missing]):
+        monkeypatch.setattr(sys, "argv", ["s2s", *argv])
+        with pytest.raises(SystemExit) as stop:
+            cli.command()
+        assert stop.value.code == 2
+    assert exits == [2]  # score's, not train's
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("a dog runs in the snow .\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    scored = subprocess.run(
+        [sys.executable, "-m", "s2s", "score", "--ref", str(hyp), "--hyp", str(hyp)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert scored.returncode == 0 and "BLEU = 100.00" in scored.stdout, scored
+
+
 def test_kill_and_rerun_resumes_from_last_checkpoint(tmp_path, tiny_corpus):
     """SIGKILL mid-run, rerun the same command: it continues from last.pt, not step 0."""
     from s2s.translation import checkpoint

@@ -346,14 +346,14 @@ class RandomStub:
     "k, alpha, min_len, vocab",
     [(3, 0.0, 0, 16), (4, 1.0, 2, 16), (2, 0.6, 0, 16), (5, 0.0, 3, 300)],
 )
-def test_ranking_each_hypothesis_best_2k_tokens_equals_ranking_all(
+def test_ranking_each_hypothesis_k_plus_1_best_tokens_equals_ranking_all(
     monkeypatch, k, alpha, min_len, vocab
 ):
-    """The beam search ranks only each live hypothesis' 2K best tokens: the 2K best of
-    all K x vocabulary candidates are always among them, so the n-best lists and scores
-    equal those of a search that ranks every candidate (top_log_probs over the whole
-    vocabulary, as before), on random stubs with 16 tokens (> 2K) and with 300 (the
-    top-k by segments of 64 columns, and a shorter last one)."""
+    """The beam search ranks only each live hypothesis' K + 1 best tokens: they hold its
+    K best that are not EOS, and any EOS among a sentence's K best candidates, so the
+    n-best lists and scores equal those of a search that ranks every candidate
+    (top_log_probs over the whole vocabulary), on random stubs with 16 tokens (> 2K) and
+    with 300 (the top-k by segments of 64 columns, and a shorter last one)."""
     from s2s.decoding import search
 
     def run():

@@ -149,12 +149,13 @@ def beam_search(
 ) -> NBest:
     """Batched beam search: sentences x beams are one batch of rows for the stepper.
 
-    Each step extends every live hypothesis by every token and keeps the 2K best
-    candidates per sentence (K = beam). Candidates ending in EOS among the first K
-    are finished (scored with the length penalty); the best K others live on. A
-    sentence is done when it has K finished hypotheses or when no live one can
-    still beat its N-th best finished one (N = nbest), and leaves the batch (``row_step``
-    sentences at a time, as in greedy search). With K = 1 this is exactly greedy search.
+    Each step extends every live hypothesis by its K + 1 best tokens and keeps the 2K
+    best of these candidates per sentence (K = beam), the same as over every token.
+    Candidates ending in EOS among the first K are finished (scored with the length
+    penalty); the best K others live on. A sentence is done when it has K finished
+    hypotheses or when no live one can still beat its N-th best finished one (N =
+    nbest), and leaves the batch (``row_step`` sentences at a time, as in greedy
+    search). With K = 1 this is exactly greedy search.
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest ({nbest}) must be between 1 and the beam size ({beam})")
@@ -168,8 +169,9 @@ def beam_search(
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)  # kept on as filler
     for t in range(int(limit.max())):
         out = stepper.step(prev, state, enc)
-        # The 2K best candidates of a sentence are among each hypothesis' 2K best tokens.
-        logp = top_log_probs(out.logits, 2 * K, blocked=eos if t < min_len else None)
+        # Each hypothesis' K + 1 best tokens are enough: they hold its K best that are not
+        # EOS, and an EOS among a sentence's K best candidates is among its K best tokens.
+        logp = top_log_probs(out.logits, K + 1, blocked=eos if t < min_len else None)
         at_limit = (t + 1 >= limit[beams.sent]).unsqueeze(1)
         step_att = out.attention if attention else None
         width = beams.alive_logp.shape[1]  # rows per sentence: 1 at the first step, then K
@@ -236,14 +238,14 @@ def _start(stepper, src: torch.Tensor, src_lengths: torch.Tensor, K: int):
 def _advance(beams: _Beams, K: int, logp, attention, at_limit, length: int, eos: int, penalty):
     """One search step on ``beams`` (beam size K): ``logp``, each live hypothesis' best
     next tokens (log-probabilities and ids, (n * W, J) each, W live hypotheses per
-    sentence, J >= 2K or the whole vocabulary), extends every live hypothesis; returns
+    sentence, J >= K + 1 or the whole vocabulary), extends every live hypothesis; returns
     for each of the K new live ones the index of the one it extends."""
     n, width = beams.alive_logp.shape
     values, ids = logp
     J = values.shape[-1]
     cand = (beams.alive_logp.unsqueeze(-1) + values.view(n, width, J)).view(n, width * J)
     ids = ids.view(n, width * J)
-    if width * J < 2 * K:  # fewer candidates than 2K (a vocabulary smaller than that)
+    if width * J < 2 * K:  # fewer than 2K: the first step's one hypothesis, a tiny vocabulary
         cand = F.pad(cand, (0, 2 * K - width * J), value=float("-inf"))
         ids = F.pad(ids, (0, 2 * K - width * J), value=eos)
     top, idx = cand.topk(2 * K, dim=1)  # (n, 2K), best first
