@@ -11,6 +11,7 @@ copy of the model is never trained or saved, so its layers can be swapped for th
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -39,8 +40,9 @@ def _packable(linear: nn.Module) -> bool:
     return weight.device.type == "cpu" and weight.dtype == torch.bfloat16
 
 
+@functools.cache
 def _works() -> bool:
-    """The oneDNN ops exist in this build and give F.linear's result."""
+    """The oneDNN ops exist in this build and give F.linear's result (checked once)."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:

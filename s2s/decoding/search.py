@@ -150,7 +150,8 @@ def beam_search(
     """Batched beam search: sentences x beams are one batch of rows for the stepper.
 
     Each step extends every live hypothesis by its K + 1 best tokens and keeps the 2K
-    best of these candidates per sentence (K = beam), the same as over every token.
+    best of these candidates per sentence (K = beam), the same as over every token (up
+    to the order of tied scores).
     Candidates ending in EOS among the first K are finished (scored with the length
     penalty); the best K others live on. A sentence is done when it has K finished
     hypotheses or when no live one can still beat its N-th best finished one (N =
