@@ -150,10 +150,9 @@ def beam_search(
     """Batched beam search: sentences x beams are one batch of rows for the stepper.
 
     Each step extends every live hypothesis by its K + 1 best tokens and keeps the 2K
-    best of these candidates per sentence (K = beam), the same as over every token (up
-    to the order of tied scores).
-    Candidates ending in EOS among the first K are finished (scored with the length
-    penalty); the best K others live on. A sentence is done when it has K finished
+    best of these candidates per sentence (K = beam), as over every token (tied scores
+    aside). Candidates ending in EOS among the first K are finished (scored with the
+    length penalty); the best K others live on. A sentence is done when it has K finished
     hypotheses or when no live one can still beat its N-th best finished one (N =
     nbest), and leaves the batch (``row_step`` sentences at a time, as in greedy
     search). With K = 1 this is exactly greedy search.
