@@ -56,13 +56,13 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
 
     import s2s.nn.decoder as decoder_mod
 
-    real = decoder_mod.Decoder._attend
+    real = decoder_mod.Decoder.attend
 
     def broken(self, top, enc):
         out, w = real(self, top, enc)
         return Wrong.apply(out), w
 
-    monkeypatch.setattr(decoder_mod.Decoder, "_attend", broken)
+    monkeypatch.setattr(decoder_mod.Decoder, "attend", broken)
     cfg = config.from_dict({"data": {"train": "x"}})
     assert max(gradcheck(cfg).values()) > 1e-3
 

@@ -252,7 +252,7 @@ def test_attentional_vector_is_tanh_of_w_c_h_and_context():
     with torch.no_grad():
         enc = model.encode(batch.src, batch.src_lengths)
         top = torch.randn(batch.src.shape[0], 3, 10)
-        got, weights = model.decoder._attend(top, enc)
+        got, weights = model.decoder.attend(top, enc)
         context = torch.bmm(weights, enc.states)
         combine = model.decoder.combine
         expected = torch.tanh(torch.cat([top, context], -1) @ combine.weight.t() + combine.bias)

@@ -15,6 +15,7 @@ import functools
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,15 @@ def _works() -> bool:
     except (RuntimeError, AttributeError) as err:  # a build without these ops
         log.debug("packed linear layers unavailable: %s", err)
         return False
+
+
+def packed_product(weight: torch.Tensor, bias: torch.Tensor | None):
+    """``F.linear(x, weight, bias)`` as a function of x, with the weight packed once
+    where ``pack_linears`` would pack a layer holding it (the same values)."""
+    if weight.device.type == "cpu" and weight.dtype == torch.bfloat16 and _works():
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return lambda x: F.linear(x, weight, bias)
 
 
 def pack_linears(model: nn.Module) -> int:

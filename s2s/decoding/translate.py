@@ -15,6 +15,7 @@ import torch
 
 from s2s.data.corpus import length_batches, source_ids
 from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
+from s2s.decoding.gates import TableStepper, table_steps
 from s2s.decoding.packed import pack_linears
 from s2s.decoding.search import ROW_STEP, beam_search, greedy, max_lengths
 from s2s.runtime import resolve_precision
@@ -85,6 +86,7 @@ def translate(
     row_step = 1 if decoder is model else ROW_STEP
     model, was_training = decoder, model.training
     model.eval()
+    stepper = TableStepper(model) if table_steps(model) else model
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
     ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)
@@ -99,7 +101,7 @@ def translate(
         src = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=PAD)
         lengths = torch.tensor([len(s) for s in seqs])
         limit = max_lengths(lengths, max_output_ratio)
-        found = _search(model, src.to(device), lengths, limit, **options)
+        found = _search(stepper, src.to(device), lengths, limit, **options)
         for j, result in zip(batch, _translations(found, tgt_tok, seqs, reverse_source)):
             results[todo[j]] = result
     model.train(was_training)

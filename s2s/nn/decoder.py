@@ -156,7 +156,7 @@ class Decoder(nn.Module):
         return DecoderState(hidden=hidden, feed=feed)
 
     # ------------------------------------------------------------------ compute
-    def _attend(
+    def attend(
         self, top: torch.Tensor, enc: EncoderOutput
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """top: (batch, tgt_len, hidden) -> h~ (batch, tgt_len, out_size), weights.
@@ -185,7 +185,7 @@ class Decoder(nn.Module):
         if self.input_feeding:
             emb = torch.cat([emb, state.feed.unsqueeze(1)], dim=-1)
         top, hidden = self.rnn(emb, state.hidden)
-        att_vec, weights = self._attend(top, enc)  # (batch, 1, out)
+        att_vec, weights = self.attend(top, enc)  # (batch, 1, out)
         feed = att_vec.squeeze(1) if self.input_feeding else None
         return att_vec, weights, DecoderState(hidden=hidden, feed=feed)
 
@@ -272,11 +272,11 @@ class Decoder(nn.Module):
             for t in range(tgt_in.shape[1]):
                 inp = torch.cat([emb_all[:, t : t + 1], feed.unsqueeze(1)], dim=-1)
                 top, hidden = self.rnn(inp, hidden)
-                att_vec, _ = self._attend(top, enc)
+                att_vec, _ = self.attend(top, enc)
                 feed = att_vec.squeeze(1)
                 outs.append(att_vec)
             return self.dropout(torch.cat(outs, dim=1))
         emb = self.embedding_dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         top, _ = self.rnn(emb, state.hidden)  # (batch, tgt_len, hidden)
-        att_vec, _ = self._attend(top, enc)
+        att_vec, _ = self.attend(top, enc)
         return self.dropout(att_vec)
