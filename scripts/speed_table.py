@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The table scripts/bench_speed.sh prints, from the files it leaves in OUT: training logs
-(each under /usr/bin/time -v), s2s run folders, OpenNMT-py logs, and OUT/decode.
+(each under /usr/bin/time -v), s2s run folders, OpenNMT-py logs, OUT/decode and OUT/inproc.
 
 Target tokens/s is counted the same way for both toolkits: non-pad target tokens (EOS
 included) of all updates, over training seconds without validation. s2s: the sum over log
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -163,6 +164,36 @@ def main() -> None:
                 f"{search}: s2s sent/s / old code's = {ratio:.2f} (BLEU {new[2]:.2f} vs "
                 f"{old[2]:.2f})"
             )
+    for line in in_process(out):
+        print(line)
+
+
+def in_process(out: Path) -> list[str]:
+    """The in-process comparison (OUT/inproc, scripts/decode_ab.py): per search, each
+    side's median first-run seconds at its faster batch size, and their ratio."""
+    found: dict[tuple[str, str, str], list[float]] = {}
+    for path in sorted((out / "inproc").glob("*.txt")):
+        side, search, batch, _ = path.stem.split(".")
+        match = re.search(r"first run ([0-9.]+) s", path.read_text())
+        if match:
+            found.setdefault((side, search, batch), []).append(float(match.group(1)))
+    lines = []
+    for search in ("greedy", "beam5"):
+        best = {}
+        for side in ("s2s", "old"):
+            mine = {b: t for (s, q, b), t in found.items() if (s, q) == (side, search)}
+            medians = {b: statistics.median(t) for b, t in mine.items()}
+            if medians:
+                batch = min(medians, key=medians.get)
+                best[side] = (medians[batch], batch[1:], len(found[(side, search, batch)]))
+        if len(best) == 2:
+            (new, nb, n), (old, ob, _) = best["s2s"], best["old"]
+            lines.append(
+                f"{search}, in one process (start-up excluded; median first run of {n}, "
+                f"alternating): s2s {SENTENCES / new:,.0f} sent/s (batch {nb}), old code "
+                f"{SENTENCES / old:,.0f} (batch {ob}): {old / new:.2f}x"
+            )
+    return lines
 
 
 if __name__ == "__main__":
