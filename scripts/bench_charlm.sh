@@ -8,7 +8,7 @@
 #       pretrains configs/charlm_mr.yaml on MR's text, labels thrown away (default RUN
 #       bench/charlm_mr), then the 10-fold MR probe beside a random-init LM and n-grams
 # Environment: S2S_DATA (default ../shared/data), S2S_BIN (default .venv/bin),
-# FEATURES (probe features, default mean,cell).
+# FEATURES (probe features, default layers: every layer's mean, BENCHMARKS.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 mode=${1:?usage: scripts/bench_charlm.sh shakespeare|mr [RUN] [KEY=VALUE ...]}
@@ -20,7 +20,7 @@ esac
 run=${1:-bench/charlm_$mode}
 shift || true
 bin=${S2S_BIN:-$here/.venv/bin}
-features=${FEATURES:-mean,cell}
+features=${FEATURES:-layers}
 export S2S_DATA=${S2S_DATA:-$here/../shared/data}
 mkdir -p "$run"
 log=$run.train.log

@@ -160,6 +160,24 @@ def test_features_mean_and_cell_are_what_they_say():
         sequence_features(gru, seqs, kinds=("cell",))
 
 
+def test_feature_layers_is_every_layers_mean_bottom_first():
+    torch.manual_seed(0)
+    cfg = config.LMModelConfig(embedding_size=8, hidden_size=16, layers=3)
+    model = build_lm(cfg, 256).eval()
+    seqs = [list(b"a fine film"), list(b"dull"), list(b"not bad at all")]
+    features = sequence_features(model, seqs, kinds=("layers", "mean"))
+    assert features.shape == (3, 64)
+    for row, seq in zip(features, seqs):
+        every = []
+        with torch.no_grad():
+            model.rnn(model.embedding(torch.tensor([seq])), every=every)
+        assert len(every) == 3
+        for i, out in enumerate(every):  # over the sequence's own length
+            assert torch.allclose(row[16 * i : 16 * (i + 1)], out[0].mean(0), atol=1e-6)
+        assert torch.equal(row[32:48], row[48:])  # the top layer's is "mean"
+        assert not torch.allclose(row[:16], row[16:32], atol=1e-3)
+
+
 def test_probe_folds_are_stratified_and_fixed_by_the_seed():
     labels = [1] * 30 + [0] * 70
     splits = stratified_folds(labels, 10, seed=3)

@@ -21,7 +21,7 @@ from s2s.errors import DataError, S2SError
 from s2s.nn.charlm import CharLM, build_lm, lm_from_payload
 from s2s.training.checkpoint import load
 
-FEATURES = ("hidden", "cell", "mean")
+FEATURES = ("hidden", "cell", "mean", "layers")
 C_GRID = np.logspace(-3, 1, 5)  # inverse L2 strengths tried in each training part
 INNER_FOLDS = 3
 

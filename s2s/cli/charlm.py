@@ -154,9 +154,9 @@ def _add_probe(actions) -> None:
     c.add_argument(
         "--features",
         default="mean",
-        help="comma-separated, side by side: mean (hidden states averaged over positions; "
-        "the best on MR, BENCHMARKS.md), hidden (final hidden state), cell (final cell "
-        "state, LSTM-type cells)",
+        help="comma-separated, side by side: mean (the top layer's hidden states averaged "
+        "over positions), layers (every layer's, averaged: the best on MR, BENCHMARKS.md), "
+        "hidden (final hidden state), cell (final cell state, LSTM-type cells)",
     )
     c.add_argument(
         "--no-references",

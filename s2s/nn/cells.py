@@ -289,9 +289,11 @@ class RecurrentStack(nn.Module):
         x: Sequence,
         state: list[LayerState] | None = None,
         lengths: torch.Tensor | None = None,
+        every: list | None = None,
     ) -> tuple[Sequence, list[LayerState]]:
         """x: (batch, time, input) or a PackedSequence of it; with ``lengths``, x is
-        right-padded and runs as ``by_length`` says."""
+        right-padded and runs as ``by_length`` says. ``every``: a list that receives
+        each layer's output o_l (as x), bottom first."""
         finals: list[LayerState] = []
         inputs = None  # dense: x_2 + ... + x_l
         outputs = None  # skip: o_1 + ... + o_l
@@ -311,6 +313,8 @@ class RecurrentStack(nn.Module):
             elif self.stacking == "skip":  # every layer reaches the output (Graves 2013,
                 outputs = o if outputs is None else outputs + o  # eq. 6), as their sum
             inp = _with_data(out, o)
+            if every is not None:
+                every.append(inp)
         if self.stacking == "skip":
             inp = _with_data(inp, outputs)
         return inp, finals

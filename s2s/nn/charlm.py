@@ -61,24 +61,31 @@ class CharLM(nn.Module):
     ) -> torch.Tensor:
         """Features of each sequence, the ``kinds`` side by side: ``hidden``, the top
         layer's hidden state after the sequence's last unit; ``cell``, its cell state
-        (LSTM-type cells); ``mean``, the top layer's output averaged over the positions.
+        (LSTM-type cells); ``mean``, the top layer's output averaged over the positions;
+        ``layers``, every layer's output averaged over the positions, bottom first.
         ids: (batch, time) padded; lengths: (batch,) on the CPU, all >= 1."""
         if "cell" in kinds and not is_lstm(self.cell):
             raise ConfigError(f"feature 'cell': a {self.cell} cell has no cell state")
         packed = pack_padded_sequence(
             self.embedding(ids), lengths, batch_first=True, enforce_sorted=False
         )
-        out, finals = self.rnn(packed)
+        every: list = []
+        out, finals = self.rnn(packed, every=every)
         top = finals[-1]
         h, c = (top[0], top[1]) if is_lstm(self.cell) else (top, None)  # (dirs, batch, hidden)
         parts = []
         for kind in kinds:
-            if kind == "mean":
-                padded, _ = pad_packed_sequence(out, batch_first=True)  # zeros past the end
-                parts.append(padded.sum(1) / lengths.to(padded.device, padded.dtype)[:, None])
+            if kind in ("mean", "layers"):
+                parts += [_mean(o, lengths) for o in (every if kind == "layers" else [out])]
             else:
                 parts.append((h if kind == "hidden" else c)[-1])
         return torch.cat(parts, dim=-1)
+
+
+def _mean(seq, lengths: torch.Tensor) -> torch.Tensor:
+    """A packed sequence's mean over each sequence's own positions: (batch, size)."""
+    padded, _ = pad_packed_sequence(seq, batch_first=True)  # zeros past the end
+    return padded.sum(1) / lengths.to(padded.device, padded.dtype)[:, None]
 
 
 def build_lm(cfg: LMModelConfig, vocab: int) -> CharLM:
