@@ -8,7 +8,7 @@ rows of each step's tokens, leaving the recurrent half, ``h @ W_hh^T + b_hh``, a
 step's only product in the cell. The rest is what PyTorch's CPU ``lstm_cell`` computes,
 operation for operation (the gates summed, chunked, their nonlinearities in place, then
 ``c' = f * c + i * g`` and ``h' = o * tanh(c')``), so the values are those of the model's
-own step (``tests/test_decoding.py``), at one product of two per step less
+own step (``tests/test_gates.py``), at one product of two per step less
 (docs/speed.md, thirteenth session).
 """
 
