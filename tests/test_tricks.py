@@ -7,6 +7,7 @@ from test_model import V, model_cfg, toy_batch
 
 from s2s import config
 from s2s.errors import ConfigError
+from s2s.nn.decoder import GUESS_STEP, guess_window
 from s2s.nn.fused import ROW_BUCKET
 from s2s.nn.seq2seq import build_model
 from s2s.training.optim import make_optimizer
@@ -97,6 +98,39 @@ def test_parallel_scheduled_sampling_projects_only_the_guesses_it_feeds():
         batch.tgt_in, enc, teacher_prob=0.5, coins=torch.zeros(batch.tgt_in.shape)
     )
     assert seen == [] and len(calls) == 1 and torch.equal(fed, batch.tgt_in)
+
+
+@pytest.mark.parametrize("input_feeding", [False, True])
+def test_the_guess_pass_runs_only_over_the_rows_and_positions_with_a_guess(input_feeding):
+    """Two guesses fed, in rows 3 and 11 of 20 at positions 2 and 4: the guess pass reads
+    one block of GUESS_STEP rows (those two first) and GUESS_STEP positions, and its
+    guesses are those of a teacher-forced pass over the whole batch."""
+    model = tiny(decoder={"input_feeding": input_feeding}).eval()
+    batch = toy_batch(batch=20, src_len=5, tgt_len=23)
+    enc = model.encode(batch.src, batch.src_lengths)
+    coins = torch.zeros(batch.tgt_in.shape)
+    coins[3, 3] = coins[11, 5] = 1.0  # the guesses at positions 2 and 4 are fed
+    shapes = []
+    forward = model.decoder.forward
+    model.decoder.forward = lambda tgt, e: shapes.append(tuple(tgt.shape)) or forward(tgt, e)
+    _, fed = model.decoder.scheduled_parallel(batch.tgt_in, enc, teacher_prob=0.5, coins=coins)
+    assert shapes == [(GUESS_STEP, GUESS_STEP), tuple(batch.tgt_in.shape)]
+    guesses = model.logits(forward(batch.tgt_in, enc)).argmax(-1)
+    assert fed[3, 3] == guesses[3, 2] and fed[11, 5] == guesses[11, 4]
+    changed = fed != batch.tgt_in
+    changed[3, 3] = changed[11, 5] = False
+    assert not changed.any()
+
+
+def test_guess_window_rounds_rows_and_positions_up_within_the_batch():
+    need = torch.zeros(10, 30, dtype=torch.bool)
+    need[7, 20] = need[2, 3] = True
+    rows, length = guess_window(need)
+    assert rows[:2].tolist() == [2, 7] and len(set(rows.tolist())) == GUESS_STEP
+    assert length == 24
+    need[:, 29] = True  # every row, the last position: the whole batch
+    rows, length = guess_window(need)
+    assert sorted(rows.tolist()) == list(range(10)) and length == 30
 
 
 def test_scheduled_sampling_with_eps_zero_is_free_running_greedy():

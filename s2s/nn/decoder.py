@@ -47,6 +47,22 @@ def _guess(logits: torch.Tensor, sample: bool) -> torch.Tensor:
     return logits.max(-1).indices
 
 
+GUESS_STEP = 8  # the guess pass's rows and positions, in multiples of this many
+
+
+def guess_window(need: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """need: (batch, tgt_len) bool, True where a guess is fed -> the rows (distinct
+    indices, those with a guess first) and the number of leading positions that hold
+    every guess, both rounded up to a multiple of GUESS_STEP (a few tensor shapes, as
+    the batches have) and never beyond the batch."""
+    batch, length = need.shape
+    per_row = need.any(1)
+    size = min(batch, -(-int(per_row.sum()) // GUESS_STEP) * GUESS_STEP)
+    rows = torch.argsort((~per_row).to(torch.uint8), stable=True)[:size]
+    last = int(need.any(0).nonzero().max()) + 1
+    return rows, min(length, -(-last // GUESS_STEP) * GUESS_STEP)
+
+
 @dataclass
 class DecoderState:
     hidden: list[LayerState]  # per layer: (1, batch, hidden) or an LSTM (h, c) pair
@@ -239,18 +255,23 @@ class Decoder(nn.Module):
         """Parallel scheduled sampling (Duckworth et al. 2019): the model's guesses come
         from one teacher-forced pass (no gradient) instead of its own sampled prefix, so
         both passes run the fused kernels. Same coins and return values as ``scheduled``.
-        The output layer of the guess pass runs only at the positions whose guess is fed
-        (a few percent while ``teacher_prob`` is near 1), and the pass not at all when
-        every coin picks the true token."""
+        The guess pass runs only over the sentences and the first positions that hold a
+        guess to feed (``guess_window``; a few percent while ``teacher_prob`` is near 1:
+        each row's guesses depend on its own earlier tokens only), its output layer only
+        at those guesses, and not at all when every coin picks the true token."""
         use_gold = _coin_tosses(tgt_in, teacher_prob, coins)
         real = tgt_in != self.embedding.padding_idx
         need = torch.zeros_like(real)  # the guess at t - 1 is fed at a real position t
         need[:, :-1] = ~use_gold[:, 1:] & real[:, 1:]
         guess = torch.zeros_like(tgt_in)
         if bool(need.any()):
+            rows, length = guess_window(need)
+            wanted = need[rows, :length]
+            found = torch.zeros_like(wanted, dtype=tgt_in.dtype)
             with torch.no_grad():
-                rows = self.forward(tgt_in, enc)[need]
-                guess[need] = _guess(self.output(pad_rows(rows))[: rows.shape[0]], sample)
+                states = self.forward(tgt_in[rows, :length], enc.reorder(rows))[wanted]
+                found[wanted] = _guess(self.output(pad_rows(states))[: states.shape[0]], sample)
+            guess[rows, :length] = found
         fed = tgt_in.clone()
         fed[:, 1:] = torch.where(use_gold[:, 1:], tgt_in[:, 1:], guess[:, :-1])
         fed = torch.where(real, fed, tgt_in)  # padding stays
