@@ -9,6 +9,9 @@
 #            scheduled sampling), with a constant rate; OpenNMT-py: its counterpart
 #            scripts/opennmt_multi30k.yaml (same subwords, 2,048-token batches, Adam 0.002,
 #            label smoothing 0.1; its encoder has 128 units per direction, s2s's 256).
+#   same     the default shape in OpenNMT-py's dimensions, s2s only: the default config with
+#            OpenNMT-py's encoder (128 units per direction) and, as OpenNMT-py, no scheduled
+#            sampling (SAME_SHAPE below); compared with onmt-default, the same model shape.
 #   rnn      OpenNMT-py's default RNN shape (scripts/opennmt_multi30k_rnn.yaml): bidirectional
 #            2 x 128 encoder, 256 decoder with input feeding and additive attention,
 #            64-sentence batches, Adam 0.001, no label smoothing, untied output; s2s in the
@@ -41,6 +44,8 @@ RNN_SHAPE=(model.encoder.layers=1 model.encoder.hidden_size=128 model.decoder.hi
     model.dropout=0.3 model.embedding_dropout=0.3 data.batch_size=64 data.batch_unit=sentences
     train.lr=0.001 train.label_smoothing=0.0 train.loss_norm=sentences
     train.scheduled_sampling.decay=constant train.scheduled_sampling.k=1.0)
+SAME_SHAPE=(model.encoder.hidden_size=128 train.scheduled_sampling.decay=constant
+    train.scheduled_sampling.k=1.0)
 RUN=(train.max_steps="$updates" train.lr_schedule=constant train.valid_every="$updates"
     train.save_every="$updates" train.max_minutes=0)
 
@@ -89,6 +94,7 @@ onmt_train() {  # NAME TEMPLATE
 
 s2s_train s2s-default
 s2s_train s2s-rnn "${RNN_SHAPE[@]}"
+s2s_train s2s-same "${SAME_SHAPE[@]}"
 onmt_train onmt-default opennmt_multi30k.yaml
 onmt_train onmt-rnn opennmt_multi30k_rnn.yaml
 if [ "${FP32:-1}" = 1 ]; then

@@ -89,6 +89,7 @@ def main() -> None:
     for name in (
         "s2s-default",
         "s2s-default-fp32",
+        "s2s-same",
         "onmt-default",
         "s2s-rnn",
         "s2s-rnn-fp32",
@@ -151,8 +152,13 @@ def main() -> None:
         "fails on one, on the first test sentence), best of 3; each side's fastest "
         "command over the batch sizes (sentences) and runs tried."
     )
-    for shape in ("default", "rnn"):
-        s2s, onmt = train_time.get(f"s2s-{shape}"), train_time.get(f"onmt-{shape}")
+    pairs = (
+        ("default", "s2s-default", "onmt-default"),
+        ("default in OpenNMT-py's dimensions (s2s-same)", "s2s-same", "onmt-default"),
+        ("rnn", "s2s-rnn", "onmt-rnn"),
+    )
+    for shape, ours, theirs in pairs:
+        s2s, onmt = train_time.get(ours), train_time.get(theirs)
         if s2s and onmt:
             print(f"{shape}: s2s training wall time / OpenNMT-py's = {s2s / onmt:.2f}")
     for search in ("greedy", "beam5"):
