@@ -23,7 +23,7 @@ SENTENCES = 1000  # test_2016_flickr
 
 
 def time_v(log: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) from /usr/bin/time -v output in ``log``."""
+    """Wall seconds and peak RSS (GiB) from /usr/bin/time -v output in ``log``."""
     text = log.read_text(errors="replace")
     clock = re.findall(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", text)[-1]
     seconds = 0.0
@@ -61,7 +61,7 @@ def onmt_training(log: Path) -> tuple[int, float, float]:
 
 
 def decoding(out: Path, name: str, search: str) -> tuple[float, float, float, str] | None:
-    """Seconds, peak RSS (GB), BLEU and batch size of the fastest decoding command of
+    """Seconds, peak RSS (GiB), BLEU and batch size of the fastest decoding command of
     one side and search (NAME.SEARCH.bBATCH[.rRUN].time: per batch size and run), if any
     ran."""
     runs = []
@@ -111,7 +111,7 @@ def main() -> None:
                 f"{seconds:.0f} s",
                 f"{tokens / updates:,.0f}",
                 f"{tokens / seconds:,.0f}",
-                f"{rss:.2f} GB",
+                f"{rss:.2f} GiB",
             ]
         else:
             cells += [""] * 6
@@ -124,7 +124,7 @@ def main() -> None:
             cells += [f"{d[2]:.2f}", f"{SENTENCES / max(d[0] - up, 1e-3):,.0f} ({d[3]})"]
         up = startup(out, name)
         d = decoding(out, name, "beam5")
-        cells += [f"{up:.2f} s" if up is not None else "", f"{d[1]:.2f} GB" if d else ""]
+        cells += [f"{up:.2f} s" if up is not None else "", f"{d[1]:.2f} GiB" if d else ""]
         rows.append(cells)
     head = [
         "run",

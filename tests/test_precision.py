@@ -259,3 +259,29 @@ def test_the_kernel_cache_cap_is_set_before_training_and_a_users_value_is_kept(m
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")
     cap_kernel_cache()
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "7"
+
+
+def test_the_heap_is_trimmed_once_memory_grows_past_the_slack(monkeypatch):
+    """HeapTrimmer: the first reading after a trim sets the level; a trim only when
+    resident memory is more than the slack above it."""
+    import s2s.runtime as runtime
+
+    readings, trims = iter([500, 520, 531, 533, 700, 710, 712]), []
+    monkeypatch.setattr(runtime, "resident_mb", lambda: next(readings))
+    monkeypatch.setattr(runtime, "trim_heap", lambda: trims.append(1) or True)
+    trimmer = runtime.HeapTrimmer(slack_mb=32)
+    done = [trimmer() for _ in range(7)]
+    # 500 sets the level; 520, 531 within 32 of it; 533 above: trim; 700 sets the new
+    # level (the update after a trim); 710 and 712 within the slack
+    assert done == [False, False, False, True, False, False, False]
+    assert len(trims) == 1 and trimmer.trims == 1 and trimmer.level == 700
+
+
+def test_the_training_loop_trims_the_heap_after_updates(tmp_path, tiny_corpus, monkeypatch):
+    import s2s.runtime as runtime
+
+    calls = []
+    monkeypatch.setattr(runtime.HeapTrimmer, "__call__", lambda self: calls.append(1) or False)
+    trainer = make_trainer(tmp_path, tiny_corpus, precision="fp32", max_steps=3)
+    trainer.run()
+    assert len(calls) == trainer.progress.step == 3

@@ -95,6 +95,62 @@ def cap_kernel_cache(capacity: int = KERNEL_CACHE) -> None:
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
 
 
+@functools.cache
+def _glibc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def trim_heap() -> bool:
+    """With glibc: give the heap's free pages back to the system (``malloc_trim``).
+    False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory now, in MB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+TRIM_SLACK_MB = 32
+
+
+class HeapTrimmer:
+    """Called after each training update: trims the heap (``trim_heap``) once resident
+    memory has grown more than ``slack_mb`` above where it settled after the last trim.
+    With LARGE_BLOCK at 16 MB the heap keeps freed blocks of many sizes, and over 1,000
+    updates of the default config they added about 300 MB; trimming at every update
+    would fault the freed pages in again each time (docs/speed.md, fourteenth session).
+    The first update after a trim sets the level (its own blocks faulted in again)."""
+
+    def __init__(self, slack_mb: float = TRIM_SLACK_MB):
+        self.slack_mb, self.level, self.trims = slack_mb, None, 0
+
+    def __call__(self) -> bool:
+        rss = resident_mb()
+        if rss is None:
+            return False
+        if self.level is None:
+            self.level = rss
+            return False
+        if rss <= self.level + self.slack_mb or not trim_heap():
+            return False
+        self.level, self.trims = None, self.trims + 1
+        return True
+
+
 @functools.lru_cache(maxsize=1)
 def return_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
     """With glibc: blocks of ``threshold`` bytes or more come from mmap and go back to the
@@ -102,9 +158,8 @@ def return_large_blocks(threshold: int = LARGE_BLOCK) -> bool:
     after which the batch-sized tensors of a training run, all of different sizes, stay in
     the heap and fragment it (docs/speed.md, memory). False where the C library is not
     glibc (nothing changed)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     m_mmap_threshold = -3  # malloc.h
     return bool(libc.mallopt(m_mmap_threshold, threshold))

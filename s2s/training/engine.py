@@ -20,8 +20,8 @@ from typing import Callable
 import torch
 
 from s2s import config as config_mod
+from s2s import runtime
 from s2s.errors import S2SError
-from s2s.runtime import cap_kernel_cache, fast_float32, peak_rss_mb, return_large_blocks
 from s2s.training import checkpoint, distributed, runlock
 from s2s.training.optim import make_optimizer
 from s2s.training.progress import Progress, Settings, stop_reason
@@ -69,9 +69,10 @@ class Engine:
         if s.threads:
             torch.set_num_threads(s.threads)
         self.device = distributed.start(self.dist, resolve_device(s.device))
-        fast_float32(self.device)
-        return_large_blocks()
-        cap_kernel_cache()
+        runtime.fast_float32(self.device)
+        runtime.return_large_blocks()
+        self.trim_heap = runtime.HeapTrimmer()
+        runtime.cap_kernel_cache()
         resume = distributed.broadcast(
             self.dist,
             prepare_run_dir(task.cfg, self.out, force, parse=task.parse)
@@ -304,6 +305,7 @@ class Engine:
         outcome = self._update(micro, ghost)
         p.step += 1
         p.batch_in_epoch += len(items)
+        self.trim_heap()  # timed with the update: what it costs is training time
         seconds = time.perf_counter() - start
         p.elapsed += seconds
         if outcome.nonfinite is not None:
@@ -338,7 +340,7 @@ class Engine:
         }
         if self.device.type == "cuda":
             record["gpu_peak_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
-        peak = peak_rss_mb()
+        peak = runtime.peak_rss_mb()
         if peak is not None:
             record["peak_rss_mb"] = round(peak, 1)
         self._emit(record)
