@@ -67,7 +67,8 @@ def fast_float32(device: torch.device) -> None:
 # bytes: blocks this large come from mmap and go back when freed. 16 MB, not 4: the
 # 8 MB tensors of every update (the output layer's weight in bf16, its gradient, a
 # chunk of logits) then stay in the heap instead of being faulted in afresh each time
-# (docs/speed.md, fourteenth session: 15-25% faster training, 30-50 MB more at peak).
+# (docs/speed.md, fourteenth session: 15-25% faster training; ``HeapTrimmer`` keeps the
+# heap from growing with the freed blocks of many sizes that it now holds).
 LARGE_BLOCK = 16 << 20
 
 
