@@ -14,7 +14,10 @@ attention, input feeding, 64-sentence batches, Adam 1e-3, no label smoothing, un
 output). Usage:
 
     S2S_DATA=../shared/data scripts/profile_step.py [--shape onmt] [--steps 5]
-        [--warmup 3] [KEY=VALUE ...]
+        [--warmup 3] [--time-only] [KEY=VALUE ...]
+
+``--time-only`` times the updates without the profiler, for A/Bs of two checkouts run
+alternately (PYTHONPATH=CHECKOUT).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import collections
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -90,6 +94,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="profiled updates")
     parser.add_argument("--warmup", type=int, default=3, help="updates before profiling")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument(
+        "--time-only",
+        action="store_true",
+        help="no profiler: print the timed updates' seconds and target tokens/s (for A/Bs)",
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     cfg = config.load(args.config, SHAPES[args.shape] + args.overrides)
@@ -102,12 +111,26 @@ def main() -> None:
         for _ in range(args.warmup):
             trainer._update([task.batch(next(take))])
         tokens = 0
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+
+        def run() -> None:
+            nonlocal tokens
             for _ in range(args.steps):
                 batch = task.batch(next(take))
                 tokens += batch.n_tokens
                 trainer._update([batch])
                 p.step += 1
+
+        if args.time_only:
+            start = time.perf_counter()
+            run()
+            seconds = time.perf_counter() - start
+            print(
+                f"shape {args.shape}, {args.steps} updates: {seconds:.2f} s, "
+                f"{tokens / seconds:.0f} target tokens/s"
+            )
+            return
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
         report(prof, args, tokens)
     finally:
         shutil.rmtree(out, ignore_errors=True)
