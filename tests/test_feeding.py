@@ -2,12 +2,9 @@
 and gradients as the generic loop, eager, compiled and under bf16 autocast; the decoders it
 does not cover keep the generic loop; fused Adam."""
 
-import collections
-
 import pytest
 import torch
 from test_model import V, model_cfg, toy_batch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import s2s.nn.feeding as feeding
 from s2s.nn.seq2seq import build_model
@@ -100,40 +97,6 @@ def test_under_bf16_autocast_it_computes_in_bf16_and_stays_near_float32():
     assert got.dtype == torch.bfloat16
     assert all(g.dtype == torch.float32 for g in grads.values())  # weights stay float32
     assert (got.float() - want).abs().max() < 0.05
-
-
-class _Products(TorchDispatchMode):
-    """Counts the matrix multiplies run under it by the shape of their result."""
-
-    def __init__(self):
-        super().__init__()
-        self.shapes = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm):
-            self.shapes[tuple(out.shape)] += 1
-        return out
-
-
-@pytest.mark.parametrize("shape", ["additive", "general"])
-def test_the_fed_back_weights_get_their_gradient_in_one_product_over_all_positions(shape):
-    model = feeding_model(shape)
-    dec = model.decoder
-    rnn = dec.rnn.layers[0]
-    batch = toy_batch(seed=7)
-    out = dec(batch.tgt_in, model.encode(batch.src, batch.src_lengths))
-    assert batch.tgt_in.shape[1] == 7  # positions
-    products = _Products()
-    with products:
-        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
-    # [h~; h] -> gates beside the recurrent weights; [h; context] -> h~; h -> query
-    fed_back = (rnn.weight_hh_l0.shape[0], dec.out_size + rnn.hidden_size)
-    weights = [fed_back, dec.combine.weight.shape]
-    if shape == "additive":
-        weights.append(dec.attention.query_proj.weight.shape)
-    for w in weights:
-        assert products.shapes[tuple(w)] == 1, (w, products.shapes)
 
 
 @pytest.mark.parametrize(
