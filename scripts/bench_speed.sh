@@ -92,10 +92,12 @@ onmt_train() {  # NAME TEMPLATE
     touch "$out/$name.done"
 }
 
+# Each OpenNMT-py run right after the s2s run(s) it is compared with, so that the VM's
+# drift over the hour (10-30% between tables: BENCHMARKS.md) touches each pair least
 s2s_train s2s-default
-s2s_train s2s-rnn "${RNN_SHAPE[@]}"
-s2s_train s2s-same "${SAME_SHAPE[@]}"
 onmt_train onmt-default opennmt_multi30k.yaml
+s2s_train s2s-same "${SAME_SHAPE[@]}"
+s2s_train s2s-rnn "${RNN_SHAPE[@]}"
 onmt_train onmt-rnn opennmt_multi30k_rnn.yaml
 if [ "${FP32:-1}" = 1 ]; then
     s2s_train s2s-default-fp32 train.precision=fp32
