@@ -285,17 +285,3 @@ def test_the_training_loop_trims_the_heap_after_updates(tmp_path, tiny_corpus, m
     trainer = make_trainer(tmp_path, tiny_corpus, precision="fp32", max_steps=3)
     trainer.run()
     assert len(calls) == trainer.progress.step == 3
-
-
-def test_the_heap_is_trimmed_before_and_after_each_validation(tmp_path, tiny_corpus, monkeypatch):
-    import s2s.runtime as runtime
-
-    events = []
-    monkeypatch.setattr(runtime, "trim_heap", lambda: events.append("trim") or True)
-    monkeypatch.setattr(runtime, "resident_mb", lambda: 100.0)  # never past the slack
-    trainer = make_trainer(tmp_path, tiny_corpus, precision="fp32", max_steps=2)
-    evaluate = trainer.task.evaluate
-    monkeypatch.setattr(trainer.task, "evaluate", lambda: events.append("eval") or evaluate())
-    trainer.validate()
-    assert events == ["trim", "eval", "trim"]
-    assert trainer.trim_heap.level is None  # the next update sets the level afresh

@@ -146,14 +146,7 @@ class HeapTrimmer:
         if self.level is None:
             self.level = rss
             return False
-        if rss <= self.level + self.slack_mb:
-            return False
-        return self.trim_now()
-
-    def trim_now(self) -> bool:
-        """Trim at once (around a validation, whose own working set would otherwise come
-        on top of the heap's free pages: docs/speed.md, fifteenth session)."""
-        if not trim_heap():
+        if rss <= self.level + self.slack_mb or not trim_heap():
             return False
         self.level, self.trims = None, self.trims + 1
         return True

@@ -210,13 +210,11 @@ class Engine:
         s, p, task = self.settings, self.progress, self.task
         was_training = self.model.training
         self.model.eval()
-        self.trim_heap.trim_now()  # the validation's working set on a trimmed heap
         try:
             with self.updater.averaged_weights():
                 score, fields = task.evaluate()
         finally:
             self.model.train(was_training)
-            self.trim_heap.trim_now()
         p.last_valid_step = p.step
         improved = p.improves(score, task.higher_is_better)
         if improved:
