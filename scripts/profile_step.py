@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "multi30k_en_de.yaml"))
     parser.add_argument("--shape", choices=sorted(SHAPES), default="default")
-    parser.add_argument("--steps", type=int, default=5, help="profiled updates")
+    parser.add_argument("--steps", type=int, default=5, help="profiled (or timed) updates")
     parser.add_argument("--warmup", type=int, default=3, help="updates before profiling")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument(
