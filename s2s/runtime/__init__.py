@@ -1,6 +1,6 @@
 """What this machine can do, read at run time (development VMs and users' machines
 differ): bf16 instructions on the CPU, bf16 on the GPU, a compiler for torch.compile.
-The lowest level of the package: it imports nothing of s2s."""
+The lowest level of the package: it imports nothing of s2s but its errors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from s2s.errors import ConfigError
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -84,16 +86,29 @@ def peak_rss_mb() -> float | None:
 
 
 KERNEL_CACHE = 128  # oneDNN kernels kept (its default: 1,024)
+# PyTorch's own cache of its bf16 matrix-multiply kernels (ideep, its default: 1,024)
+MATMUL_CACHE = 32
 
 
-def cap_kernel_cache(capacity: int = KERNEL_CACHE) -> None:
+def cap_kernel_cache(capacity: int = KERNEL_CACHE, matmuls: int = MATMUL_CACHE) -> None:
     """oneDNN (PyTorch's CPU matrix-multiply and LSTM library) builds and keeps a kernel
-    for each problem shape, up to 1,024 of them. A training run's batches come in many
-    shapes, so the kept kernels grew a bf16 run's resident memory by about 60 MB in 300
-    updates (docs/speed.md, memory); ``capacity`` keeps the most recently used ones.
-    Read by oneDNN when it builds its first kernel, so this is called before any; a
-    value the user set (ONEDNN_PRIMITIVE_CACHE_CAPACITY) is kept."""
+    for each problem shape, up to 1,024 of them, and PyTorch keeps a second cache of its
+    bf16 matrix multiplies (about 0.26 MB each, also up to 1,024). A training run's
+    batches come in many shapes (about 280 new ones in its first 200 updates), so both
+    grew resident memory over a run (docs/speed.md, memory and sixteenth session):
+    ``capacity`` and ``matmuls`` keep the most recently used ones; a miss in the second
+    is served by the first. Read when the first kernel is built, so this is called before
+    any; values the user set (ONEDNN_PRIMITIVE_CACHE_CAPACITY, LRU_CACHE_CAPACITY) are
+    kept, but not an LRU_CACHE_CAPACITY that is not a positive whole number: PyTorch
+    2.13 crashes (segmentation fault) on 0."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(capacity))
+    value = os.environ.setdefault("LRU_CACHE_CAPACITY", str(matmuls))
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ConfigError(
+            f"LRU_CACHE_CAPACITY={value!r}: PyTorch's matrix-multiply kernel cache needs a "
+            "positive whole number (0 crashes it); unset it to use s2s's "
+            f"{MATMUL_CACHE}"
+        )
 
 
 @functools.cache
