@@ -7,15 +7,19 @@
 #   scripts/bench_charlm.sh mr [RUN] [KEY=VALUE ...]
 #       pretrains configs/charlm_mr.yaml on MR's text, labels thrown away (default RUN
 #       bench/charlm_mr), then the 10-fold MR probe beside a random-init LM and n-grams
+#   scripts/bench_charlm.sh mr_english [RUN] [KEY=VALUE ...]
+#       as mr, on configs/charlm_mr_english.yaml: MR's text beside Multi30k's English
+#       captions and tinyshakespeare in MR's style (scripts/english_text.py, into
+#       $S2S_TEXT, default RUN.text)
 # Environment: S2S_DATA (default ../shared/data), S2S_BIN (default .venv/bin),
 # FEATURES (probe features, default layers: every layer's mean, BENCHMARKS.md).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-mode=${1:?usage: scripts/bench_charlm.sh shakespeare|mr [RUN] [KEY=VALUE ...]}
+mode=${1:?usage: scripts/bench_charlm.sh shakespeare|mr|mr_english [RUN] [KEY=VALUE ...]}
 shift
 case $mode in
-shakespeare | mr) ;;
-*) echo "unknown mode '$mode' (shakespeare or mr)" >&2; exit 2 ;;
+shakespeare | mr | mr_english) ;;
+*) echo "unknown mode '$mode' (shakespeare, mr or mr_english)" >&2; exit 2 ;;
 esac
 run=${1:-bench/charlm_$mode}
 shift || true
@@ -23,6 +27,10 @@ bin=${S2S_BIN:-$here/.venv/bin}
 features=${FEATURES:-layers}
 export S2S_DATA=${S2S_DATA:-$here/../shared/data}
 mkdir -p "$run"
+if [ "$mode" = mr_english ]; then
+    export S2S_TEXT=${S2S_TEXT:-$(cd "$run" && pwd).text}
+    "$bin/python" "$here/scripts/english_text.py" "$S2S_TEXT"
+fi
 log=$run.train.log
 /usr/bin/time -v "$bin/s2s" charlm train "$here/configs/charlm_$mode.yaml" "$@" --out "$run" \
     2> >(tee -a "$log" >&2)

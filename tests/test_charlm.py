@@ -406,3 +406,30 @@ def test_layout_wraps_rows_and_breaks_at_newlines():
     from s2s.charlm.visualize import layout
 
     assert layout("abc\nde", 2) == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+
+
+def test_english_text_script_writes_packaged_text_in_mr_style(tmp_path):
+    """scripts/english_text.py: Multi30k's English captions and Shakespeare's non-empty
+    lines, lowercased with punctuation split off, which configs/charlm_mr_english.yaml
+    reads beside MR's files."""
+    import gzip
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "data"
+    (data / "multi30k").mkdir(parents=True)
+    (data / "tinyshakespeare").mkdir()
+    with gzip.open(data / "multi30k" / "train.en.gz", "wt", encoding="utf-8") as f:
+        f.write("Two young, White males are outside.\nA café (in Paris)!\n")
+    (data / "tinyshakespeare" / "input.txt").write_text("First Citizen:\n\nSpeak, speak.\n")
+    script = Path(__file__).parents[1] / "scripts" / "english_text.py"
+    env = {**os.environ, "S2S_DATA": str(data)}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "out")], env=env, check=True)
+    captions = (tmp_path / "out" / "multi30k.en").read_bytes()
+    assert captions == "two young , white males are outside .\na café ( in paris ) !\n".encode(
+        "latin-1"
+    )
+    plays = (tmp_path / "out" / "shakespeare.en").read_text(encoding="latin-1")
+    assert plays == "first citizen :\nspeak , speak .\n"
