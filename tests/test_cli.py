@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 from conftest import ROOT, tiny_config_dict, write_corpus
 
@@ -391,3 +392,19 @@ def test_a_run_folder_in_use_is_refused_and_a_stale_lock_taken_over(
     assert f"from process {holder.pid}, which is gone" in caplog.text
     assert checkpoint.load(out / "last.pt")["progress"]["step"] == 4
     assert not (out / ".lock").exists()
+
+
+def test_a_target_vocabulary_of_the_target_side_trains_and_translates(tmp_path):
+    """``data.tokenizer.target_vocab=train``: the decoder covers the German side's pieces
+    only; the checkpoint translates, and the run folder lists those pieces."""
+    out = tmp_path / "run"
+    overrides = ["data.tokenizer.target_vocab=train", "train.max_steps=4", "train.valid_every=4"]
+    result = run_cli("train", "configs/smoke.yaml", "--out", str(out), *overrides)
+    assert result.returncode == 0, result.stderr
+    pieces = (out / "tokenizer.tgt.pieces").read_text().split("\n")[:-1]
+    weights = torch.load(out / "best.pt", weights_only=True)["model"]
+    assert weights["decoder.output.weight"].shape[0] == len(pieces) < 500
+    assert weights["encoder.embedding.weight"].shape[0] == 500
+    tr = run_cli("translate", str(out / "best.pt"), stdin="A man is riding a bike.\n")
+    assert tr.returncode == 0, tr.stderr
+    assert len(tr.stdout.split("\n")) == 2

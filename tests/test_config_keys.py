@@ -523,6 +523,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         ),
         "data.tokenizer.vocab_size": P(12, vocabulary),
         "data.tokenizer.joint": P(False, vocabulary),
+        "data.tokenizer.target_vocab": P("train", vocabulary),
         "data.tokenizer.character_coverage": P(
             0.98, vocabulary, data__tokenizer__kind="spm", data__tokenizer__vocab_size=60
         ),

@@ -18,8 +18,9 @@ from s2s.data.corpus import (
     read_lines,
     source_ids,
 )
-from s2s.data.tokenize import EOS, train_tokenizers
-from s2s.errors import DataError
+from s2s.data.tokenize import EOS, UNK, save_tokenizers, train_tokenizers
+from s2s.errors import ConfigError, DataError
+from s2s.translation import checkpoint
 
 
 def test_read_plain_and_gz_keep_empty_lines(tmp_path):
@@ -250,3 +251,42 @@ def test_a_batch_counts_target_tokens_with_their_eos():
     for row, n in enumerate(words):
         assert batch.tgt_in[row, 0] == BOS and batch.tgt_out[row, n] == EOS
         assert batch.tgt_in[row, 1 : n + 1].tolist() == batch.tgt_out[row, :n].tolist()
+
+
+def test_target_vocab_train_keeps_only_the_target_sides_pieces(tmp_path):
+    src_lines = [s for s, _ in SENTENCES] + ["only english words here"]
+    tgt_lines = [t for _, t in SENTENCES]
+    cfg = config.TokenizerConfig(kind="word", vocab_size=1000, target_vocab="train")
+    src, tgt = train_tokenizers(cfg, src_lines, tgt_lines)
+    german = {w for line in tgt_lines for w in line.split()}
+    assert tgt.vocabulary()[:4] == src.vocabulary()[:4]  # the specials keep their ids
+    assert set(tgt.vocabulary()[4:]) == german
+    assert tgt.vocab_size == 4 + len(german) < src.vocab_size
+    ids = tgt.encode(tgt_lines + ["ein mann english"])
+    assert tgt.decode(ids[:-1]) == tgt_lines
+    assert ids[-1][-1] == UNK and max(max(seq) for seq in ids) < tgt.vocab_size
+    # Through a checkpoint's tokenizer states and back: the same vocabularies.
+    states = checkpoint.tokenizer_states(src, tgt)
+    assert not states["joint"]
+    src2, tgt2 = checkpoint.tokenizers_of({"tokenizers": states})
+    assert tgt2.vocabulary() == tgt.vocabulary() and tgt2.base.vocabulary() == src.vocabulary()
+    save_tokenizers(src, tgt, tmp_path)
+    assert (tmp_path / "tokenizer.tgt.pieces").read_text().split("\n")[4:-1] == sorted(
+        german, key=src.vocabulary().index
+    )
+
+
+def test_target_vocab_train_on_a_joint_sentencepiece_model(multi30k_slice):
+    ds = load_split(config.DataConfig(train=str(multi30k_slice / "multi30k" / "train")), "train")
+    cfg = config.TokenizerConfig(vocab_size=600, target_vocab="train")
+    src, tgt = train_tokenizers(cfg, list(ds["src"]), list(ds["tgt"]))
+    assert tgt.vocab_size < src.vocab_size
+    german = list(ds["tgt"])[:50]
+    assert tgt.decode(tgt.encode(german)) == src.decode(src.encode(german))
+    assert UNK not in {i for seq in tgt.encode(german) for i in seq}
+
+
+def test_target_vocab_train_needs_a_joint_tokenizer():
+    data = {"data": {"train": "x", "tokenizer": {"joint": False, "target_vocab": "train"}}}
+    with pytest.raises(ConfigError, match="target_vocab 'train' needs data.tokenizer.joint"):
+        config.from_dict(data)

@@ -1,18 +1,19 @@
 """Beam search, ensembles and checkpoint averaging on real (tiny) models."""
 
+import importlib.util
 import re
 
 import pytest
 import torch
 import yaml
-from conftest import SENTENCES, tiny_config_dict, write_corpus
+from conftest import ROOT, SENTENCES, tiny_config_dict, write_corpus
 from test_model import V, model_cfg
 
 from s2s import config
 from s2s.cli import main
 from s2s.decoding.ensemble import Ensemble
 from s2s.decoding.search import beam_search, greedy, max_lengths
-from s2s.decoding.translate import translate_lines
+from s2s.decoding.translate import translate, translate_lines
 from s2s.nn.seq2seq import build_model
 from s2s.training.runfolder import step_checkpoints
 from s2s.translation import checkpoint, train
@@ -344,9 +345,12 @@ def test_decoding_precision_sets_the_dtype_of_the_models_products(precision, dty
 
 
 def test_the_bf16_copy_packs_its_linear_layers_and_decodes_the_same_to_the_bit(monkeypatch):
-    """Where the build has oneDNN, decoding's bf16 copy swaps its linear layers (output,
-    combination, bridge, attention) for ones with packed weights: the same logits to the
-    bit and the same n-best as the plain bf16 copy; an ensemble's members too."""
+    """Where oneDNN packs bf16 weights (its build, and a CPU with avx512bw/vl/dq or
+    avx_ne_convert: read at run time), decoding's bf16 copy swaps its linear layers
+    (output, combination, bridge, attention) for ones with packed weights: the same
+    logits to the bit and the same n-best as the plain bf16 copy; an ensemble's members
+    too. Elsewhere (an AVX2-only CPU) nothing is swapped and the copy still decodes."""
+    from s2s.decoding import packed as packed_module
     from s2s.decoding import translate as module
     from s2s.decoding.packed import PackedLinear
 
@@ -358,10 +362,12 @@ def test_the_bf16_copy_packs_its_linear_layers_and_decodes_the_same_to_the_bit(m
     plain = module.decoding_model(model, "bf16", cpu)
     count = sum(isinstance(m, PackedLinear) for m in packed.modules())
     assert not any(isinstance(m, PackedLinear) for m in plain.modules())
-    if torch.backends.mkldnn.is_available():  # every x86 and ARM wheel of PyTorch
+    if packed_module._works():
         linears = sum(type(m) is torch.nn.Linear for m in model.modules())
         assert count == linears >= 3
         assert all(any(isinstance(m, PackedLinear) for m in x.modules()) for x in pair.models)
+    else:
+        assert count == 0
     src, lengths = sources()
     with torch.inference_mode():
         steps = []
@@ -406,3 +412,37 @@ def test_validation_loss_is_the_same_in_small_token_batches_and_stays_within_the
     small = objective.validation_loss(model, corpus, torch.device("cpu"), 16)
     assert len(shapes) > 3 and all(rows * cols <= 16 for rows, cols in shapes), shapes
     assert small == pytest.approx(whole, rel=1e-6)
+
+
+def test_old_checkpoint_spreads_a_target_vocabulary_over_the_joint_one(tmp_path, tiny_corpus):
+    """scripts/old_checkpoint.py gives code that knows only joint vocabularies the same
+    model: greedy and beam search translate as the target-side vocabulary's checkpoint."""
+    cfg = tiny_config_dict(tiny_corpus, max_steps=20)
+    cfg["data"]["tokenizer"]["target_vocab"] = "train"
+    run = tmp_path / "run"
+    train(config.from_dict(cfg), run)
+    spec = importlib.util.spec_from_file_location(
+        "old_checkpoint", ROOT / "scripts" / "old_checkpoint.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    payload = checkpoint.load(run / "last.pt")
+    script.joint_vocabulary(payload)
+    torch.save(payload, tmp_path / "joint.pt")
+    ours, joint = (
+        checkpoint.load_for_translation(p) for p in (run / "last.pt", tmp_path / "joint.pt")
+    )
+    assert joint.tgt_tok is joint.src_tok and ours.tgt_tok is not ours.src_tok
+    assert joint.model.decoder.output.out_features == ours.src_tok.vocab_size
+    assert (
+        ours.model.decoder.output.out_features == ours.tgt_tok.vocab_size < ours.src_tok.vocab_size
+    )
+    lines = [s for s, _ in SENTENCES]
+    for beam in (None, 3):
+        found = [
+            translate(m.model, m.src_tok, m.tgt_tok, lines, reverse_source=False, beam=beam)
+            for m in (ours, joint)
+        ]
+        assert [t.texts for t in found[0]] == [t.texts for t in found[1]]
+        scores = [torch.tensor([t.scores for t in side]) for side in found]
+        torch.testing.assert_close(scores[0], scores[1], rtol=0, atol=1e-5)

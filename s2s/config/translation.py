@@ -91,6 +91,9 @@ class TokenizerConfig:
     spm_model: str = choice("unigram", SPM_MODELS)
     vocab_size: int = at_least_one(8000)
     joint: bool = True  # one model / vocabulary for both sides
+    # With joint: "all" gives the decoder the whole joint vocabulary; "train" only the
+    # pieces the target side of the training data uses (a smaller, faster output layer).
+    target_vocab: str = choice("all", ("all", "train"))
     character_coverage: float = bounded(1.0, 0.98, 1.0)  # SentencePiece's range
     min_freq: int = at_least_one(1)  # char and word vocabularies
     threads: int = at_least_one(2)  # SentencePiece training threads
@@ -279,6 +282,11 @@ def _check(cfg: Config) -> None:
         raise ConfigError("config key 'data.tokenizer.vocab_size' is too small for spm")
     if not d.train:
         raise ConfigError("config key 'data.train' is not set (a path prefix)")
+    if d.tokenizer.target_vocab != "all" and not d.tokenizer.joint:
+        raise ConfigError(
+            "data.tokenizer.target_vocab 'train' needs data.tokenizer.joint true (a separate "
+            "target tokenizer already holds only the target side's pieces)"
+        )
     for key in ("charlm", "charlm_decoder"):
         if getattr(m, key) and d.tokenizer.kind != "char":
             raise ConfigError(f"model.{key} needs data.tokenizer.kind char (a character model)")

@@ -90,7 +90,52 @@ class VocabTokenizer:
         return list(self.symbols)
 
 
-Tokenizer = SpmTokenizer | VocabTokenizer
+class TargetSubset:
+    """The target side's own vocabulary inside a joint tokenizer: the joint model's pieces
+    that the target side of the training data uses (specials first), renumbered densely,
+    so the decoder's embedding and output layer cover only those (OpenNMT-py and Joey NMT
+    build the target vocabulary from the target side too). Pieces outside it encode as
+    unk; text is split exactly as the joint model splits it."""
+
+    kind = "subset"
+
+    def __init__(self, base: SpmTokenizer | VocabTokenizer, ids: list[int]):
+        if ids[: len(SPECIALS)] != list(range(len(SPECIALS))):
+            raise CheckpointError("a target vocabulary must start with the special ids")
+        self.base = base
+        self.ids = ids
+        self.local = {i: n for n, i in enumerate(ids)}
+
+    @classmethod
+    def fit(cls, base: SpmTokenizer | VocabTokenizer, lines: list[str]) -> TargetSubset:
+        used = {i for seq in base.encode(lines) for i in seq}
+        return cls(base, list(range(len(SPECIALS))) + sorted(used - set(range(len(SPECIALS)))))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.ids)
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        get = self.local.get
+        return [[get(i, UNK) for i in seq] for seq in self.base.encode(lines)]
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        full = self.ids
+        return self.base.decode([[full[i] for i in seq] for seq in ids])
+
+    def save(self, path: Path) -> None:
+        """The joint model is saved beside it; this writes the target pieces, one a line."""
+        path.write_text("\n".join(self.vocabulary()) + "\n", encoding="utf-8")
+
+    def vocabulary(self) -> list[str]:
+        pieces = self.base.vocabulary()
+        return [pieces[i] for i in self.ids]
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "ids": torch.tensor(self.ids, dtype=torch.int32)}
+
+
+Tokenizer = SpmTokenizer | VocabTokenizer | TargetSubset
 
 
 def _train_spm(cfg: TokenizerConfig, lines: list[str]) -> SpmTokenizer:
@@ -130,16 +175,22 @@ def _build_vocab(cfg: TokenizerConfig, lines: list[str]) -> VocabTokenizer:
 def train_tokenizers(
     cfg: TokenizerConfig, src_lines: list[str], tgt_lines: list[str]
 ) -> tuple[Tokenizer, Tokenizer]:
-    """Fit on the training side; joint models share one tokenizer object."""
+    """Fit on the training side; joint models share one tokenizer object, or, with
+    ``target_vocab: train``, the target side keeps the pieces its training text uses."""
     fit = _train_spm if cfg.kind == "spm" else _build_vocab
     if cfg.joint:
         tok = fit(cfg, src_lines + tgt_lines)
-        return tok, tok
+        return tok, (TargetSubset.fit(tok, tgt_lines) if cfg.target_vocab == "train" else tok)
     return fit(cfg, src_lines), fit(cfg, tgt_lines)
 
 
-def from_state(state: dict) -> Tokenizer:
+def from_state(state: dict, base: Tokenizer | None = None) -> Tokenizer:
+    """A tokenizer from its state; a target subset needs the joint tokenizer (``base``)."""
     kind = state.get("kind")
+    if kind == "subset":
+        if not isinstance(base, SpmTokenizer | VocabTokenizer):
+            raise CheckpointError("checkpoint holds a target vocabulary without its tokenizer")
+        return TargetSubset(base, [int(i) for i in state["ids"].tolist()])
     if kind == "spm":
         return SpmTokenizer(bytes(state["model"].numpy().tobytes()))
     if kind in ("char", "word"):
@@ -152,6 +203,9 @@ def save_tokenizers(src: Tokenizer, tgt: Tokenizer, folder: Path) -> None:
     suffix = ".model" if src.kind == "spm" else ".vocab"
     if src is tgt:
         src.save(folder / f"tokenizer.joint{suffix}")
+    elif isinstance(tgt, TargetSubset):
+        src.save(folder / f"tokenizer.joint{suffix}")
+        tgt.save(folder / "tokenizer.tgt.pieces")
     else:
         src.save(folder / f"tokenizer.src{suffix}")
         tgt.save(folder / f"tokenizer.tgt{suffix}")

@@ -42,8 +42,9 @@ def config_of(payload: dict) -> config_mod.Config:
 
 
 def tokenizers_of(payload: dict) -> tuple[Tokenizer, Tokenizer]:
-    src = from_state(payload["tokenizers"]["src"])
-    tgt = src if payload["tokenizers"].get("joint") else from_state(payload["tokenizers"]["tgt"])
+    states = payload["tokenizers"]
+    src = from_state(states["src"])
+    tgt = src if states.get("joint") else from_state(states["tgt"], base=src)
     return src, tgt
 
 
