@@ -81,6 +81,23 @@ def startup(out: Path, name: str) -> float | None:
     return best_of(sorted((out / "decode").glob(f"{name}.startup*.time")))
 
 
+def spread(out: Path, name: str) -> float:
+    """How far the start-up commands of one side differ (seconds, largest - smallest)."""
+    times = [
+        float(p.read_text().split()[-2]) for p in (out / "decode").glob(f"{name}.startup*.time")
+    ]
+    return max(times) - min(times) if times else 0.0
+
+
+def rate(seconds: float, up: float, noise: float, batch: str) -> str:
+    """Sentences/s with start-up taken off; none where the decoding time left is within
+    the start-up's own spread (a number from that would be noise, not speed)."""
+    left = seconds - up
+    if left <= noise:
+        return f"n/a: {seconds:.2f} s command, {up:.2f} s start-up (+- {noise:.2f})"
+    return f"{SENTENCES / left:,.0f} ({batch})"
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     print(f"{(out / 'machine').read_text().strip()}\n")
@@ -121,7 +138,7 @@ def main() -> None:
             if d is None or up is None:
                 cells += ["", ""]
                 continue
-            cells += [f"{d[2]:.2f}", f"{SENTENCES / max(d[0] - up, 1e-3):,.0f} ({d[3]})"]
+            cells += [f"{d[2]:.2f}", rate(d[0], up, spread(out, name), d[3])]
         up = startup(out, name)
         d = decoding(out, name, "beam5")
         cells += [f"{up:.2f} s" if up is not None else "", f"{d[1]:.2f} GiB" if d else ""]
