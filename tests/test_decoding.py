@@ -1,7 +1,9 @@
 """Beam search, ensembles and checkpoint averaging on real (tiny) models."""
 
 import importlib.util
+import platform
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -362,6 +364,11 @@ def test_the_bf16_copy_packs_its_linear_layers_and_decodes_the_same_to_the_bit(m
     plain = module.decoding_model(model, "bf16", cpu)
     count = sum(isinstance(m, PackedLinear) for m in packed.modules())
     assert not any(isinstance(m, PackedLinear) for m in plain.modules())
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and platform.machine() == "x86_64":  # oneDNN's condition, read here
+        flags = set(cpuinfo.read_text(errors="replace").split())
+        packs = {"avx512bw", "avx512vl", "avx512dq"} <= flags or "avx_ne_convert" in flags
+        assert packed_module._works() == packs
     if packed_module._works():
         linears = sum(type(m) is torch.nn.Linear for m in model.modules())
         assert count == linears >= 3
