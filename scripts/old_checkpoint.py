@@ -33,6 +33,11 @@ def known(data: dict, reference: dict) -> dict:
     return kept
 
 
+# The decoder's tensors with a row per target piece (the output layer may be tied to the
+# embedding: both names are in the state dict either way)
+VOCABULARY_ROWS = ("decoder.embedding.weight", "decoder.output.weight", "decoder.output.bias")
+
+
 def joint_vocabulary(payload: dict) -> None:
     """A target subset's decoder rows spread over the joint vocabulary, in place."""
     toks = payload["tokenizers"]
@@ -40,13 +45,14 @@ def joint_vocabulary(payload: dict) -> None:
         return
     ids = toks["tgt"]["ids"].long()
     full = vocab_size(toks["src"])
-    for name, tensor in payload["model"].items():
-        if name.startswith("decoder.") and tensor.shape[:1] == ids.shape:
-            spread = tensor.new_full(
-                (full, *tensor.shape[1:]), -1e4 if name == "decoder.output.bias" else 0.0
-            )
-            spread[ids] = tensor
-            payload["model"][name] = spread
+    weights = payload["model"]
+    for name in VOCABULARY_ROWS:  # by name: a size check alone could catch a hidden layer
+        tensor = weights[name]
+        spread = tensor.new_full(
+            (full, *tensor.shape[1:]), -1e4 if name == "decoder.output.bias" else 0.0
+        )
+        spread[ids] = tensor
+        weights[name] = spread
     payload["tokenizers"] = {"joint": True, "src": toks["src"], "tgt": toks["src"]}
 
 
