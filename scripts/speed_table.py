@@ -77,15 +77,20 @@ def best_of(paths: list[Path]) -> float | None:
     return min((float(p.read_text().split()[-2]) for p in paths), default=None)
 
 
+def startup_times(out: Path, name: str) -> list[float]:
+    return [
+        float(p.read_text().split()[-2])
+        for p in sorted((out / "decode").glob(f"{name}.startup*.time"))
+    ]
+
+
 def startup(out: Path, name: str) -> float | None:
-    return best_of(sorted((out / "decode").glob(f"{name}.startup*.time")))
+    return min(startup_times(out, name), default=None)
 
 
 def spread(out: Path, name: str) -> float:
     """How far the start-up commands of one side differ (seconds, largest - smallest)."""
-    times = [
-        float(p.read_text().split()[-2]) for p in (out / "decode").glob(f"{name}.startup*.time")
-    ]
+    times = startup_times(out, name)
     return max(times) - min(times) if times else 0.0
 
 
