@@ -410,8 +410,8 @@ MUTANTS = [
         "search-beam-ranks-k-tokens",
         "beam search ranks each hypothesis' K + 1 best tokens",
         S,
-        "logp = top_log_probs(out.logits, K + 1,",
-        "logp = top_log_probs(out.logits, K,",
+        "logp = step_top_log_probs(out, K + 1,",
+        "logp = step_top_log_probs(out, K,",
         "test_search.py",
     ),
     m(
@@ -430,6 +430,22 @@ MUTANTS = [
         "torch.where(seg < k, chosen, index - k * SEGMENT + main)",
         "torch.where(seg < k, chosen, index - k * SEGMENT)",
         "test_search.py",
+    ),
+    m(
+        "ranking-head-block-dropped",
+        "the output layer a block of rows at a time",
+        "s2s/decoding/ranking.py",
+        "for block in features.split(HEAD_ROWS))",
+        "for block in features.split(HEAD_ROWS)[:-1])",
+        "test_search.py",
+    ),
+    m(
+        "packed-head-bias-dropped",
+        "float32 decoding with a packed output layer",
+        "s2s/decoding/packed.py",
+        "packed_product(output.weight, output.bias, float32=True)",
+        "packed_product(output.weight, None, float32=True)",
+        "test_decoding.py",
     ),
     m(
         "packed-linear-bias-dropped",

@@ -15,7 +15,7 @@ from s2s import config
 from s2s.cli import main
 from s2s.decoding.ensemble import Ensemble
 from s2s.decoding.search import beam_search, greedy, max_lengths
-from s2s.decoding.translate import translate, translate_lines
+from s2s.decoding.translate import decoding_model, translate, translate_lines
 from s2s.nn.seq2seq import build_model
 from s2s.training.runfolder import step_checkpoints
 from s2s.translation import checkpoint, train
@@ -389,6 +389,57 @@ def test_the_bf16_copy_packs_its_linear_layers_and_decodes_the_same_to_the_bit(m
         for d in (packed, plain)
     ]
     assert found[0].tokens == found[1].tokens and found[0].scores == found[1].scores
+
+
+def test_a_packed_float32_output_layer_decodes_as_the_model(monkeypatch):
+    """float32 decoding on the CPU packs the output layer's weight once (``packed_head``,
+    where this build packs float32) and runs it a few rows at a time: the logits of a
+    step equal the model's up to rounding, and greedy and beam search (rows in blocks
+    smaller than the batch) find the same tokens and scores as on the model itself. Not
+    wrapped: an ensemble, and the bf16 copy (its own packed layers)."""
+    from s2s.decoding import packed as packed_module
+    from s2s.decoding import ranking
+    from s2s.decoding.packed import PackedHead, packed_head
+
+    monkeypatch.setattr(ranking, "HEAD_ROWS", 4)
+    model = sharp_model(5)
+    stepper = packed_head(model, model)
+    assert packed_module._works(torch.float32) == isinstance(stepper, PackedHead)
+    pair = Ensemble([sharp_model(3), sharp_model(4)])
+    assert packed_head(pair, pair) is pair
+    half = decoding_model(model, "bf16", torch.device("cpu"))
+    assert packed_head(half, half) is half
+    src, lengths = sources()
+    with torch.inference_mode():
+        outs = []
+        for decoder in (stepper, model):
+            enc = decoder.encode(src, lengths)
+            prev = torch.full((src.shape[0],), 2)
+            outs.append(decoder.step(prev, decoder.init_state(enc), enc).logits)
+        assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    limit = max_lengths(lengths, 2.0)
+    found = [greedy(d, src, lengths, bos=2, eos=3, max_len=limit) for d in (stepper, model)]
+    assert found[0].tokens == found[1].tokens
+    assert found[0].scores == pytest.approx(found[1].scores, abs=1e-5)
+    found = [
+        beam_search(d, src, lengths, bos=2, eos=3, beam=3, nbest=2, max_len=limit)
+        for d in (stepper, model)
+    ]
+    assert found[0].tokens == found[1].tokens
+    for mine, theirs in zip(found[0].scores, found[1].scores):
+        assert mine == pytest.approx(theirs, abs=1e-5)
+
+
+def test_checking_for_packed_weights_draws_no_random_numbers():
+    """The first search of a run checks (once) whether this build packs weights; the
+    global random state is the same after it, so that a resumed training run, which
+    checks again at its first validation, draws the numbers of a straight run."""
+    from s2s.decoding import packed
+
+    packed._works.cache_clear()
+    before = torch.random.get_rng_state()
+    packed._works(torch.float32), packed._works(torch.bfloat16)
+    assert torch.equal(before, torch.random.get_rng_state())
 
 
 def test_an_unknown_decoding_precision_is_refused_by_name():

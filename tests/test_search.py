@@ -371,13 +371,38 @@ def test_ranking_each_hypothesis_k_plus_1_best_tokens_equals_ranking_all(
         )
 
     fast = run()
-    plain = search.top_log_probs
-    monkeypatch.setattr(search, "top_log_probs", lambda x, _k, **o: plain(x, x.shape[-1], **o))
+    plain = search.step_top_log_probs
+    monkeypatch.setattr(
+        search, "step_top_log_probs", lambda out, _k, **o: plain(out, out.logits.shape[-1], **o)
+    )
     full = run()
     assert fast.tokens == full.tokens
     for mine, theirs in zip(fast.scores, full.scores):
         assert mine == pytest.approx(theirs, abs=1e-6)
     assert any(len(t) > 2 for nbest in full.tokens for t in nbest)  # not all one token long
+
+
+def test_a_steps_output_layer_in_blocks_of_rows_equals_the_whole(monkeypatch):
+    """A step that hands search its output layer's input and the layer (float32, CPU)
+    is ranked a block of rows at a time: each row's k best log-probabilities and ids,
+    and its argmax, as from the whole logits; a blocked token never among them."""
+    from s2s.decoding import ranking
+    from s2s.nn.decoder import StepOutput
+
+    monkeypatch.setattr(ranking, "HEAD_ROWS", 4)
+    gen = torch.Generator().manual_seed(2)
+    head = torch.nn.Linear(8, 300)
+    out = StepOutput(
+        features=torch.randn(11, 8, generator=gen), head=head, state=None, attention=None
+    )
+    assert ranking._head_blocks(out) is not None  # the block path runs here
+    expect_values, expect_ids = torch.log_softmax(head(out.features), -1).topk(6, -1)
+    values, ids = ranking.step_top_log_probs(out, 6)
+    assert torch.equal(ids, expect_ids) and torch.allclose(values, expect_values)
+    assert torch.equal(ranking.step_argmax(out), expect_ids[:, 0])
+    values, ids = ranking.step_top_log_probs(out, 6, blocked=int(expect_ids[10, 0]))
+    assert int(expect_ids[10, 0]) not in ids[10].tolist()
+    assert torch.allclose(values[10, 0], expect_values[10, 1])
 
 
 def test_top_log_probs_in_blocks_equals_the_whole(monkeypatch):

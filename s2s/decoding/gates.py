@@ -75,7 +75,8 @@ class TableStepper:
         hy = o * cy.tanh()
         att_vec, weights = decoder.attend(hy.unsqueeze(1), enc)
         return StepOutput(
-            logits=decoder.output(att_vec.squeeze(1)),
+            features=att_vec.squeeze(1),
+            head=decoder.output,
             state=DecoderState(hidden=[(hy.unsqueeze(0), cy.unsqueeze(0))]),
             attention=None if weights is None else weights.squeeze(1),
         )

@@ -2,7 +2,10 @@
 
 Over a beam batch the logits are large (1,280 rows x 8,000 tokens), and PyTorch's CPU
 top-k selects row by row: both are done here in cache-sized blocks, the top-k by
-segments (docs/speed.md, "Decoding ... eleventh session").
+segments (docs/speed.md, "Decoding ... eleventh session"). In float32 on the CPU the
+output layer itself runs HEAD_ROWS rows at a time (``step_top_log_probs``,
+``step_argmax``): the (rows, vocabulary) logits never exist whole, each block's are
+ranked while they are in cache (docs/speed.md, nineteenth session).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import torch
 
 ROW_BLOCK = 128  # rows of logits at a time in a step's work over the vocabulary
+HEAD_ROWS = 256  # rows of float32 CPU features through the output layer at a time
 SEGMENT = 64  # a row's top-k first picks its best segments of this many columns
 
 
@@ -64,3 +68,31 @@ def top_log_probs(logits: torch.Tensor, k: int, blocked: int | None = None):
         values.append(top)
         ids.append(index)
     return torch.cat(values), torch.cat(ids)
+
+
+def _head_blocks(out):
+    """A step's logits HEAD_ROWS rows at a time, where it hands its output layer's input
+    in float32 on the CPU (``StepOutput.features`` and ``head``); else None."""
+    features = getattr(out, "features", None)
+    if features is None or features.dtype != torch.float32 or features.device.type != "cpu":
+        return None
+    return (out.head(block) for block in features.split(HEAD_ROWS))
+
+
+def step_top_log_probs(out, k: int, blocked: int | None = None):
+    """``top_log_probs`` of a search step's logits (``out``: a ``StepOutput``, or any
+    object with ``logits``), the output layer run a block of rows at a time where it can."""
+    blocks = _head_blocks(out)
+    if blocks is None:
+        return top_log_probs(out.logits, k, blocked)
+    found = [top_log_probs(logits, k, blocked) for logits in blocks]
+    return torch.cat([v for v, _ in found]), torch.cat([i for _, i in found])
+
+
+def step_argmax(out) -> torch.Tensor:
+    """Each row's most probable token (rows,): the argmax of the log-softmax, never
+    written out; the output layer a block of rows at a time where it can."""
+    blocks = _head_blocks(out)
+    if blocks is None:
+        return fast_topk(out.logits, 1)[1].squeeze(1)
+    return torch.cat([fast_topk(logits, 1)[1] for logits in blocks]).squeeze(1)

@@ -2,7 +2,9 @@
 
 A stepper has ``encode(src, src_lengths) -> enc``, ``init_state(enc) -> state`` and
 ``step(prev, state, enc) -> StepOutput`` with ``logits`` (batch, vocab), the next
-``state`` and ``attention``. A stepper with ``grouped_encoder`` True takes, in beam
+``state`` and ``attention`` (and, as the model's own steps, ``features`` and ``head``:
+the output layer's input and the layer, run by ``s2s.decoding.ranking`` a block of rows
+at a time). A stepper with ``grouped_encoder`` True takes, in beam
 search, one row of ``enc`` for the K consecutive rows of a sentence (no K copies).
 Any object with these methods can be searched, which is how the search functions are
 tested against stub models with hand-checkable scores.
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from s2s.decoding.ranking import fast_topk, top_log_probs
+from s2s.decoding.ranking import step_argmax, step_top_log_probs
 
 
 @dataclass
@@ -108,11 +110,11 @@ def greedy(
         out = stepper.step(prev, state, enc)
         at = rows[live]
         if scores:
-            top, token = top_log_probs(out.logits, 1)
+            top, token = step_top_log_probs(out, 1)
             top, token = top.squeeze(1), token.squeeze(1)
             total[at] += top[live]
         else:  # log-softmax's argmax, without writing it out
-            token = fast_topk(out.logits, 1)[1].squeeze(1)
+            token = step_argmax(out)
         table[at, t] = token[live]
         live = live & (token != eos) & (t + 1 < limit[rows])
         left = int(live.sum())
@@ -171,7 +173,7 @@ def beam_search(
         out = stepper.step(prev, state, enc)
         # Each hypothesis' K + 1 best tokens are enough: they hold its K best that are not
         # EOS, and an EOS among a sentence's K best candidates is among its K best tokens.
-        logp = top_log_probs(out.logits, K + 1, blocked=eos if t < min_len else None)
+        logp = step_top_log_probs(out, K + 1, blocked=eos if t < min_len else None)
         at_limit = (t + 1 >= limit[beams.sent]).unsqueeze(1)
         step_att = out.attention if attention else None
         width = beams.alive_logp.shape[1]  # rows per sentence: 1 at the first step, then K

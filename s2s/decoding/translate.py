@@ -16,7 +16,7 @@ import torch
 from s2s.data.corpus import length_batches, source_ids
 from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
 from s2s.decoding.gates import TableStepper, table_steps
-from s2s.decoding.packed import pack_linears
+from s2s.decoding.packed import pack_linears, packed_head
 from s2s.decoding.search import ROW_STEP, beam_search, greedy, max_lengths
 from s2s.runtime import resolve_precision
 
@@ -87,6 +87,7 @@ def translate(
     model, was_training = decoder, model.training
     model.eval()
     stepper = TableStepper(model) if table_steps(model) else model
+    stepper = packed_head(stepper, model)  # float32: the output layer packed
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
     ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)

@@ -11,6 +11,7 @@ needs no step loop: one fused kernel per layer and one batched attention call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -78,9 +79,19 @@ class DecoderState:
 
 @dataclass
 class StepOutput:
-    logits: torch.Tensor  # (batch, vocab)
+    """One search step: the output layer's input and the layer itself, so that search
+    can run the layer a block of rows at a time (``s2s.decoding.ranking``), or read
+    ``logits`` whole."""
+
+    features: torch.Tensor  # (batch, out_size): h~, dropout applied
+    head: Callable[[torch.Tensor], torch.Tensor]  # the output layer: features -> logits
     state: DecoderState
     attention: torch.Tensor | None  # (batch, src_len)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(batch, vocab), computed at each reading."""
+        return self.head(self.features)
 
 
 class Decoder(nn.Module):
@@ -209,7 +220,8 @@ class Decoder(nn.Module):
         """prev: (batch,) previous target tokens -> logits for the next one."""
         att_vec, weights, new_state = self._advance(prev, state, enc)
         return StepOutput(
-            logits=self.output(self.dropout(att_vec.squeeze(1))),
+            features=self.dropout(att_vec.squeeze(1)),
+            head=self.output,
             state=new_state,
             attention=None if weights is None else weights.squeeze(1),
         )
