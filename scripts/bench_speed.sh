@@ -185,26 +185,13 @@ decode s2s-rnn s2s "$out/s2s-rnn/best.pt"
 decode onmt-rnn onmt "$out/onmt-rnn/model/model_step_$updates.pt"
 [ "${FP32:-1}" = 1 ] && decode s2s-default-fp32 s2s "$out/s2s-default-fp32/best.pt"
 [ "${FP32:-1}" = 1 ] && decode s2s-rnn-fp32 s2s "$out/s2s-rnn-fp32/best.pt"
-# Inside one process (scripts/decode_ab.py: load, then time translate(), so start-up is
-# excluded by construction, not by subtracting a noisy start-up command): this code and
-# OLD_REV's on the same weights, alternating, greedy and beam 5 at 64 and 256 sentences
-# a batch, INPROC_RUNS rounds (default 5); the table takes each side's median first run
-# (a fresh process, as a command decodes) at its faster batch size.
+# Inside one process (scripts/decode_vs_old.sh: start-up excluded by construction, not by
+# subtracting a noisy start-up command): this code and OLD_REV's on the same weights,
+# alternating, INPROC_RUNS rounds (default 5); the table takes each side's median first
+# run (a fresh process, as a command decodes) at its faster batch size.
 if step inproc; then
-    mkdir -p "$out/inproc"
-    for k in $(seq "${INPROC_RUNS:-5}"); do
-        for search in greedy beam5; do
-            opts=()
-            [ "$search" = beam5 ] && opts=(--beam 5)
-            for bs in 64 256; do
-                "$bin/python" "$here/scripts/decode_ab.py" "$out/s2s-default/best.pt" \
-                    "${opts[@]}" --batch-size $bs > "$out/inproc/s2s.$search.b$bs.r$k.txt"
-                env -u PYTHONPATH "$old/bin/python" "$here/scripts/decode_ab.py" \
-                    "$out/old-default.pt" "${opts[@]}" --batch-size $bs \
-                    > "$out/inproc/old.$search.b$bs.r$k.txt"
-            done
-        done
-    done
+    "$here/scripts/decode_vs_old.sh" "$out/s2s-default/best.pt" "$out/old-default.pt" "$out" \
+        "${INPROC_RUNS:-5}"
     touch "$out/inproc.done"
 fi
 "$bin/python" "$here/scripts/speed_table.py" "$out" | tee "$out/table.md"

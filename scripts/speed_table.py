@@ -8,7 +8,7 @@ windows of tokens/s x window seconds, over the last record's ``elapsed``; OpenNM
 sum over report windows of its mean target tokens per batch x batches, over the seconds
 its last report gives.
 
-Usage: scripts/speed_table.py OUT
+Usage: scripts/speed_table.py OUT [--in-process]   (--in-process: only OUT/inproc's lines)
 """
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ def rate(seconds: float, up: float, noise: float, batch: str) -> str:
 
 def main() -> None:
     out = Path(sys.argv[1])
+    if sys.argv[2:] == ["--in-process"]:
+        print("\n".join(in_process(out)))
+        return
     print(f"{(out / 'machine').read_text().strip()}\n")
     torch_import = best_of(sorted(out.glob("torch_import.*.time")))
     rows, train_time = [], {}
