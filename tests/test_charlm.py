@@ -3,6 +3,7 @@ features and the logistic-regression probe."""
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -433,3 +434,50 @@ def test_english_text_script_writes_packaged_text_in_mr_style(tmp_path):
     )
     plays = (tmp_path / "out" / "shakespeare.en").read_text(encoding="latin-1")
     assert plays == "first citizen :\nspeak , speak .\n"
+
+
+def test_a_backward_lm_reads_the_text_from_its_end(tmp_path, periodic, capsys, tiny_corpus):
+    """data.direction backward: trained on the text read from its end, the LM knows what
+    comes before (sampling returns it in reading order, the CLI prints it before the
+    prime); its features of a text, for the probe and for visualize, read the text from
+    its end; a forward and a backward LM probe side by side; a translation model refuses
+    to start from it."""
+    from s2s.charlm import visualize as vis
+    from s2s.charlm.probe import _sequences
+
+    cfg = config.lm_from_dict(
+        config.to_dict(lm_config(periodic, max_steps=150, valid_every=150))
+        | {"data": {"text": str(periodic), "valid_fraction": 0.2, "direction": "backward"}}
+    )
+    assert train_lm(cfg, tmp_path / "bwd")["best_bits"] < 0.1
+    model, units, saved = load_lm(tmp_path / "bwd" / "best.pt")
+    assert saved.data.direction == "backward"
+    # in "abcdabcd...", the six characters before "bcd" are "dabcda" (after it: "abcdab")
+    assert sample(model, units, prime="bcd", length=6, temperature=0, backward=True) == "dabcda"
+    ckpt = str(tmp_path / "bwd" / "best.pt")
+    assert (
+        main(["charlm", "sample", ckpt, "--prime", "bcd", "--length", "6", "--temperature", "0"])
+        == 0
+    )
+    assert capsys.readouterr().out == "dabcdabcd\n"
+    assert _sequences(units, saved, [b"abd"], None) == [units.encode("dba")]
+    rows = vis.activations(model, units, "abdc", backward=True)
+    assert np.allclose(rows, vis.activations(model, units, "cdba")[::-1])
+    train_lm(lm_config(periodic, max_steps=3), tmp_path / "fwd")
+    (tmp_path / "pos").write_text("abab\nabba\n" * 6)
+    (tmp_path / "neg").write_text("cdcd\ndccd\n" * 6)
+    args = ["charlm", "probe", str(tmp_path / "fwd" / "best.pt"), ckpt, "--folds", "3"]
+    assert main([*args, "--pos", str(tmp_path / "pos"), "--neg", str(tmp_path / "neg")]) == 0
+    printed = capsys.readouterr().out
+    assert "mean (64)" in printed and "| same LM, random init |" in printed  # 2 x 32 units
+    from conftest import tiny_config_dict
+
+    mt = tiny_config_dict(tiny_corpus, max_steps=1)
+    mt["data"]["tokenizer"] = {"kind": "char"}
+    mt["model"]["charlm"] = ckpt
+    from s2s.translation.transfer import from_charlm
+
+    with pytest.raises(ConfigError, match="is a backward language model"):
+        from_charlm(
+            SimpleNamespace(encoder=None, decoder=None), config.from_dict(mt).model, None, None
+        )

@@ -600,6 +600,7 @@ def lm_probes(env: Env) -> dict[str, Probe]:
         "data.valid_fraction": P(0.5, lm_data),
         "data.documents": P("lines", lm_data),
         "data.limit": P(600, lm_data),
+        "data.direction": P("backward", lm_data),
         "train.batch_size": P(2, lm_data),
         "train.bptt": P(4, weights),
         "train.lr_multipliers": P({"output": 3.0}, weights),

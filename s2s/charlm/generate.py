@@ -17,12 +17,16 @@ def sample(
     length: int = 200,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    backward: bool = False,
 ) -> str:
     """``length`` units drawn one at a time from softmax(logits / temperature) after
-    reading ``prime`` (temperature 0: the argmax). Returns the generated text only."""
+    reading ``prime`` (temperature 0: the argmax). Returns the generated text only;
+    ``backward`` (a backward LM): the text that comes before ``prime``, drawn from its
+    last unit to its first, returned in reading order."""
     model.eval()
     device = model.output.weight.device
-    ids = units.encode(prime) or [ord("\n") if units.kind == "byte" else 0]
+    ids = units.encode(prime)[:: -1 if backward else 1]
+    ids = ids or [ord("\n") if units.kind == "byte" else 0]
     state = None
     logits, state = model(torch.tensor([ids], device=device), state)
     out = []
@@ -35,4 +39,4 @@ def sample(
             nxt = int(torch.multinomial(probs, 1, generator=generator))
         out.append(nxt)
         logits, state = model(torch.tensor([[nxt]], device=device), state)
-    return units.decode(out)
+    return units.decode(out[::-1] if backward else out)

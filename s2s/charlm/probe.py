@@ -138,7 +138,7 @@ class ProbeResult:
 
 
 def probe_files(
-    path: str | Path,
+    paths: str | Path | list[str | Path],
     pos: str | Path,
     neg: str | Path,
     *,
@@ -148,14 +148,32 @@ def probe_files(
     encoding: str | None = None,
     references: bool = True,
 ) -> ProbeResult:
-    """Probe an LM checkpoint on two labelled files; with ``references``, also the same
-    architecture at random initialisation (seeded with ``seed``) and the n-gram
-    baseline, on the same folds."""
+    """Probe LM checkpoints on two labelled files: one LM, or several with their features
+    side by side (a backward LM, ``data.direction``, reads each text from its end); with
+    ``references``, also the same architectures at random initialisation (seeded once
+    with ``seed``, then built in order) and the n-gram baseline, on the same folds."""
     unknown = sorted(set(kinds) - set(FEATURES))
     if unknown or not kinds:
         raise S2SError(f"unknown feature '{(unknown or [''])[0]}'; valid: {', '.join(FEATURES)}")
-    model, units, cfg = lm_from_payload(load(path), path)
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    lms = [lm_from_payload(load(p), p) for p in paths]
     texts, labels = read_labelled(pos, neg)
+    inputs = [_sequences(units, cfg, texts, encoding) for _, units, cfg in lms]
+    splits = stratified_folds(labels, folds, seed)
+    x = torch.cat([sequence_features(m, s, kinds=kinds) for (m, _, _), s in zip(lms, inputs)], 1)
+    rows = {"pretrained LM": fold_accuracies(x.numpy(), labels, splits, seed=seed)}
+    if references:
+        torch.manual_seed(seed)
+        fresh = [build_lm(cfg.model, units.size) for _, units, cfg in lms]
+        x0 = torch.cat([sequence_features(m, s, kinds=kinds) for m, s in zip(fresh, inputs)], 1)
+        rows["same LM, random init"] = fold_accuracies(x0.numpy(), labels, splits, seed=seed)
+        grams = ngram_features(texts)
+        rows["words + bigrams"] = fold_accuracies(grams, labels, splits, seed=seed)
+    return ProbeResult(rows, len(texts), x.shape[1], tuple(kinds))
+
+
+def _sequences(units, cfg, texts: list[bytes], encoding: str | None) -> list[list[int]]:
+    """The texts as an LM reads them: its units, from the end for a backward LM."""
     try:
         seqs = [units.encode_raw(t, encoding) for t in texts]
     except UnicodeDecodeError as err:
@@ -163,14 +181,4 @@ def probe_files(
             f"labelled text is not valid {encoding or units.encoding}: {err.reason} "
             "(use --encoding)"
         ) from None
-    splits = stratified_folds(labels, folds, seed)
-    x = sequence_features(model, seqs, kinds=kinds)
-    rows = {"pretrained LM": fold_accuracies(x.numpy(), labels, splits, seed=seed)}
-    if references:
-        torch.manual_seed(seed)
-        fresh = build_lm(cfg.model, units.size)
-        x0 = sequence_features(fresh, seqs, kinds=kinds)
-        rows["same LM, random init"] = fold_accuracies(x0.numpy(), labels, splits, seed=seed)
-        grams = ngram_features(texts)
-        rows["words + bigrams"] = fold_accuracies(grams, labels, splits, seed=seed)
-    return ProbeResult(rows, len(texts), x.shape[1], tuple(kinds))
+    return [s[::-1] for s in seqs] if cfg.data.direction == "backward" else seqs

@@ -110,14 +110,18 @@ class LMTask:
                 "(set data.encoding, or model.unit: byte)"
             ) from None
         split = int(len(ids) * (1.0 - d.valid_fraction))
-        self.train_data = streams(ids[:split], t.batch_size, "training")
-        self.valid_data = streams(ids[split:], t.batch_size, "validation")
+        train, valid = ids[:split], ids[split:]
+        if d.direction == "backward":  # the same held-out text, read from its end
+            train, valid = train[::-1], valid[::-1]
+        self.train_data = streams(train, t.batch_size, "training")
+        self.valid_data = streams(valid, t.batch_size, "validation")
         self.model = build_lm(cfg.model, self.units.size).to(run.device)
         log.info(
-            "text %d units (%s, vocabulary %d): train %d x %d streams, valid %d x %d",
+            "text %d units (%s, vocabulary %d, %s): train %d x %d streams, valid %d x %d",
             len(ids),
             self.units.kind,
             self.units.size,
+            d.direction,
             *self.train_data.shape,
             *self.valid_data.shape,
         )

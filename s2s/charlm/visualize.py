@@ -36,24 +36,34 @@ def char_ids(text: str, units: Units) -> tuple[list[int], list[int]]:
 
 
 @torch.no_grad()
-def activations(model: CharLM, units: Units, text: str) -> np.ndarray:
-    """(characters, hidden): the top layer's output after each character of ``text``."""
+def activations(model: CharLM, units: Units, text: str, *, backward: bool = False) -> np.ndarray:
+    """(characters, hidden): the top layer's output after each character of ``text``;
+    ``backward`` (a backward LM): read from the last character, rows in text order."""
     if not text:
         raise DataError("the text to visualize is empty")
     model.eval()
-    ids, last = char_ids(text, units)
+    ids, last = char_ids(text[::-1] if backward else text, units)
     device = model.output.weight.device
     out, _ = model.rnn(model.embedding(torch.tensor([ids], device=device)))
-    return out[0, last].float().cpu().numpy()
+    rows = out[0, last].float().cpu().numpy()
+    return rows[::-1].copy() if backward else rows
 
 
 def probe_units(
-    model: CharLM, units: Units, pos: str, neg: str, *, top: int, seed: int = 0
+    model: CharLM,
+    units: Units,
+    pos: str,
+    neg: str,
+    *,
+    top: int,
+    seed: int = 0,
+    backward: bool = False,
 ) -> list[int]:
     """The ``top`` units with the largest absolute weights of a logistic regression of
     the labels on the mean top-layer output (features standardised, so weights compare)."""
     texts, labels = read_labelled(pos, neg)
-    x = sequence_features(model, [units.encode_raw(t) for t in texts], kinds=("mean",))
+    seqs = [units.encode_raw(t)[:: -1 if backward else 1] for t in texts]
+    x = sequence_features(model, seqs, kinds=("mean",))
     fitted = fit(x.numpy().astype(np.float64), np.asarray(labels), seed=seed)
     weights = np.abs(fitted[-1].coef_[0])
     return [int(i) for i in np.argsort(-weights, kind="stable")[:top]]
@@ -129,14 +139,22 @@ def write_html(text: str, values: np.ndarray, unit_ids: list[int], path: Path) -
 
 
 def visualize(
-    model: CharLM, units: Units, text: str, unit_ids: list[int], out: Path, *, width: int = 80
+    model: CharLM,
+    units: Units,
+    text: str,
+    unit_ids: list[int],
+    out: Path,
+    *,
+    width: int = 80,
+    backward: bool = False,
 ) -> Path:
-    """Draw ``unit_ids`` over ``text`` into ``out`` (.png or .html, by its suffix)."""
+    """Draw ``unit_ids`` over ``text`` into ``out`` (.png or .html, by its suffix);
+    ``backward``: the model is a backward LM (``activations``)."""
     hidden = model.rnn.output_size
     bad = [u for u in unit_ids if not 0 <= u < hidden]
     if bad or not unit_ids:
         raise S2SError(f"--units must name units 0..{hidden - 1} of the top layer (got {bad})")
-    values = activations(model, units, text)[:, unit_ids]
+    values = activations(model, units, text, backward=backward)[:, unit_ids]
     if out.suffix == ".png":
         draw_png(text, values, unit_ids, width, out)
     elif out.suffix in (".html", ".htm"):

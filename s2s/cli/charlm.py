@@ -40,8 +40,9 @@ def cmd_charlm(args: argparse.Namespace) -> int:
     if args.action == "sample":
         if args.length < 0:
             raise S2SError("--length must be >= 0")
-        model, units, _ = load_lm(args.checkpoint)
+        model, units, cfg = load_lm(args.checkpoint)
         generator = torch.Generator().manual_seed(args.seed)
+        backward = cfg.data.direction == "backward"
         text = sample(
             model,
             units,
@@ -49,14 +50,15 @@ def cmd_charlm(args: argparse.Namespace) -> int:
             length=args.length,
             temperature=args.temperature,
             generator=generator,
+            backward=backward,
         )
-        sys.stdout.write(args.prime + text + "\n")
+        sys.stdout.write((text + args.prime if backward else args.prime + text) + "\n")
         return 0
     if args.action == "visualize":
         return _visualize(args)
     kinds = tuple(k.strip() for k in args.features.split(",") if k.strip())
     result = probe_files(
-        args.checkpoint,
+        args.checkpoints,
         args.pos,
         args.neg,
         folds=args.folds,
@@ -79,7 +81,8 @@ def _visualize(args: argparse.Namespace) -> int:
     from s2s.charlm.visualize import probe_units, visualize
     from s2s.data.text import read_raw
 
-    model, units, _ = load_lm(args.checkpoint)
+    model, units, cfg = load_lm(args.checkpoint)
+    backward = cfg.data.direction == "backward"
     encoding = args.encoding or units.encoding
     try:
         text = read_raw(args.text).decode(encoding)[: args.chars]
@@ -90,7 +93,7 @@ def _visualize(args: argparse.Namespace) -> int:
     if args.probe:
         if not (args.pos and args.neg):
             raise S2SError("--probe needs --pos and --neg (the labelled files to fit it on)")
-        chosen = probe_units(model, units, args.pos, args.neg, top=args.top)
+        chosen = probe_units(model, units, args.pos, args.neg, top=args.top, backward=backward)
         log.info("units with the largest probe weights: %s", ", ".join(map(str, chosen)))
     elif args.units:
         try:
@@ -101,7 +104,7 @@ def _visualize(args: argparse.Namespace) -> int:
             ) from None
     else:
         raise S2SError("say which units to draw: --units 3,17 or --probe --pos FILE --neg FILE")
-    out = visualize(model, units, text, chosen, Path(args.out), width=args.width)
+    out = visualize(model, units, text, chosen, Path(args.out), width=args.width, backward=backward)
     print(f"wrote {out} (units {', '.join(map(str, chosen))}, {len(text)} characters)")
     return 0
 
@@ -145,7 +148,13 @@ def _add_probe(actions) -> None:
         help="stratified k-fold logistic-regression accuracy on the LM's features of labelled "
         "text, beside a random-init LM and a bag of n-grams",
     )
-    c.add_argument("checkpoint")
+    c.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="checkpoint",
+        help="one LM, or several whose features go side by side (a forward and a backward "
+        "LM: data.direction)",
+    )
     c.add_argument("--pos", required=True, help="file of positive texts, one a line")
     c.add_argument("--neg", required=True, help="file of negative texts, one a line")
     c.add_argument("--encoding", help="char units: the files' encoding (bytes need none)")

@@ -55,6 +55,10 @@ class LMDataConfig:
         0.1, 0.0, 1.0, low_open=True, high_open=True
     )  # the last part of the text validates
     limit: int = non_negative(0)  # the first N bytes only (0 = all)
+    # backward: the text read from its end to its start (the held-out part the same as
+    # forward's), a backward LM as in Peters et al. 2018; its features of a text are read
+    # the same way (s2s charlm probe FWD BWD sets both directions side by side)
+    direction: str = choice("forward", ("forward", "backward"))
 
 
 @dataclass(frozen=True)

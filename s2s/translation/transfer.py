@@ -32,6 +32,11 @@ def from_charlm(model: Seq2Seq, m: ModelConfig, src_tok: Tokenizer, tgt_tok: Tok
     parts = {"encoder": (model.encoder, src_tok), "decoder": (model.decoder, tgt_tok)}
     for name, path in plan:
         lm, units, lm_cfg = lm_from_payload(load(path), path)
+        if lm_cfg.data.direction != "forward":
+            raise ConfigError(
+                f"model.charlm: {path} is a backward language model (data.direction); "
+                "a translation model starts from forward ones only"
+            )
         module, tok = parts[name]
         part = getattr(m, name)
         for key in ("stacking", "activation"):
