@@ -30,6 +30,14 @@ def sources(batch=6, seed=0):
     return src, lengths
 
 
+@torch.inference_mode()
+def first_step_logits(stepper, src, lengths):
+    """The logits of a stepper's first search step (BOS = 2) on a batch."""
+    enc = stepper.encode(src, lengths)
+    prev = torch.full((src.shape[0],), 2)
+    return stepper.step(prev, stepper.init_state(enc), enc).logits
+
+
 def sharp_model(seed, **kw):
     """A random model with a peaked output distribution, so that outputs end early."""
     torch.manual_seed(seed)
@@ -376,13 +384,8 @@ def test_the_bf16_copy_packs_its_linear_layers_and_decodes_the_same_to_the_bit(m
     else:
         assert count == 0
     src, lengths = sources()
-    with torch.inference_mode():
-        steps = []
-        for decoder in (packed, plain):
-            enc = decoder.encode(src, lengths)
-            prev = torch.full((src.shape[0],), 2)
-            steps.append(decoder.step(prev, decoder.init_state(enc), enc).logits)
-        assert steps[0].dtype == torch.bfloat16 and torch.equal(steps[0], steps[1])
+    steps = [first_step_logits(d, src, lengths) for d in (packed, plain)]
+    assert steps[0].dtype == torch.bfloat16 and torch.equal(steps[0], steps[1])
     limit = max_lengths(lengths, 2.0)
     found = [
         beam_search(d, src, lengths, bos=2, eos=3, beam=3, nbest=2, max_len=limit)
@@ -410,13 +413,8 @@ def test_a_packed_float32_output_layer_decodes_as_the_model(monkeypatch):
     half = decoding_model(model, "bf16", torch.device("cpu"))
     assert packed_head(half, half) is half
     src, lengths = sources()
-    with torch.inference_mode():
-        outs = []
-        for decoder in (stepper, model):
-            enc = decoder.encode(src, lengths)
-            prev = torch.full((src.shape[0],), 2)
-            outs.append(decoder.step(prev, decoder.init_state(enc), enc).logits)
-        assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    outs = [first_step_logits(d, src, lengths) for d in (stepper, model)]
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
     limit = max_lengths(lengths, 2.0)
     found = [greedy(d, src, lengths, bos=2, eos=3, max_len=limit) for d in (stepper, model)]
     assert found[0].tokens == found[1].tokens
