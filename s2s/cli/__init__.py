@@ -1,9 +1,9 @@
 """The ``s2s`` command: argument parsing and presentation only.
 
-Subcommands: ``train``, ``translate``, ``average``, ``score`` (``cli.translation``),
-``debug``, ``compare`` (``cli.experiments``), ``charlm`` (``cli.charlm``). Errors that
-s2s raises for bad input (``S2SError``) are printed as one line, ``s2s: error: ...``,
-with exit status 2.
+Subcommands: ``train``, ``translate``, ``shortlist``, ``average``, ``score``
+(``cli.translation``), ``debug``, ``compare`` (``cli.experiments``), ``charlm``
+(``cli.charlm``). Errors that s2s raises for bad input (``S2SError``) are printed as
+one line, ``s2s: error: ...``, with exit status 2.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     translation.add_train(sub)
     translation.add_translate(sub)
+    translation.add_shortlist(sub)
     translation.add_average(sub)
     experiments.add_debug(sub)
     experiments.add_compare(sub)

@@ -1,4 +1,4 @@
-"""``s2s train``, ``translate``, ``average`` and ``score``: arguments in,
+"""``s2s train``, ``translate``, ``shortlist``, ``average`` and ``score``: arguments in,
 results out; the work is the library's."""
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     import torch
 
     from s2s.decoding.ensemble import Ensemble
+    from s2s.decoding.shortlist import Shortlist
     from s2s.training.runfolder import resolve_device
     from s2s.translation import checkpoint
 
@@ -57,6 +58,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     checkpoint.check_compatible(members)
     if args.alignments and any(m.config.model.attention == "none" for m in members):
         raise S2SError("--alignments needs a model with attention (model.attention is 'none')")
+    shortlist = Shortlist.load(args.shortlist) if args.shortlist else None
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,7 +67,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     first = members[0]
     model = first.model if len(members) == 1 else Ensemble([m.model for m in members])
     lines = read_input(args.input, args.encoding)
-    results = _translate_lines(args, model, first, lines, device)
+    results = _translate_lines(args, model, first, lines, device, shortlist)
     if args.nbest > 1:
         out = []
         for i, r in enumerate(results):
@@ -80,7 +82,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _translate_lines(args: argparse.Namespace, model, first, lines: list[str], device):
+def _translate_lines(args: argparse.Namespace, model, first, lines, device, shortlist):
     from s2s.decoding.translate import translate
 
     # What is loaded by now (torch's modules, the model) lives as long as the command:
@@ -107,9 +109,45 @@ def _translate_lines(args: argparse.Namespace, model, first, lines: list[str], d
             alignments=bool(args.alignments),
             precision=args.precision,
             scores=args.nbest > 1,  # printed only with n-best lists
+            shortlist=shortlist,
         )
     finally:
         gc.unfreeze()
+
+
+def cmd_shortlist(args: argparse.Namespace) -> int:
+    from s2s.data.corpus import load_split, read_parallel, source_ids
+    from s2s.decoding import shortlist
+    from s2s.translation import checkpoint
+
+    if bool(args.src) != bool(args.tgt):
+        raise S2SError("--src and --tgt go together (the parallel text to count over)")
+    if args.top < 1 or args.frequent < 0:
+        raise S2SError("--top must be at least 1 and --frequent at least 0")
+    loaded = checkpoint.load_for_translation(args.checkpoint)
+    data = loaded.config.data
+    if args.src:
+        src, tgt = read_parallel(Path(args.src), Path(args.tgt), args.encoding)
+    else:
+        pairs = load_split(data, "train")
+        src, tgt = list(pairs["src"]), list(pairs["tgt"])
+    made = shortlist.build(
+        source_ids(loaded.src_tok, src, data.reverse_source),
+        loaded.tgt_tok.encode(tgt),
+        loaded.src_tok.vocab_size,
+        loaded.tgt_tok.vocab_size,
+        top=args.top,
+        frequent=args.frequent,
+    )
+    made.save(args.out)
+    log.info(
+        "shortlist of %d pairs: %d target pieces per source piece, %d always; %s",
+        len(src),
+        args.top,
+        len(made.frequent),
+        args.out,
+    )
+    return 0
 
 
 def cmd_average(args: argparse.Namespace) -> int:
@@ -187,6 +225,12 @@ def add_translate(sub) -> None:
         "about 0.1: docs/speed.md)",
     )
     p.add_argument("--encoding", default="utf-8", help="input encoding")
+    p.add_argument(
+        "--shortlist",
+        metavar="FILE",
+        help="score only each batch's likely target pieces (from s2s shortlist): faster "
+        "on a CPU, outputs may differ in a few tokens (docs/speed.md)",
+    )
     _add_search_options(p)
     p.set_defaults(func=cmd_translate)
 
@@ -231,6 +275,29 @@ def _add_search_options(p) -> None:
         metavar="FILE",
         help="write hard attention alignments 'SRC-TGT' (subword positions) to FILE",
     )
+
+
+def add_shortlist(sub) -> None:
+    p = sub.add_parser(
+        "shortlist",
+        help="count, for each source piece, the target pieces likely in its translation "
+        "(for s2s translate --shortlist)",
+    )
+    p.add_argument("checkpoint", help="the model the shortlist is for")
+    p.add_argument("--out", required=True, help="the shortlist file to write")
+    p.add_argument(
+        "--top", type=int, default=100, help="target pieces kept per source piece (default 100)"
+    )
+    p.add_argument(
+        "--frequent",
+        type=int,
+        default=200,
+        help="the commonest target pieces, always decoded over (default 200)",
+    )
+    p.add_argument("--src", help="source side of the parallel text (default: the training set)")
+    p.add_argument("--tgt", help="its target side")
+    p.add_argument("--encoding", default="utf-8", help="encoding of --src and --tgt")
+    p.set_defaults(func=cmd_shortlist)
 
 
 def add_average(sub) -> None:

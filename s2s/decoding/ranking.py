@@ -81,12 +81,18 @@ def _head_blocks(out):
 
 def step_top_log_probs(out, k: int, blocked: int | None = None):
     """``top_log_probs`` of a search step's logits (``out``: a ``StepOutput``, or any
-    object with ``logits``), the output layer run a block of rows at a time where it can."""
+    object with ``logits``), the output layer run a block of rows at a time where it can.
+    Ids are the vocabulary's, also where the step scores a shortlist (``out.vocab``)."""
+    vocab = getattr(out, "vocab", None)
+    if vocab is not None and blocked is not None:
+        blocked = _column(vocab, blocked)
     blocks = _head_blocks(out)
     if blocks is None:
-        return top_log_probs(out.logits, k, blocked)
-    found = [top_log_probs(logits, k, blocked) for logits in blocks]
-    return torch.cat([v for v, _ in found]), torch.cat([i for _, i in found])
+        values, ids = top_log_probs(out.logits, k, blocked)
+    else:
+        found = [top_log_probs(logits, k, blocked) for logits in blocks]
+        values, ids = torch.cat([v for v, _ in found]), torch.cat([i for _, i in found])
+    return values, ids if vocab is None else vocab[ids]
 
 
 def step_argmax(out) -> torch.Tensor:
@@ -94,5 +100,14 @@ def step_argmax(out) -> torch.Tensor:
     written out; the output layer a block of rows at a time where it can."""
     blocks = _head_blocks(out)
     if blocks is None:
-        return fast_topk(out.logits, 1)[1].squeeze(1)
-    return torch.cat([fast_topk(logits, 1)[1] for logits in blocks]).squeeze(1)
+        best = fast_topk(out.logits, 1)[1].squeeze(1)
+    else:
+        best = torch.cat([fast_topk(logits, 1)[1] for logits in blocks]).squeeze(1)
+    vocab = getattr(out, "vocab", None)
+    return best if vocab is None else vocab[best]
+
+
+def _column(vocab: torch.Tensor, token: int) -> int | None:
+    """The column of ``token`` in a step's sorted ``vocab``; None where it is not there."""
+    at = int(torch.searchsorted(vocab, token))
+    return at if at < len(vocab) and int(vocab[at]) == token else None

@@ -18,6 +18,8 @@ from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
 from s2s.decoding.gates import TableStepper, table_steps
 from s2s.decoding.packed import pack_linears, packed_head
 from s2s.decoding.search import ROW_STEP, beam_search, greedy, max_lengths
+from s2s.decoding.shortlist import Shortlist, ShortlistStepper
+from s2s.errors import S2SError
 from s2s.runtime import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -74,20 +76,25 @@ def translate(
     alignments: bool = False,
     precision: str = "fp32",
     scores: bool = True,
+    shortlist: Shortlist | None = None,
 ) -> list[Translation]:
     """Translate ``lines`` (see the module docstring), in batches of similar length:
     ``batch_size`` sentences, or source tokens (padded) with ``batch_unit="tokens"``.
     ``precision``: "fp32", "bf16" (a bfloat16 copy of the model, scores in float32)
     or "auto" (bf16 where the device has it at hardware speed). ``scores=False``: greedy
     search skips its log-probabilities (``Translation.scores`` None); beam search
-    always has them."""
+    always has them. ``shortlist``: each batch scores only its shortlist's target pieces
+    (``s2s.decoding.shortlist``)."""
     decoder = decoding_model(model, precision, torch.device(device))
     # a bf16 copy runs its batches in a few row counts (search.bucketed), float32 not
     row_step = 1 if decoder is model else ROW_STEP
-    model, was_training = decoder, model.training
+    original, model, was_training = model, decoder, model.training
     model.eval()
     stepper = TableStepper(model) if table_steps(model) else model
-    stepper = packed_head(stepper, model)  # float32: the output layer packed
+    if shortlist is None:
+        stepper = packed_head(stepper, model)  # float32: the output layer packed
+    else:
+        stepper = _shortlisted(stepper, original, shortlist, src_tok, decoder is not original)
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
     ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)
@@ -140,6 +147,16 @@ def decoding_model(model, precision: str, device: torch.device):
             pack_linears(member)
         return half
     return model
+
+
+def _shortlisted(stepper, model, shortlist: Shortlist, src_tok: Tokenizer, bf16: bool):
+    """``stepper`` scoring each batch's shortlist, the rows of ``model``'s own output
+    layer (a bf16 copy's are packed, so taken from the float32 model and cast)."""
+    output = getattr(getattr(model, "decoder", None), "output", None)
+    if output is None:
+        raise S2SError("a shortlist decodes one model, not an ensemble")
+    shortlist.check(src_tok.vocab_size, output.out_features)
+    return ShortlistStepper(stepper, output, shortlist, torch.bfloat16 if bf16 else torch.float32)
 
 
 def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:

@@ -87,6 +87,8 @@ class StepOutput:
     head: Callable[[torch.Tensor], torch.Tensor]  # the output layer: features -> logits
     state: DecoderState
     attention: torch.Tensor | None  # (batch, src_len)
+    vocab: torch.Tensor | None = None  # the target id of each column of the logits; None:
+    # the whole vocabulary (a shortlist's, s2s.decoding.shortlist, is a sorted subset)
 
     @property
     def logits(self) -> torch.Tensor:
