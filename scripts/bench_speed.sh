@@ -188,10 +188,12 @@ decode onmt-rnn onmt "$out/onmt-rnn/model/model_step_$updates.pt"
 # Inside one process (scripts/decode_vs_old.sh: start-up excluded by construction, not by
 # subtracting a noisy start-up command): this code and OLD_REV's on the same weights,
 # alternating, INPROC_RUNS rounds (default 5); the table takes each side's median first
-# run (a fresh process, as a command decodes) at its faster batch size.
+# run (a fresh process, as a command decodes) at its faster batch size. This code also
+# decodes there with a lexical shortlist of the model (`s2s shortlist`, its defaults).
 if step inproc; then
-    "$here/scripts/decode_vs_old.sh" "$out/s2s-default/best.pt" "$out/old-default.pt" "$out" \
-        "${INPROC_RUNS:-5}"
+    "$bin/s2s" -q shortlist "$out/s2s-default/best.pt" --out "$out/s2s-default.shortlist"
+    SHORTLIST=$out/s2s-default.shortlist "$here/scripts/decode_vs_old.sh" \
+        "$out/s2s-default/best.pt" "$out/old-default.pt" "$out" "${INPROC_RUNS:-5}"
     touch "$out/inproc.done"
 fi
 "$bin/python" "$here/scripts/speed_table.py" "$out" | tee "$out/table.md"

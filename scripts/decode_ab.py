@@ -8,6 +8,8 @@ so that the two can be timed alternately, each from its own venv:
   .venv/bin/python scripts/decode_ab.py CKPT [--beam 5] [--batch-size 256]
   env -u PYTHONPATH .venv-3750b5f/bin/python scripts/decode_ab.py OLD_CKPT [--beam 5]
 
+``--shortlist FILE`` (this code only): each batch scores its lexical shortlist's pieces.
+
 This code decodes with `s2s translate`'s default precision (auto); 3750b5f in fp32.
 Data: $S2S_DATA/multi30k (default ../shared/data).
 """
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--beam", type=int)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--shortlist", help="an s2s shortlist file (this code only)")
     args = parser.parse_args()
     data = Path(os.environ.get("S2S_DATA", Path(__file__).parents[2] / "shared" / "data"))
     src, ref = (
@@ -41,6 +44,11 @@ def main() -> None:
 
         options = dict(precision="auto", scores=False)
         code = "this code"
+        if args.shortlist:
+            from s2s.decoding.shortlist import Shortlist
+
+            options["shortlist"] = Shortlist.load(args.shortlist)
+            code = "this code with a shortlist"
     except ImportError:  # 3750b5f
         from s2s.checkpoint import load_for_translation
         from s2s.translate import translate

@@ -6,6 +6,7 @@
 # faster batch size and their ratio (scripts/speed_table.py --in-process).
 # OLD_CKPT is CKPT as OLD_REV reads it (scripts/old_checkpoint.py); scripts/bench_speed.sh
 # makes it, installs OLD_REV's venv (OLD_VENV) and calls this after its own decoding.
+# SHORTLIST=FILE (an `s2s shortlist` of CKPT): this code also runs with it, each round.
 # Usage: scripts/decode_vs_old.sh CKPT OLD_CKPT OUT [ROUNDS]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +29,10 @@ for k in $(seq "$rounds"); do
         for bs in 64 256; do
             "$bin/python" "$here/scripts/decode_ab.py" "$ckpt" "${opts[@]}" --batch-size $bs \
                 > "$out/inproc/s2s.$search.b$bs.r$k.txt"
+            if [ -n "${SHORTLIST:-}" ]; then
+                "$bin/python" "$here/scripts/decode_ab.py" "$ckpt" "${opts[@]}" --batch-size $bs \
+                    --shortlist "$SHORTLIST" > "$out/inproc/shortlist.$search.b$bs.r$k.txt"
+            fi
             # OLD_REV's code from its venv only (a PYTHONPATH set for this checkout must not
             # reach it)
             env -u PYTHONPATH "$old/bin/python" "$here/scripts/decode_ab.py" "$old_ckpt" \

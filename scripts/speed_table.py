@@ -201,29 +201,39 @@ def main() -> None:
 
 def in_process(out: Path) -> list[str]:
     """The in-process comparison (OUT/inproc, scripts/decode_ab.py): per search, each
-    side's median first-run seconds at its faster batch size, and their ratio."""
+    side's median first-run seconds at its faster batch size, and their ratio; this
+    code with a lexical shortlist too, where it ran (decode_vs_old.sh's SHORTLIST)."""
     found: dict[tuple[str, str, str], list[float]] = {}
+    bleu: dict[tuple[str, str, str], str] = {}
     for path in sorted((out / "inproc").glob("*.txt")):
         side, search, batch, _ = path.stem.split(".")
-        match = re.search(r"first run ([0-9.]+) s", path.read_text())
+        text = path.read_text()
+        match = re.search(r"first run ([0-9.]+) s", text)
         if match:
             found.setdefault((side, search, batch), []).append(float(match.group(1)))
+            bleu[(side, search, batch)] = re.search(r"BLEU ([0-9.]+)", text).group(1)
     lines = []
     for search in ("greedy", "beam5"):
         best = {}
-        for side in ("s2s", "old"):
+        for side in ("s2s", "shortlist", "old"):
             mine = {b: t for (s, q, b), t in found.items() if (s, q) == (side, search)}
             medians = {b: statistics.median(t) for b, t in mine.items()}
             if medians:
                 batch = min(medians, key=medians.get)
-                best[side] = (medians[batch], batch[1:], len(found[(side, search, batch)]))
-        if len(best) == 2:
-            (new, nb, n), (old, ob, _) = best["s2s"], best["old"]
-            lines.append(
-                f"{search}, in one process (start-up excluded; median first run of {n}, "
-                f"alternating): s2s {SENTENCES / new:,.0f} sent/s (batch {nb}), old code "
-                f"{SENTENCES / old:,.0f} (batch {ob}): {old / new:.2f}x"
-            )
+                n = len(found[(side, search, batch)])
+                best[side] = (medians[batch], batch[1:], n, bleu[(side, search, batch)])
+        if "old" not in best:
+            continue
+        old, ob, _, old_bleu = best["old"]
+        for side, name in (("s2s", "s2s"), ("shortlist", "s2s --shortlist")):
+            if side in best:
+                new, nb, n, new_bleu = best[side]
+                lines.append(
+                    f"{search}, in one process (start-up excluded; median first run of {n}, "
+                    f"alternating): {name} {SENTENCES / new:,.0f} sent/s (batch {nb}, BLEU "
+                    f"{new_bleu}), old code {SENTENCES / old:,.0f} (batch {ob}, BLEU "
+                    f"{old_bleu}): {old / new:.2f}x"
+                )
     return lines
 
 
