@@ -472,6 +472,14 @@ MUTANTS = [
         "test_shortlist.py",
     ),
     m(
+        "shortlist-bf16-rows-not-cast",
+        "a lexical shortlist: the bf16 copy's rows",
+        "s2s/decoding/translate.py",
+        "torch.bfloat16 if bf16 else torch.float32",
+        "torch.float32",
+        "test_shortlist.py",
+    ),
+    m(
         "packed-linear-bias-dropped",
         "decoding's bf16 copy with packed linear layers",
         "s2s/decoding/packed.py",

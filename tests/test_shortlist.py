@@ -140,3 +140,23 @@ def test_shortlist_and_translate_commands(tmp_path, tiny_corpus, capsys):
     build([[4]], [[5]], src_vocab=7, tgt_vocab=9).save(tmp_path / "wrong")
     assert main([*args[:4], "--shortlist", str(tmp_path / "wrong")]) == 2
     assert "7 source and 9 target pieces" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_translate_over_a_whole_vocabulary_shortlist_as_without_one(
+    tmp_path, tiny_corpus, precision
+):
+    """``translate`` with a shortlist holding every piece gives the outputs without one,
+    in float32 and from the bf16 copy (whose output layer may be packed, with no weight
+    to take rows from: the shortlist takes the float32 model's rows, cast to bf16)."""
+    from s2s.decoding.translate import translate_lines
+    from s2s.translation import checkpoint
+
+    loaded = checkpoint.load_for_translation(train_tiny(tmp_path, "run", tiny_corpus) / "last.pt")
+    n_src, n_tgt = loaded.src_tok.vocab_size, loaded.tgt_tok.vocab_size
+    table = torch.arange(n_tgt, dtype=torch.int32).repeat(n_src, 1)
+    whole = Shortlist(table, torch.arange(4), n_tgt)
+    lines = [s for s, _ in SENTENCES]
+    options = dict(reverse_source=False, precision=precision, beam=2)
+    args = (loaded.model, loaded.src_tok, loaded.tgt_tok, lines)
+    assert translate_lines(*args, shortlist=whole, **options) == translate_lines(*args, **options)
