@@ -75,15 +75,9 @@ class Shortlist:
 
     @classmethod
     def load(cls, path: str | Path) -> Shortlist:
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointError(f"shortlist not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # the safe unpickler raises many kinds on garbage
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise CheckpointError(f"{path} is not an s2s shortlist ({reason[:120]})") from None
-        return cls.from_state(state, str(path))
+        from s2s.training.checkpoint import read
+
+        return cls.from_state(read(path, "shortlist"), str(path))
 
     def check(self, src_vocab: int, tgt_vocab: int, name: str = "the shortlist") -> None:
         """A clear error unless this shortlist was built for these vocabulary sizes."""

@@ -46,17 +46,23 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
+def read(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> Any:
+    """What ``torch.save`` wrote to ``path``, on the CPU, read with ``weights_only``; a
+    missing or unreadable file is a ``CheckpointError`` naming it as an s2s ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch's safe unpickler raises many kinds on garbage
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path} is not an s2s {what} ({reason[:120]})") from None
+
+
 def load(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     """A checkpoint's payload on the CPU; ``mmap``: tensors are read from the file
     when first touched (what is never touched is never read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # torch's safe unpickler raises many kinds on garbage
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path} is not an s2s checkpoint ({reason[:120]})") from None
+    payload = read(path, mmap=mmap)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an s2s checkpoint")
     if payload.get("version") != VERSION:
