@@ -428,6 +428,31 @@ def test_a_packed_float32_output_layer_decodes_as_the_model(monkeypatch):
         assert mine == pytest.approx(theirs, abs=1e-5)
 
 
+def test_validation_during_training_decodes_without_packing_the_output_layer(
+    tmp_path, tiny_corpus, monkeypatch
+):
+    """Validation translates with the model's own float32 output layer: a packed one
+    leaves a oneDNN kernel per row count behind, which raised a training run's peak
+    memory (docs/speed.md, twenty-second session); ``s2s translate`` still packs it."""
+    from s2s.decoding import translate as translate_module
+
+    packs = []
+    real = translate_module.packed_head
+
+    def counting(stepper, model):
+        packs.append(model)
+        return real(stepper, model)
+
+    monkeypatch.setattr(translate_module, "packed_head", counting)
+    out = train_tiny(tmp_path, "run", tiny_corpus, precision="fp32")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert sum('"valid"' in line for line in lines) == 2  # two validations ran
+    assert packs == []
+    payload = checkpoint.load_for_translation(out / "best.pt")
+    translate_lines(payload.model, payload.src_tok, payload.tgt_tok, ["a b"], reverse_source=False)
+    assert len(packs) == 1
+
+
 def test_checking_for_packed_weights_draws_no_random_numbers():
     """The first search of a run checks (once) whether this build packs weights; the
     global random state is the same after it, so that a resumed training run, which

@@ -77,6 +77,7 @@ def translate(
     precision: str = "fp32",
     scores: bool = True,
     shortlist: Shortlist | None = None,
+    packed: bool = True,
 ) -> list[Translation]:
     """Translate ``lines`` (see the module docstring), in batches of similar length:
     ``batch_size`` sentences, or source tokens (padded) with ``batch_unit="tokens"``.
@@ -84,17 +85,20 @@ def translate(
     or "auto" (bf16 where the device has it at hardware speed). ``scores=False``: greedy
     search skips its log-probabilities (``Translation.scores`` None); beam search
     always has them. ``shortlist``: each batch scores only its shortlist's target pieces
-    (``s2s.decoding.shortlist``)."""
+    (``s2s.decoding.shortlist``). ``packed=False``: a float32 output layer is not
+    packed for the search (validation during training, where what the packing left
+    behind raised the default run's peak memory by about 200 MB, docs/speed.md,
+    twenty-second session)."""
     decoder = decoding_model(model, precision, torch.device(device))
     # a bf16 copy runs its batches in a few row counts (search.bucketed), float32 not
     row_step = 1 if decoder is model else ROW_STEP
     original, model, was_training = model, decoder, model.training
     model.eval()
     stepper = TableStepper(model) if table_steps(model) else model
-    if shortlist is None:
-        stepper = packed_head(stepper, model)  # float32: the output layer packed
-    else:
+    if shortlist is not None:
         stepper = _shortlisted(stepper, original, shortlist, src_tok, decoder is not original)
+    elif packed:
+        stepper = packed_head(stepper, model)  # float32: the output layer packed
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
     ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)
