@@ -85,10 +85,8 @@ def translate(
     or "auto" (bf16 where the device has it at hardware speed). ``scores=False``: greedy
     search skips its log-probabilities (``Translation.scores`` None); beam search
     always has them. ``shortlist``: each batch scores only its shortlist's target pieces
-    (``s2s.decoding.shortlist``). ``packed=False``: a float32 output layer is not
-    packed for the search (validation during training, where what the packing left
-    behind raised the default run's peak memory by about 200 MB, docs/speed.md,
-    twenty-second session)."""
+    (``s2s.decoding.shortlist``). ``packed=False``: a float32 output layer unpacked
+    (validation: packing it raised training's peak memory, docs/speed.md)."""
     decoder = decoding_model(model, precision, torch.device(device))
     # a bf16 copy runs its batches in a few row counts (search.bucketed), float32 not
     row_step = 1 if decoder is model else ROW_STEP
