@@ -431,9 +431,9 @@ def test_a_packed_float32_output_layer_decodes_as_the_model(monkeypatch):
 def test_validation_during_training_decodes_without_packing_the_output_layer(
     tmp_path, tiny_corpus, monkeypatch
 ):
-    """Validation translates with the model's own float32 output layer: a packed one
-    leaves a oneDNN kernel per row count behind, which raised a training run's peak
-    memory (docs/speed.md, twenty-second session); ``s2s translate`` still packs it."""
+    """Validation translates with the model's own float32 output layer: packing it at
+    each validation raised a training run's peak memory by about 200 MB (docs/speed.md,
+    twenty-second session); ``s2s translate`` still packs it."""
     from s2s.decoding import translate as translate_module
 
     packs = []

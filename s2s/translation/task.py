@@ -186,7 +186,7 @@ class TranslationTask:
             max_output_ratio=t.max_output_ratio,
             beam=t.valid_beam if t.valid_beam > 1 else None,
             device=self.run.device,
-            packed=False,  # memory: its kernels would outlive the validation
+            packed=False,  # packing raised the run's peak memory (docs/speed.md)
         )
         scores = score(hyps, self.valid_ref)
         fields = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
