@@ -263,8 +263,24 @@ def test_run_folder_of_another_config_is_not_overwritten(tmp_path, capsys, tiny_
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     line = one_line_error(capsys, ["train", str(cfg), "model.decoder.cell=gru", "--out", str(out)])
     assert "different config" in line and "model.decoder.cell" in line
+    assert "model.decoder.cell was 'lstm', now 'gru'" in line
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert before == after
+
+
+def test_a_run_resumes_with_its_data_named_by_another_path(tmp_path, monkeypatch, tiny_corpus):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    absolute = tiny_config_dict(tiny_corpus, max_steps=2)
+    first = write_config(tmp_path / "a.yaml", absolute)
+    assert main(["-q", "train", str(first), "--out", "run"]) == 0
+    relative = tiny_config_dict(tiny_corpus, max_steps=4)
+    for split in ("train", "valid"):  # data/train as ./data/../data/train
+        relative["data"][split] = os.path.join("data", "..", os.path.relpath(tiny_corpus[split]))
+    again = write_config(tmp_path / "r.yaml", relative)
+    assert main(["-q", "train", str(again), "--out", "run"]) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 4 and min(steps) > 0
 
 
 def test_foreign_non_empty_folder_is_refused(tmp_path, capsys, tiny_corpus):

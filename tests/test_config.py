@@ -18,6 +18,17 @@ def test_defaults_and_roundtrip():
     assert config.diff(cfg, again) == []
 
 
+def test_the_same_file_named_by_another_path_is_not_a_difference(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x").mkdir()
+    cfg = config.from_dict(base())
+    same = config.from_dict(base(train=str(tmp_path / "x" / ".." / "x" / "train")))
+    other = config.from_dict(base(train="y/train"))
+    assert config.diff(cfg, same) == []
+    assert config.diff(cfg, other) == ["data.train"]
+    assert config.value(other, "data.train") == "y/train"
+
+
 def test_unknown_key_is_named_with_suggestion():
     with pytest.raises(
         ConfigError, match=r"unknown config key 'model\.encoder\.cel'.*'model\.encoder\.cell'"

@@ -48,6 +48,7 @@ from s2s.config.loading import (
     set_key,
     to_dict,
     unset_variables,
+    value,
 )
 from s2s.config.translation import (
     Config,
@@ -114,4 +115,5 @@ __all__ = [
     "set_key",
     "to_dict",
     "unset_variables",
+    "value",
 ]

@@ -176,18 +176,37 @@ def dump(cfg: Any) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values; paths (strings with a separator) that name the same file, relative to
+    the working folder or not, count as equal (``../data/x`` and ``/work/data/x``)."""
+    if a == b:
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    seps = {"/", os.sep}
+    if isinstance(a, str) and isinstance(b, str) and any(s in a + b for s in seps):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return False
+
+
 def diff(a: Any, b: Any) -> list[str]:
-    """Dotted keys whose values differ between two configs."""
+    """Dotted keys whose values differ between two configs (the same file named by two
+    paths does not differ)."""
+    fa, fb = _flat(to_dict(a)), _flat(to_dict(b))
+    return sorted(k for k in fa.keys() | fb.keys() if not _same(fa.get(k), fb.get(k)))
 
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                out.update(flat(v, key + "."))
-            else:
-                out[key] = v
-        return out
 
-    fa, fb = flat(to_dict(a)), flat(to_dict(b))
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+def value(cfg: Any, key: str) -> Any:
+    """The value at a dotted key (None where there is none)."""
+    return _flat(to_dict(cfg)).get(key)

@@ -69,9 +69,12 @@ def prepare_run_dir(
             changed = [k for k in differs if k not in LIMIT_KEYS]
             if changed and not force:
                 shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+                key = changed[0]
+                was, now = config_mod.value(old, key), config_mod.value(cfg, key)
                 raise ConfigError(
-                    f"run folder {out} belongs to a different config (differs in {shown}); "
-                    "use another --out, or --force to start over there"
+                    f"run folder {out} belongs to a different config (differs in {shown}; "
+                    f"{key} was {was!r}, now {now!r}); use another --out, or --force to "
+                    "start over there"
                 )
             if not changed and (out / "last.pt").is_file():
                 runlock.acquire(out)
