@@ -82,7 +82,13 @@ def test_compiled_steps_equal_eager_ones_over_two_shapes():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         for name, g in want_grads.items():
             torch.testing.assert_close(got_grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
-    with torch.no_grad():  # validation: a graph without gradients
+    model.eval()
+    before = counters["frames"]["ok"]
+    with torch.no_grad():  # validation's loss: eager, no graph compiled for it
+        model.decoder(batch.tgt_in, model.encode(batch.src, batch.src_lengths))
+    assert counters["frames"]["ok"] == before
+    model.train()
+    with torch.no_grad():  # scheduled sampling's guess pass: a graph without gradients
         model.decoder(batch.tgt_in, model.encode(batch.src, batch.src_lengths))
     # one graph with gradients, one without: not one per position, length or batch
     assert counters["frames"]["ok"] - compiles <= 2

@@ -135,6 +135,8 @@ def test_the_chunked_loss_never_holds_the_whole_logits(monkeypatch):
 def test_the_chunked_loss_in_bf16_and_compiled_is_close_to_float32(monkeypatch):
     if compile_unavailable(torch.device("cpu")):
         pytest.skip("torch.compile needs a C++ compiler on this machine")
+    from torch._dynamo.utils import counters
+
     monkeypatch.setattr(fused, "CHUNK", 16)
     monkeypatch.setattr(fused, "PLAIN_ROWS", 16)
     torch.manual_seed(0)
@@ -143,8 +145,11 @@ def test_the_chunked_loss_in_bf16_and_compiled_is_close_to_float32(monkeypatch):
     target = torch.randint(64, (40,))
     want = _whole(x, layer, target, 0.1)
     g_want = torch.autograd.grad(want, [x, layer.weight, layer.bias])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    torch._dynamo.reset()
+    compiles = counters["frames"]["ok"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # chunks of 16, 16 and 8 rows
         got = fused.linear_cross_entropy(x, layer, target, 0.1, TokenLoss("always"))
+    assert counters["frames"]["ok"] - compiles == 1  # the short chunk: no second graph
     g_got = torch.autograd.grad(got, [x, layer.weight, layer.bias])
     assert got.dtype == torch.float32 and abs(got.item() - want.item()) < 0.01 * want.item()
     for a, b in zip(g_got, g_want):

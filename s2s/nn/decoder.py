@@ -295,9 +295,10 @@ class Decoder(nn.Module):
         """Teacher forcing. tgt_in: (batch, tgt_len) -> h~ (batch, tgt_len, out_size),
         dropout applied; ``output`` turns it into logits."""
         if self.input_feeding and feeding.supported(self):
-            return self.dropout(
-                feeding.teacher_forced(self, tgt_in, enc, compiled=self.compile_steps)
-            )
+            # validation's loss (eval, no gradients) runs eager: compiling a third graph
+            # for one pass per validation cost more than it saved (docs/speed.md)
+            compiled = self.compile_steps and (self.training or torch.is_grad_enabled())
+            return self.dropout(feeding.teacher_forced(self, tgt_in, enc, compiled=compiled))
         state = self.init_state(enc)
         if self.input_feeding:
             outs = []

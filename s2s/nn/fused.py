@@ -142,7 +142,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             ones = x.new_ones(1, zbuf.shape[0])
             for start in range(0, x.shape[0], CHUNK):
                 xc = x[start : start + CHUNK]
-                z = zbuf[: xc.shape[0]]
+                # a short last chunk gets its own array: a view of zbuf would fail the
+                # compiled step's guard on its base's size (a second compilation)
+                z = zbuf if xc.shape[0] == zbuf.shape[0] else x.new_empty(xc.shape[0], w.shape[0])
                 if b is None:
                     torch.mm(xc, wt, out=z)
                 else:
