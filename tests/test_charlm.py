@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from s2s import config
-from s2s.charlm import LMTrainer, load_lm, train_lm
+from s2s.charlm import LMTrainer, load_lm, probe, train_lm
 from s2s.charlm.generate import sample
 from s2s.charlm.probe import (
     fold_accuracies,
@@ -203,6 +203,23 @@ def test_probe_finds_a_separable_signal_and_not_noise():
     noise = torch.randint(0, 2, (200,), generator=g).tolist()
     scores = fold_accuracies(x, noise, stratified_folds(noise, 5, 0))
     assert abs(sum(scores) / 5 - 0.5) < 0.15
+
+
+def test_narrow_features_are_fitted_by_newton_and_reach_the_lbfgs_optimum(monkeypatch):
+    """Newton-Cholesky for dense features up to NEWTON_MAX_FEATURES wide, L-BFGS beyond:
+    the same regularised model either way (equal C, coefficients, predictions)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, 12, generator=g).double().numpy()
+    y = x[:, 0] + 0.5 * x[:, 3] + 0.8 * torch.randn(300, generator=g).double().numpy() > 0
+    fitted = probe.fit(x, y.astype(int), seed=0)
+    assert fitted[-1].solver == "newton-cholesky"
+    monkeypatch.setattr(probe, "NEWTON_MAX_FEATURES", 11)
+    wide = probe.fit(x, y.astype(int), seed=0)
+    assert wide[-1].solver == "lbfgs"
+    assert fitted[-1].C_[0] == wide[-1].C_[0]
+    assert np.allclose(fitted[-1].coef_, wide[-1].coef_, atol=1e-3)
+    assert np.array_equal(fitted.predict(x), wide.predict(x))
+    assert probe.solver(True, 10) == "liblinear"
 
 
 def test_the_ngram_baseline_reads_words_in_any_encoding():

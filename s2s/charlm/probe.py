@@ -24,6 +24,12 @@ from s2s.training.checkpoint import load
 FEATURES = ("hidden", "cell", "mean", "layers")
 C_GRID = np.logspace(-3, 1, 5)  # inverse L2 strengths tried in each training part
 INNER_FOLDS = 3
+# Dense features up to this width are fitted by Newton's method with a Cholesky solve
+# (a features x features Hessian: 32 MB at 2,048). On MR's standardised LM features
+# (2,048) it took 0.6x L-BFGS's time, and L-BFGS still stopped at its iteration limit in
+# some fits (BENCHMARKS.md, MR probe, 2026-12-05). Wider features go to L-BFGS, whose
+# cost does not grow with the square of the width.
+NEWTON_MAX_FEATURES = 4096
 
 
 @torch.no_grad()
@@ -60,7 +66,16 @@ def stratified_folds(labels: list[int], folds: int, seed: int) -> list[tuple[np.
     return list(splitter.split(np.zeros(len(y)), y))
 
 
-def regression(seed: int, sparse: bool):
+def solver(sparse: bool, features: int) -> str:
+    """scikit-learn's solver for a probe's regression: liblinear for sparse counts (the
+    n-gram baseline), Newton-Cholesky for dense features up to NEWTON_MAX_FEATURES wide,
+    L-BFGS beyond. All fit the same L2-regularised model; they differ in speed only."""
+    if sparse:
+        return "liblinear"
+    return "newton-cholesky" if features <= NEWTON_MAX_FEATURES else "lbfgs"
+
+
+def regression(seed: int, sparse: bool, features: int):
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
@@ -71,7 +86,7 @@ def regression(seed: int, sparse: bool):
         Cs=C_GRID,
         cv=inner,
         scoring="neg_log_loss",
-        solver="liblinear" if sparse else "lbfgs",
+        solver=solver(sparse, features),
         max_iter=2000,
     )
     return model if sparse else make_pipeline(StandardScaler(), model)
@@ -83,7 +98,7 @@ def fit(x, y, *, seed: int = 0):
 
     with warnings.catch_warnings():  # scikit-learn's notes on defaults it will change
         warnings.simplefilter("ignore", FutureWarning)
-        return regression(seed, scipy.sparse.issparse(x)).fit(x, y)
+        return regression(seed, scipy.sparse.issparse(x), x.shape[1]).fit(x, y)
 
 
 def fold_accuracies(features, labels: list[int], splits, *, seed: int = 0) -> list[float]:
