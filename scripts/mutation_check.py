@@ -188,8 +188,8 @@ MUTANTS = [
         "cell-mlstm-sum",
         "mLSTM's multiplicative transition",
         C,
-        "wh = ((x @ self.weight_mx.t()) * (h @ self.weight_mh.t())) @ self.weight_hh.t()",
-        "wh = ((x @ self.weight_mx.t()) + (h @ self.weight_mh.t())) @ self.weight_hh.t()",
+        "wh = F.linear(mx * F.linear(h, self.weight_mh), self.weight_hh)",
+        "wh = F.linear(mx + F.linear(h, self.weight_mh), self.weight_hh)",
         "test_cells.py",
     ),
     m(
@@ -204,8 +204,8 @@ MUTANTS = [
         "cell-variational-unmasked",
         "variational recurrent dropout mask",
         C,
-        "h_new, c_new = cell(inputs[:, t], h if mask is None else h * mask, c)",
-        "h_new, c_new = cell(inputs[:, t], h, c)",
+        "h_new, c_new = cell.step(wx_t, mx_t, h if mask is None else h * mask, c)",
+        "h_new, c_new = cell.step(wx_t, mx_t, h, c)",
         f"test_cells.py test_wiring.py {KEYS}",
     ),
     m(

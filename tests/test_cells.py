@@ -46,6 +46,56 @@ def test_loop_rnn_matches_the_fused_kernel_on_packed_input(cell, bidirectional):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_loop_rnn_matches_the_fused_kernel_where_no_sequence_is_shorter(cell):
+    """Full-length input skips the per-step masking: the same outputs, states, gradients."""
+    torch.manual_seed(0)
+    kinds = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+    fused = kinds[cell](5, 4, batch_first=True, bidirectional=True)
+    loop = LoopRNN(cell=cell, input_size=5, hidden_size=4, bidirectional=True)
+    copy_fused_into_loop(fused, loop)
+    x = torch.randn(3, 6, 5)
+    (out_f, fin_f), (out_l, fin_l) = fused(x), loop(x)
+    assert torch.allclose(out_f, out_l, atol=1e-5)
+    fin_f, fin_l = (fin_f, fin_l) if cell == "lstm" else ((fin_f,), (fin_l,))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fin_f, fin_l))
+    out_f.pow(2).sum().backward()
+    out_l.pow(2).sum().backward()
+    grad = loop.directions[1].weight_hh.grad
+    assert torch.allclose(fused.weight_hh_l0_reverse.grad, grad, atol=1e-5)
+
+
+def test_step_loop_products_run_in_bf16_where_the_cpu_has_it(monkeypatch):
+    """Under bf16 autocast a step-loop layer's matrix products run in bf16 on a CPU with
+    bf16 instructions (float32 elsewhere), its gates and state in float32; the result
+    stays near float32's."""
+    from torch.nn import functional as F
+
+    from s2s.nn.precision import cpu_has_bf16
+
+    torch.manual_seed(0)
+    stack = RecurrentStack(cell="mlstm", input_size=8, hidden_size=16, layers=1)
+    for p in stack.parameters():
+        torch.nn.init.uniform_(p, -0.3, 0.3)
+    x = torch.randn(4, 12, 8)
+    want, _ = stack(x)
+    dtypes = []
+    linear = F.linear
+
+    def spy(*args):
+        out = linear(*args)
+        dtypes.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(F, "linear", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, (final,) = stack(x)
+    expected = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert dtypes and set(dtypes) == {expected}
+    assert got.dtype == final[1].dtype == torch.float32  # h and c stay float32
+    assert torch.allclose(got, want, atol=0.05)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "peephole_lstm"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_a_layer_run_by_length_equals_the_packed_run(cell, bidirectional):
@@ -155,13 +205,13 @@ def test_variational_dropout_keeps_one_mask_across_time():
         rnn.directions[0].weight_hh.copy_(torch.eye(50))
     seen = []
     cell = rnn.directions[0]
-    real = cell.forward
+    real = cell.step
 
-    def spy(x, h, c):
+    def spy(wx, mx, h, c):
         seen.append(h.clone())
-        return real(x, h, c)
+        return real(wx, mx, h, c)
 
-    cell.forward = spy
+    cell.step = spy
     rnn.train()
     rnn(torch.zeros(1, 6, 2))
     # h is masked before it enters the cell: the zeroed units are the same at every step

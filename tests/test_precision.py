@@ -151,7 +151,9 @@ BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
         ("cpu", BF16, True, False, True, None),  # padded, fused, bf16 CPU: the bf16 kernel
         ("cpu", BF16, True, True, True, FP32),  # packed: oneDNN runs float32 anyway
         ("cpu", BF16, True, False, False, FP32),  # no bf16 instructions: the kernel fails
-        ("cpu", BF16, False, False, True, FP32),  # step loops (peephole, ...): float32
+        ("cpu", BF16, False, False, True, None),  # step loops (peephole, ...): bf16 products
+        ("cpu", BF16, False, True, True, None),  # a step loop pads packed input itself
+        ("cpu", BF16, False, False, False, FP32),  # no bf16 instructions: float32
         ("cpu", FP16, True, False, True, FP32),
         ("cuda", BF16, True, False, False, FP32),  # cuDNN's wrapper would run fp16, unscaled
         ("cuda", FP16, True, True, False, None),  # fp16 with the loss scaler

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from s2s.config import ACTIVATIONS, CELLS, STACKINGS
@@ -96,14 +97,27 @@ class LoopCell(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
         """x: (batch, input), h and c: (batch, hidden) -> new (h, c)."""
-        wx = x @ self.weight_ih.t()
-        if self.multiplicative:
-            wh = ((x @ self.weight_mx.t()) * (h @ self.weight_mh.t())) @ self.weight_hh.t()
-        else:
-            wh = h @ self.weight_hh.t()
+        return self.step(*self.input_terms(x), h, c)
+
+    def input_terms(self, x: torch.Tensor):
+        """The terms of a step that depend on the input alone, for any leading shape
+        (a whole sequence at once in ``LoopRNN``): W_x x + b_x, normalised first with
+        layer norm, and the mLSTM's W_mx x (else None)."""
+        wx = F.linear(x, self.weight_ih)
         if self.layer_norm:
-            wx, wh = self.norm_ih(wx), self.norm_hh(wh)
-        wx, wh = wx + self.bias_ih, wh + self.bias_hh
+            wx = self.norm_ih(wx)
+        mx = F.linear(x, self.weight_mx) if self.multiplicative else None
+        return wx + self.bias_ih, mx
+
+    def step(self, wx: torch.Tensor, mx: torch.Tensor | None, h: torch.Tensor, c):
+        """One step from ``input_terms``' terms at this position -> new (h, c)."""
+        if self.multiplicative:
+            wh = F.linear(mx * F.linear(h, self.weight_mh), self.weight_hh)
+        else:
+            wh = F.linear(h, self.weight_hh)
+        if self.layer_norm:
+            wh = self.norm_hh(wh)
+        wh = wh + self.bias_hh
         if self.kind == "rnn":
             return self.activation(wx + wh), None
         if self.kind == "gru":
@@ -160,6 +174,7 @@ class LoopRNN(nn.Module):
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
         batch, steps, _ = padded.shape
         lengths = lengths.to(padded.device)
+        shortest = int(lengths.min()) if batch else 0
         lstm = is_lstm(self.cell)
         outputs, finals_h, finals_c = [], [], []
         for d, cell in enumerate(self.directions):
@@ -178,9 +193,16 @@ class LoopRNN(nn.Module):
             if d == 1:  # the backward direction reads each sequence from its real end
                 order = torch.where(order < lengths[:, None], lengths[:, None] - 1 - order, order)
             inputs = padded.gather(1, order.unsqueeze(-1).expand_as(padded))
+            # the input's terms for all positions in one product; then one step per position
+            wx, mx = cell.input_terms(inputs)
+            per_step = zip(wx.unbind(1), mx.unbind(1) if mx is not None else [None] * steps)
             outs = []
-            for t in range(steps):
-                h_new, c_new = cell(inputs[:, t], h if mask is None else h * mask, c)
+            for t, (wx_t, mx_t) in enumerate(per_step):
+                h_new, c_new = cell.step(wx_t, mx_t, h if mask is None else h * mask, c)
+                if t < shortest:  # every sequence still running: nothing to hold back
+                    h, c = h_new, c_new
+                    outs.append(h_new)
+                    continue
                 live = (t < lengths).unsqueeze(1)
                 h = torch.where(live, h_new, h)
                 if lstm:
