@@ -140,6 +140,17 @@ def test_features_are_the_final_hidden_state():
         assert torch.allclose(row, state[-1][0][0, 0], atol=1e-6)  # top layer, h
 
 
+def test_features_come_back_in_the_order_of_the_sequences():
+    """Batches are built longest first; each row is still its own sequence's features."""
+    torch.manual_seed(0)
+    cfg = config.LMModelConfig(embedding_size=8, hidden_size=16, layers=1)
+    model = build_lm(cfg, 256).eval()
+    seqs = [list(b"ok"), list(b"a much longer review"), [], list(b"mid length"), list(b"xy z")]
+    together = sequence_features(model, seqs, kinds=("mean", "hidden"), batch_size=2)
+    alone = torch.cat([sequence_features(model, [s], kinds=("mean", "hidden")) for s in seqs])
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
 def test_features_mean_and_cell_are_what_they_say():
     torch.manual_seed(0)
     cfg = config.LMModelConfig(embedding_size=8, hidden_size=16, layers=2)

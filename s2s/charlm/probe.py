@@ -40,18 +40,22 @@ def sequence_features(
     kinds: tuple[str, ...] = ("hidden",),
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """``CharLM.features`` of each id sequence (an empty one reads id 0), in order."""
+    """``CharLM.features`` of each id sequence (an empty one reads id 0), in order. The
+    batches take the sequences longest first, so that each batch's steps are about its
+    sequences' lengths, not the longest text's."""
     model.eval()
     device = model.output.weight.device
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     rows = []
-    for start in range(0, len(sequences), batch_size):
-        seqs = [s or [0] for s in sequences[start : start + batch_size]]
+    for start in range(0, len(order), batch_size):
+        seqs = [sequences[i] or [0] for i in order[start : start + batch_size]]
         lengths = torch.tensor([len(s) for s in seqs])
         ids = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, : len(s)] = torch.tensor(s)
         rows.append(model.features(ids.to(device), lengths, kinds).float().cpu())
-    return torch.cat(rows)
+    found = torch.cat(rows)
+    return found[torch.argsort(torch.tensor(order))] if order else found
 
 
 def stratified_folds(labels: list[int], folds: int, seed: int) -> list[tuple[np.ndarray, ...]]:
