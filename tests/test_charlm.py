@@ -3,6 +3,7 @@ features and the logistic-regression probe."""
 
 import dataclasses
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -243,6 +244,38 @@ def test_the_ngram_baseline_reads_words_in_any_encoding():
     assert min(fold_accuracies(grams, labels, stratified_folds(labels, 4, 0))) == 1.0
 
 
+def test_the_probe_curve_script_fits_stratified_subsets(tmp_path, periodic, capsys, monkeypatch):
+    """scripts/probe_curve.py: a seeded, stratified subset of each training part per size,
+    one table row per size, the three feature sets side by side."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[1] / "scripts" / "probe_curve.py"
+    spec = importlib.util.spec_from_file_location("probe_curve", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    y = np.array([0] * 15 + [1] * 5)
+    for seed in range(5):  # the classes' shares kept in every draw
+        part = script.subset(np.arange(20), y, 8, seed=seed)
+        assert len(part) == 8 and np.bincount(y[part]).tolist() == [6, 2]
+        assert np.array_equal(part, script.subset(np.arange(20), y, 8, seed=seed))
+    assert len(script.subset(np.arange(20), y, None, seed=0)) == 20
+    cfg = config.to_dict(lm_config(periodic))
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["-q", "charlm", "train", str(tmp_path / "lm.yaml"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    (tmp_path / "pos").write_text("good\nfine film\nabcd\n" * 6)
+    (tmp_path / "neg").write_text("bad\ndull film\ndcba\n" * 6)
+    argv = [str(path), str(out / "best.pt"), "--pos", str(tmp_path / "pos")]
+    argv += ["--neg", str(tmp_path / "neg"), "--sizes", "12,all", "--features", "mean"]
+    monkeypatch.setattr(sys, "argv", argv)
+    script.main()
+    rows = capsys.readouterr().out.splitlines()
+    assert "| pretrained | random init | words + bigrams |" in rows[0]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| 12", "| 24"]  # 36 texts, 3 folds
+
+
 def test_commands_train_sample_probe_and_refuse_the_wrong_checkpoint(tmp_path, periodic, capsys):
     cfg = config.to_dict(lm_config(periodic))
     (tmp_path / "lm.yaml").write_text(yaml.safe_dump(cfg))
@@ -445,7 +478,6 @@ def test_english_text_script_writes_packaged_text_in_mr_style(tmp_path):
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     data = tmp_path / "data"
     (data / "multi30k").mkdir(parents=True)
