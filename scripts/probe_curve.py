@@ -4,7 +4,7 @@
     python scripts/probe_curve.py FWD.pt [BWD.pt ...] --pos POS --neg NEG \\
         [--folds 3] [--sizes 100,300,1000,3000,all] [--features layers] [--seed 0] [--encoding E]
 
-The features and folds are `s2s charlm probe`'s (the same seed gives the same folds);
+The features and folds are `s2s charlm probe`'s (`probe_features`; the same seed, the same folds);
 in each fold's training part a stratified subset of each size (seeded) fits the same
 regression, and the whole test part scores it. Prints one Markdown table.
 """
@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
-from s2s.charlm.probe import _sequences, fit, ngram_features, sequence_features, stratified_folds
+from s2s.charlm.probe import fit, probe_features, stratified_folds
 from s2s.data.text import read_labelled
-from s2s.nn.charlm import build_lm, lm_from_payload
-from s2s.training.checkpoint import load
 
 
 def subset(train: np.ndarray, y: np.ndarray, size: int | None, seed: int) -> np.ndarray:
@@ -45,21 +42,11 @@ def main() -> None:
     args = parser.parse_args()
     kinds = tuple(args.features.split(","))
     sizes = [None if s == "all" else int(s) for s in args.sizes.split(",")]
-    lms = [lm_from_payload(load(p), p) for p in args.checkpoints]
     texts, labels = read_labelled(args.pos, args.neg)
     y = np.asarray(labels)
-    inputs = [_sequences(units, cfg, texts, args.encoding) for _, units, cfg in lms]
-    torch.manual_seed(args.seed)  # as the probe builds its random networks
-    fresh = [build_lm(cfg.model, units.size) for _, units, cfg in lms]
-    sets = {
-        "pretrained": [m for m, _, _ in lms],
-        "random init": fresh,
-    }
-    table = {}
-    for name, models in sets.items():
-        x = torch.cat([sequence_features(m, s, kinds=kinds) for m, s in zip(models, inputs)], 1)
-        table[name] = np.asarray(x.numpy(), dtype=np.float64)
-    table["words + bigrams"] = ngram_features(texts)
+    table = probe_features(
+        args.checkpoints, texts, seed=args.seed, kinds=kinds, encoding=args.encoding
+    )
     splits = stratified_folds(labels, args.folds, args.seed)
     print(f"| training texts per fold | {' | '.join(table)} | pretrained - random |")
     print("| --- |" + " --- |" * (len(table) + 1))
@@ -71,7 +58,7 @@ def main() -> None:
                 model = fit(x[part], y[part], seed=args.seed)
                 scores[name].append(100 * float((model.predict(x[test]) == y[test]).mean()))
         cells = [f"{np.mean(v):.2f} ± {np.std(v, ddof=1):.2f}" for v in scores.values()]
-        gap = np.mean(scores["pretrained"]) - np.mean(scores["random init"])
+        gap = np.mean(scores["pretrained LM"]) - np.mean(scores["same LM, random init"])
         shown = len(splits[0][0]) if size is None else size
         print(f"| {shown} | {' | '.join(cells)} | {gap:+.2f} |", flush=True)
 

@@ -272,7 +272,7 @@ def test_the_probe_curve_script_fits_stratified_subsets(tmp_path, periodic, caps
     monkeypatch.setattr(sys, "argv", argv)
     script.main()
     rows = capsys.readouterr().out.splitlines()
-    assert "| pretrained | random init | words + bigrams |" in rows[0]
+    assert "| pretrained LM | same LM, random init | words + bigrams |" in rows[0]
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| 12", "| 24"]  # 36 texts, 3 folds
 
 

@@ -167,28 +167,48 @@ def probe_files(
     encoding: str | None = None,
     references: bool = True,
 ) -> ProbeResult:
-    """Probe LM checkpoints on two labelled files: one LM, or several with their features
-    side by side (a backward LM, ``data.direction``, reads each text from its end); with
-    ``references``, also the same architectures at random initialisation (seeded once
-    with ``seed``, then built in order) and the n-gram baseline, on the same folds."""
+    """Probe LM checkpoints on two labelled files (``probe_features``), every row on the
+    same ``folds`` stratified folds."""
+    texts, labels = read_labelled(pos, neg)
+    splits = stratified_folds(labels, folds, seed)
+    table = probe_features(
+        paths, texts, seed=seed, kinds=kinds, encoding=encoding, references=references
+    )
+    rows = {name: fold_accuracies(x, labels, splits, seed=seed) for name, x in table.items()}
+    return ProbeResult(rows, len(texts), table["pretrained LM"].shape[1], tuple(kinds))
+
+
+def probe_features(
+    paths: str | Path | list[str | Path],
+    texts: list[bytes],
+    *,
+    seed: int = 0,
+    kinds: tuple[str, ...] = ("mean",),
+    encoding: str | None = None,
+    references: bool = True,
+) -> dict:
+    """The probe's features of ``texts``, by row name: LM checkpoints' (one LM, or several
+    side by side; a backward LM, ``data.direction``, reads each text from its end), dense
+    float64; with ``references``, also the same architectures at random initialisation
+    (seeded once with ``seed``, then built in order) and the n-gram baseline (sparse)."""
     unknown = sorted(set(kinds) - set(FEATURES))
     if unknown or not kinds:
         raise S2SError(f"unknown feature '{(unknown or [''])[0]}'; valid: {', '.join(FEATURES)}")
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     lms = [lm_from_payload(load(p), p) for p in paths]
-    texts, labels = read_labelled(pos, neg)
     inputs = [_sequences(units, cfg, texts, encoding) for _, units, cfg in lms]
-    splits = stratified_folds(labels, folds, seed)
-    x = torch.cat([sequence_features(m, s, kinds=kinds) for (m, _, _), s in zip(lms, inputs)], 1)
-    rows = {"pretrained LM": fold_accuracies(x.numpy(), labels, splits, seed=seed)}
+
+    def side_by_side(models) -> np.ndarray:
+        x = torch.cat([sequence_features(m, s, kinds=kinds) for m, s in zip(models, inputs)], 1)
+        return x.numpy().astype(np.float64)
+
+    table = {"pretrained LM": side_by_side([m for m, _, _ in lms])}
     if references:
         torch.manual_seed(seed)
         fresh = [build_lm(cfg.model, units.size) for _, units, cfg in lms]
-        x0 = torch.cat([sequence_features(m, s, kinds=kinds) for m, s in zip(fresh, inputs)], 1)
-        rows["same LM, random init"] = fold_accuracies(x0.numpy(), labels, splits, seed=seed)
-        grams = ngram_features(texts)
-        rows["words + bigrams"] = fold_accuracies(grams, labels, splits, seed=seed)
-    return ProbeResult(rows, len(texts), x.shape[1], tuple(kinds))
+        table["same LM, random init"] = side_by_side(fresh)
+        table["words + bigrams"] = ngram_features(texts)
+    return table
 
 
 def _sequences(units, cfg, texts: list[bytes], encoding: str | None) -> list[list[int]]:
