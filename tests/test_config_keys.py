@@ -493,6 +493,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "model.dropout": P(0.3, training_noise),
         "model.embedding_dropout": P(0.3, training_noise),
         "model.recurrent_dropout": P(0.3, training_noise),
+        "model.word_dropout": P(0.3, training_noise),
         "model.tie_target_embeddings": P(False, structure),
         "model.charlm": Probe(env.lm, recurrent_weights, {"data.tokenizer.kind": "char"}),
         "model.charlm_into": Probe(

@@ -72,6 +72,11 @@ class ModelConfig:
     # Variational dropout on the recurrent state h: one mask per sequence (Gal &
     # Ghahramani 2016). Above 0, recurrent layers run as step loops (slower).
     recurrent_dropout: float = fraction(0.0)
+    # Word dropout (Bowman et al. 2016): while training, each decoder input token after
+    # BOS becomes <unk> with this probability, so that the decoder cannot lean on the
+    # target prefix alone and must use the source (a decoder started from a char LM
+    # otherwise ignores it: BENCHMARKS.md, issue 14, item 4). Search is unchanged.
+    word_dropout: float = fraction(0.0)
     tie_target_embeddings: bool = True  # Press & Wolf 2017
     init: InitConfig = field(default_factory=InitConfig)
     # Start from a character language model (a checkpoint of s2s charlm train): its

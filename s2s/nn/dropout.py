@@ -47,3 +47,13 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def drop_words(ids: torch.Tensor, p: float, *, unk: int, pad: int) -> torch.Tensor:
+    """Word dropout on the decoder's inputs (Bowman et al. 2016): each token of ``ids``
+    (batch, time) after the first (BOS) and not padding becomes ``unk`` with probability
+    ``p``; a new tensor (the batch's own is left as it is). The draws come from
+    ``torch.rand`` on the ids' device, so they follow ``torch.manual_seed``."""
+    drop = torch.rand(ids.shape, device=ids.device) < p
+    drop[:, 0] = False
+    return torch.where(drop & (ids != pad), torch.full_like(ids, unk), ids)

@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from s2s.config import ModelConfig
+from s2s.data.tokenize import UNK
 from s2s.nn.attention import make_attention
 from s2s.nn.decoder import Decoder, DecoderState, StepOutput
+from s2s.nn.dropout import drop_words
 from s2s.nn.encoder import Encoder, EncoderOutput
 from s2s.nn.init import initialize
 
@@ -20,10 +22,14 @@ class Seq2Seq(nn.Module):
     # Beam search may hand ``step`` one encoder output row for the K rows of a sentence.
     grouped_encoder = True
 
-    def __init__(self, *, encoder: Encoder, decoder: Decoder):
+    def __init__(
+        self, *, encoder: Encoder, decoder: Decoder, word_dropout: float = 0.0, pad_id: int = 0
+    ):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
+        self.word_dropout = word_dropout  # decoder inputs turned into UNK while training
+        self.pad_id = pad_id
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         return self.decoder.prepare(self.encoder(src, src_lengths))
@@ -48,6 +54,8 @@ class Seq2Seq(nn.Module):
         scheduled sampling when ``teacher_prob`` < 1 (step by step, or ``parallel``);
         see ``logits``."""
         enc = self.encode(src, src_lengths)
+        if self.training and self.word_dropout > 0.0:
+            tgt_in = drop_words(tgt_in, self.word_dropout, unk=UNK, pad=self.pad_id)
         if teacher_prob >= 1.0:
             return self.decoder(tgt_in, enc)
         run = self.decoder.scheduled_parallel if parallel else self.decoder.scheduled
@@ -104,7 +112,7 @@ def build_model(
         padding_idx=pad_id,
         recurrent_dropout=cfg.recurrent_dropout,
     )
-    model = Seq2Seq(encoder=encoder, decoder=decoder)
+    model = Seq2Seq(encoder=encoder, decoder=decoder, word_dropout=cfg.word_dropout, pad_id=pad_id)
     if init:
         initialize(model, cfg.init)
     return model
