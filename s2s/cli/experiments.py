@@ -13,6 +13,8 @@ def cmd_debug(args: argparse.Namespace) -> int:
     from s2s import config
     from s2s.experiments import debug
 
+    if args.check == "source":
+        return _source(args, debug)
     cfg = config.load(args.config, args.overrides)
     if args.check == "overfit":
         result = debug.overfit(cfg, sentences=args.sentences, steps=args.steps)
@@ -38,6 +40,24 @@ def cmd_debug(args: argparse.Namespace) -> int:
     debug.plot_range_test(result, Path(args.out))
     print(f"lr-find: suggested learning rate {result.suggestion:.3g} (plot: {args.out})")
     return 0
+
+
+def _source(args: argparse.Namespace, debug) -> int:
+    result = debug.source_check(args.checkpoint, split=args.split, limit=args.limit)
+    share = result.worth / result.shuffled if result.shuffled > 0 else 0.0
+    ok = share >= args.margin
+    print(
+        f"source check on {result.pairs} {args.split} pairs: loss per target token "
+        f"{result.own:.4f} with their own sources, {result.shuffled:.4f} with shuffled "
+        f"ones; the source removes {share:.1%} of the loss"
+    )
+    if not ok:
+        print(
+            f"source check FAILED: under {args.margin:.0%}; the model hardly uses its "
+            "source (a decoder that acts as a language model: misaligned training pairs, "
+            "or a decoder started from a char LM; try model.word_dropout)"
+        )
+    return 0 if ok else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -76,6 +96,19 @@ def add_debug(sub) -> None:
     )
     checks.choices["lr-find"].add_argument("--steps", type=int, default=100)
     checks.choices["lr-find"].add_argument("--out", default="lr_find.png", help="plot file")
+    c = checks.add_parser(
+        "source", help="a trained model's loss with its own sources against shuffled ones"
+    )
+    c.add_argument("checkpoint")
+    c.add_argument("--split", choices=("valid", "test", "train"), default="valid")
+    c.add_argument("--limit", type=int, default=0, help="the first N pairs (0: all)")
+    c.add_argument(
+        "--margin",
+        type=float,
+        default=0.2,
+        help="fail when the source removes less than this share of the shuffled loss",
+    )
+    c.set_defaults(func=cmd_debug)
 
 
 def add_compare(sub) -> None:

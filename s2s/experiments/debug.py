@@ -6,6 +6,10 @@
   float64 copy of the model, per parameter.
 - ``lr_find``: the learning-rate range test (Smith 2017): the loss while the rate
   grows exponentially, with a suggested rate.
+- ``source_check``: a trained model's validation loss with each sentence's own source
+  against the sources shuffled among the sentences; a model that hardly uses its source
+  (a decoder started from a language model, misaligned training pairs) shows a small
+  difference.
 """
 
 from __future__ import annotations
@@ -19,20 +23,21 @@ from pathlib import Path
 import torch
 
 from s2s.config import Config
-from s2s.data.corpus import Batch, collate, encode_corpus, load_split
+from s2s.data.corpus import Batch, Corpus, collate, encode_corpus, load_split
 from s2s.data.tokenize import train_tokenizers
 from s2s.errors import DataError
 from s2s.nn.seq2seq import Seq2Seq, build_model
 from s2s.training.optim import make_optimizer
 from s2s.training.runfolder import resolve_device
-from s2s.translation.objective import batch_loss
+from s2s.translation.checkpoint import load_for_translation
+from s2s.translation.objective import batch_loss, validation_loss
 
 log = logging.getLogger(__name__)
 
 
 def _without_regularisation(cfg: Config) -> Config:
     model = dataclasses.replace(
-        cfg.model, dropout=0.0, embedding_dropout=0.0, recurrent_dropout=0.0
+        cfg.model, dropout=0.0, embedding_dropout=0.0, recurrent_dropout=0.0, word_dropout=0.0
     )
     train = dataclasses.replace(cfg.train, label_smoothing=0.0, weight_decay=0.0, l1=0.0)
     return dataclasses.replace(cfg, model=model, train=train)
@@ -256,3 +261,42 @@ def plot_range_test(result: RangeTest, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+@dataclass
+class SourceCheck:
+    own: float  # validation loss per target token, each sentence with its own source
+    shuffled: float  # the same targets, each with another sentence's source
+    pairs: int
+
+    @property
+    def worth(self) -> float:
+        """What the source is worth: the loss it removes, in nats per target token."""
+        return self.shuffled - self.own
+
+
+def source_check(checkpoint: str, *, split: str = "valid", limit: int = 0, seed: int = 0):
+    """``checkpoint``'s loss on its config's ``split`` (the first ``limit`` pairs; 0:
+    all) with the true sources and with the sources shifted by a seeded random offset
+    among the pairs, so that no target keeps its own (``SourceCheck``)."""
+    loaded = load_for_translation(checkpoint)
+    data = load_split(loaded.config.data, split)
+    if limit:
+        data = data.select(range(min(len(data), limit)))
+    corpus = encode_corpus(
+        data,
+        loaded.src_tok,
+        loaded.tgt_tok,
+        reverse_source=loaded.config.data.reverse_source,
+        drop_empty=True,
+        name=split,
+    )
+    n = len(corpus)
+    if n < 2:
+        raise DataError(f"source check: the {split} split has {n} usable pairs; 2 at least")
+    offset = int(torch.randint(1, n, (), generator=torch.Generator().manual_seed(seed)))
+    shift = [(i + offset) % n for i in range(n)]
+    shuffled = Corpus(src=[corpus.src[i] for i in shift], tgt=corpus.tgt)
+    device = torch.device("cpu")
+    own = validation_loss(loaded.model, corpus, device)
+    return SourceCheck(own=own, shuffled=validation_loss(loaded.model, shuffled, device), pairs=n)
