@@ -114,9 +114,7 @@ def test_lr_find_sweeps_geometrically_and_suggests_the_steepest_descent(tiny_cor
     assert result.suggestion < result.lrs[-1] / 10
 
 
-def test_source_check_tells_a_model_that_reads_its_source_from_one_that_does_not(
-    tmp_path, capsys
-):
+def test_source_check_tells_a_model_that_reads_its_source_from_one_that_does_not(tmp_path, capsys):
     """Trained on aligned pairs, the model's loss rises when the sources are shuffled
     (the check passes); trained on pairs whose targets were drawn at random, its loss
     does not depend on the source (the check fails, exit status 1)."""
