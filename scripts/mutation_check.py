@@ -347,6 +347,22 @@ MUTANTS = [
         "        recurrent_dropout=0.0,\n    )\n    model = Seq2Seq(",
         f"test_wiring.py {KEYS}",
     ),
+    m(
+        "word-dropout-in-evaluation",
+        "model.word_dropout acts while training only",
+        MO,
+        "        if self.training and self.word_dropout > 0.0:",
+        "        if self.word_dropout > 0.0:",
+        "test_word_dropout.py",
+    ),
+    m(
+        "word-dropout-drops-bos",
+        "word dropout keeps the first (BOS) input",
+        "s2s/nn/dropout.py",
+        "    drop[:, 0] = False\n",
+        "",
+        "test_word_dropout.py",
+    ),
     # ------------------------------------------------------------------ search
     m(
         "search-min-length-off-by-one",
@@ -972,6 +988,14 @@ MUTANTS = [
         DB,
         "suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]",
         "suggestion = lrs[1 + max(range(len(slopes)), key=slopes.__getitem__)]",
+        "test_debug.py",
+    ),
+    m(
+        "debug-source-not-shuffled",
+        "s2s debug source pairs each target with another source",
+        DB,
+        "    shift = [(i + offset) % n for i in range(n)]",
+        "    shift = list(range(n))",
         "test_debug.py",
     ),
     m(
