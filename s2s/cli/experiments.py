@@ -44,7 +44,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 def _source(args: argparse.Namespace, debug) -> int:
     result = debug.source_check(args.checkpoint, split=args.split, limit=args.limit)
-    share = result.worth / result.shuffled if result.shuffled > 0 else 0.0
+    share = result.share
     ok = share >= args.margin
     print(
         f"source check on {result.pairs} {args.split} pairs: loss per target token "

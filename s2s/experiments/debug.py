@@ -274,6 +274,11 @@ class SourceCheck:
         """What the source is worth: the loss it removes, in nats per target token."""
         return self.shuffled - self.own
 
+    @property
+    def share(self) -> float:
+        """The share of the loss with shuffled sources that the true sources remove."""
+        return self.worth / self.shuffled if self.shuffled > 0 else 0.0
+
 
 def source_check(checkpoint: str, *, split: str = "valid", limit: int = 0, seed: int = 0):
     """``checkpoint``'s loss on its config's ``split`` (the first ``limit`` pairs; 0:
