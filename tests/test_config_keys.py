@@ -75,7 +75,8 @@ def P(value, observe, **context) -> Probe:
 
 class Env:
     """Files every probe may use, made once: corpora (a second one, a French side, a
-    Latin-1 one, a hub-style dataset folder), texts, a teacher and a char LM."""
+    Latin-1 one, a hub-style dataset folder), texts, a teacher and two char LMs (forward
+    and backward)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -124,6 +125,9 @@ class Env:
         }
         train_lm(config.lm_from_dict(lm), root / "lm")
         self.lm = str(root / "lm" / "best.pt")
+        lm["data"]["direction"] = "backward"
+        train_lm(config.lm_from_dict(lm), root / "lm_backward")
+        self.lm_backward = str(root / "lm_backward" / "best.pt")
         self.baselines: dict = {}
 
     def folder(self) -> Path:
@@ -503,6 +507,9 @@ def translation_probes(env: Env) -> dict[str, Probe]:
             env.lm,
             recurrent_weights,
             {"data.tokenizer.kind": "char", "model.decoder.hidden_size": 16},
+        ),
+        "model.charlm_backward": Probe(
+            env.lm_backward, recurrent_weights, {"data.tokenizer.kind": "char"}
         ),
         "data.src_lang": P("fr", rows("train")),
         "data.tgt_lang": P("fr", rows("train")),

@@ -88,6 +88,11 @@ class ModelConfig:
     # A second char LM, of the target language, for the decoder: set, model.charlm (if
     # any) goes into the encoder only (charlm_into encoder)
     charlm_decoder: str = ""
+    # A backward char LM (data.direction backward) of the source language, for the
+    # encoder's backward direction, which reads the source from its end as the LM read
+    # its text (Peters et al. 2018 pair the two). Its embedding rows go in only where no
+    # forward LM goes into the encoder.
+    charlm_backward: str = ""
 
 
 @dataclass(frozen=True)
@@ -292,13 +297,18 @@ def _check(cfg: Config) -> None:
             "data.tokenizer.target_vocab 'train' needs data.tokenizer.joint true (a separate "
             "target tokenizer already holds only the target side's pieces)"
         )
-    for key in ("charlm", "charlm_decoder"):
+    for key in ("charlm", "charlm_decoder", "charlm_backward"):
         if getattr(m, key) and d.tokenizer.kind != "char":
             raise ConfigError(f"model.{key} needs data.tokenizer.kind char (a character model)")
     if m.charlm_decoder and m.charlm and m.charlm_into != "encoder":
         raise ConfigError(
             f"model.charlm_decoder is set, so model.charlm goes into the encoder only; "
             f"model.charlm_into is '{m.charlm_into}' (set it to encoder)"
+        )
+    if m.charlm_backward and not m.encoder.bidirectional:
+        raise ConfigError(
+            "model.charlm_backward goes into the encoder's backward direction, but "
+            "model.encoder.bidirectional is false"
         )
 
 

@@ -127,21 +127,30 @@ def copy_into(
     units: Units,
     *,
     rnn: RecurrentStack,
-    embedding: nn.Embedding,
+    embedding: nn.Embedding | None,
     vocabulary: list[str],
     where: str,
+    direction: str = "forward",
 ) -> int:
     """Copy the LM's recurrent stack into ``rnn`` (parameters of the same names: a
-    bidirectional stack takes it in its forward direction) and its embedding rows into
-    the rows of ``vocabulary``'s single characters that are one LM unit. Returns the
-    number of rows copied; a size mismatch is an error that names the parameter."""
+    bidirectional stack takes it in its forward direction, or with ``direction``
+    "backward" in its backward one) and its embedding rows into the rows of
+    ``vocabulary``'s single characters that are one LM unit (none when ``embedding`` is
+    None). Returns the number of rows copied; a size mismatch is an error that names
+    the parameter."""
+    key = "model.charlm_backward" if direction == "backward" else "model.charlm"
     mine = dict(rnn.named_parameters())
     theirs = dict(lm.rnn.named_parameters())
     backward = [n for n in mine if n.endswith("_reverse") or ".directions.1." in n]
+    if direction == "backward":
+        if not backward:
+            raise ConfigError(f"{key}: the {where} has no backward direction")
+        theirs = {_reverse_name(n): v for n, v in theirs.items()}
+        backward = [n for n in mine if n not in backward]  # the forward direction's
     extra = sorted(set(mine) - set(theirs) - set(backward))
     if extra:
         raise ConfigError(
-            f"model.charlm: the {where} has {extra[0]}, which the language model lacks "
+            f"{key}: the {where} has {extra[0]}, which the language model lacks "
             "(match cell, layers and recurrent_dropout)"
         )
     for name, value in theirs.items():
@@ -149,13 +158,15 @@ def copy_into(
         if target is None or target.shape != value.shape:
             shape = "missing" if target is None else tuple(target.shape)
             raise ConfigError(
-                f"model.charlm: {name} is {tuple(value.shape)} in the language model but "
+                f"{key}: {name} is {tuple(value.shape)} in the language model but "
                 f"{shape} in the {where} (match cell, layers, hidden and embedding sizes)"
             )
         target.copy_(value)
+    if embedding is None:
+        return 0
     if embedding.weight.shape[1] != lm.embedding.weight.shape[1]:
         raise ConfigError(
-            f"model.charlm: embedding size {lm.embedding.weight.shape[1]} in the language "
+            f"{key}: embedding size {lm.embedding.weight.shape[1]} in the language "
             f"model but {embedding.weight.shape[1]} in the {where}"
         )
     copied = 0
@@ -172,3 +183,12 @@ def copy_into(
             embedding.weight[row] = lm.embedding.weight[ids[0]]
             copied += 1
     return copied
+
+
+def _reverse_name(name: str) -> str:
+    """A unidirectional stack's parameter name -> the same parameter of a bidirectional
+    stack's backward direction: PyTorch's ``weight_ih_l0`` -> ``weight_ih_l0_reverse``,
+    s2s's own cells' ``.directions.0.`` -> ``.directions.1.``."""
+    if ".directions.0." in name:
+        return name.replace(".directions.0.", ".directions.1.")
+    return name + "_reverse"

@@ -82,7 +82,9 @@ class TranslationTask:
         self.model = build_model(
             cfg.model, src_vocab=self.src_tok.vocab_size, tgt_vocab=self.tgt_tok.vocab_size
         ).to(run.device)
-        if (cfg.model.charlm or cfg.model.charlm_decoder) and payload is None:
+        if (
+            cfg.model.charlm or cfg.model.charlm_decoder or cfg.model.charlm_backward
+        ) and payload is None:
             from_charlm(self.model, cfg.model, self.src_tok, self.tgt_tok)
         self.teacher = self._load_teacher() if cfg.train.distill.teacher else None
         self.token_loss = TokenLoss(cfg.train.compile, run.device)
