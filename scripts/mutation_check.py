@@ -363,6 +363,22 @@ MUTANTS = [
         "",
         "test_word_dropout.py",
     ),
+    m(
+        "charlm-backward-into-forward",
+        "a backward char LM goes into the encoder's backward direction",
+        "s2s/nn/charlm.py",
+        '    return name + "_reverse"\n',
+        "    return name\n",
+        "test_transfer.py",
+    ),
+    m(
+        "charlm-backward-overwrites-rows",
+        "the backward LM's embedding rows do not overwrite the forward LM's",
+        "s2s/translation/transfer.py",
+        "embedding=None if name in has_rows else module.embedding,",
+        "embedding=module.embedding,",
+        "test_transfer.py",
+    ),
     # ------------------------------------------------------------------ search
     m(
         "search-min-length-off-by-one",
