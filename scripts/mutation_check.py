@@ -379,6 +379,14 @@ MUTANTS = [
         "embedding=module.embedding,",
         "test_transfer.py",
     ),
+    m(
+        "charlm-embedding-from-ignored",
+        "model.embedding_from copies the other LM's embedding",
+        "s2s/charlm/task.py",
+        "        mine.copy_(theirs)\n",
+        "",
+        "test_transfer.py",
+    ),
     # ------------------------------------------------------------------ search
     m(
         "search-min-length-off-by-one",

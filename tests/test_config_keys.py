@@ -603,6 +603,9 @@ def lm_probes(env: Env) -> dict[str, Probe]:
         "model.stacking": P("residual", lm_forward, model__layers=2),
         "model.dropout": P(0.3, lm_noise),
         "model.recurrent_dropout": P(0.3, lm_noise),
+        "model.embedding_from": P(
+            env.lm, lm_initial_weights, model__unit="char", model__embedding_size=16
+        ),
         "data.text": P(str(env.text2), lm_data),
         "data.encoding": P("latin-1", lm_data, model__unit="char", data__text=str(env.latin_text)),
         "data.valid_fraction": P(0.5, lm_data),

@@ -1,5 +1,6 @@
 """model.charlm_backward: a backward char LM goes into the encoder's backward direction,
-beside (or without) a forward one in its forward direction."""
+beside (or without) a forward one in its forward direction; a backward LM that reads
+the forward one's embedding (the char LM's model.embedding_from)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,28 @@ def test_charlm_backward_errors_name_the_problem(tmp_path, lms, tiny_corpus):
     cfg["data"]["tokenizer"] = {"kind": "word"}
     with pytest.raises(ConfigError, match="model.charlm_backward needs data.tokenizer.kind"):
         config.from_dict(cfg)
+
+
+def test_a_backward_lm_can_read_the_forward_ones_embedding(tmp_path, lms):
+    fwd, units, saved = load_lm(lms["forward"])
+    text = saved.data.text[0]
+    cfg = {
+        "model": {"embedding_size": 16, "hidden_size": 16, "unit": "char"},
+        "data": {"text": text, "valid_fraction": 0.2, "direction": "backward"},
+        "train": {"batch_size": 4, "bptt": 8, "max_steps": 3, "valid_every": 3},
+    }
+    cfg["model"]["embedding_from"] = lms["forward"]
+    cfg["train"]["lr_multipliers"] = {"embedding": 0.0}  # kept as the forward LM's
+    train_lm(config.lm_from_dict(cfg), tmp_path / "shared")
+    bwd, _, _ = load_lm(tmp_path / "shared" / "best.pt")
+    assert torch.equal(bwd.embedding.weight, fwd.embedding.weight)
+    assert not torch.equal(bwd.rnn.layers[0].weight_hh_l0, fwd.rnn.layers[0].weight_hh_l0)
+    other = tmp_path / "other.txt"
+    other.write_text("xyz\n" * 100, encoding="utf-8")
+    cfg["data"]["text"] = str(other)
+    with pytest.raises(ConfigError, match="model.embedding_from: .* has other units"):
+        train_lm(config.lm_from_dict(cfg), tmp_path / "other")
+    cfg["data"]["text"] = text
+    cfg["model"]["embedding_size"] = 8
+    with pytest.raises(ConfigError, match=r"embedding is \(\d+, 16\), this model's"):
+        train_lm(config.lm_from_dict(cfg), tmp_path / "small")

@@ -24,7 +24,8 @@ from s2s.config import LMConfig
 from s2s.data.text import cut, read_raw, read_texts, streams
 from s2s.data.units import Units
 from s2s.errors import ConfigError, DataError
-from s2s.nn.charlm import KIND, CharLM, build_lm
+from s2s.nn.charlm import KIND, CharLM, build_lm, lm_from_payload
+from s2s.training.checkpoint import load
 from s2s.training.task import Run
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ class LMTask:
         self.train_data = streams(train, t.batch_size, "training")
         self.valid_data = streams(valid, t.batch_size, "validation")
         self.model = build_lm(cfg.model, self.units.size).to(run.device)
+        if cfg.model.embedding_from and payload is None:
+            self._embedding_from(cfg.model.embedding_from)
         log.info(
             "text %d units (%s, vocabulary %d, %s): train %d x %d streams, valid %d x %d",
             len(ids),
@@ -126,6 +129,24 @@ class LMTask:
             *self.valid_data.shape,
         )
         return self.model
+
+    @torch.no_grad()
+    def _embedding_from(self, path: str) -> None:
+        """``model.embedding_from``: copy another char LM's embedding into this one."""
+        other, units, _ = lm_from_payload(load(path), path)
+        if units != self.units:
+            raise ConfigError(
+                f"model.embedding_from: {path} has other units ({units.kind}, {units.size}) "
+                f"than this text ({self.units.kind}, {self.units.size}): train both on one text"
+            )
+        mine, theirs = self.model.embedding.weight, other.embedding.weight
+        if mine.shape != theirs.shape:
+            raise ConfigError(
+                f"model.embedding_from: {path}'s embedding is {tuple(theirs.shape)}, "
+                f"this model's {tuple(mine.shape)} (match model.embedding_size)"
+            )
+        mine.copy_(theirs)
+        log.info("model.embedding_from: the embedding starts from %s", path)
 
     # ------------------------------------------------------------------ training
     def epoch(self, epoch: int) -> range:

@@ -41,6 +41,12 @@ class LMModelConfig:
     dropout: float = fraction(0.0)  # on embeddings, between layers and before the output layer
     recurrent_dropout: float = fraction(0.0)
     init: InitConfig = field(default_factory=InitConfig)
+    # Start the embedding from another char LM's (a checkpoint of s2s charlm train, on a
+    # text with the same units; the same embedding size). With train.lr_multipliers
+    # {embedding: 0} it stays that LM's: a backward LM that reads a forward one's
+    # embedding, so that both fit one encoder (Peters et al. 2018 share it; the
+    # translation model's model.charlm_backward)
+    embedding_from: str = ""
 
 
 @dataclass(frozen=True)
