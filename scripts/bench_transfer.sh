@@ -25,6 +25,8 @@ lm() {  # RUN CONFIG [KEY=VALUE...]: train a char LM once
 lm runs/charlm_multi30k_en configs/charlm_multi30k_en.yaml
 lm runs/charlm_multi30k_de configs/charlm_multi30k_de.yaml
 lm runs/charlm_multi30k_en_backward configs/charlm_multi30k_en.yaml data.direction=backward
+lm runs/charlm_multi30k_en_backward_shared configs/charlm_multi30k_en.yaml data.direction=backward \
+    model.embedding_from=runs/charlm_multi30k_en/best.pt "train.lr_multipliers={embedding: 0}"
 "$bin/s2s" compare configs/sweep_charlm_transfer.yaml --out "$out"
 "$bin/s2s" compare configs/sweep_charlm_transfer_wd.yaml --out "${out}_wd"
 "$bin/s2s" compare configs/sweep_charlm_transfer_low.yaml --out "${out}_low"
