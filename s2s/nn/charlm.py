@@ -169,6 +169,12 @@ def copy_into(
             f"{key}: embedding size {lm.embedding.weight.shape[1]} in the language "
             f"model but {embedding.weight.shape[1]} in the {where}"
         )
+    return _copy_rows(lm, units, embedding, vocabulary)
+
+
+def _copy_rows(lm: CharLM, units: Units, embedding: nn.Embedding, vocabulary: list[str]) -> int:
+    """The LM's embedding rows into those of ``vocabulary``'s single characters that are
+    one LM unit; returns how many."""
     copied = 0
     for row, symbol in enumerate(vocabulary):
         ids = []
