@@ -150,6 +150,22 @@ def test_grid_names_every_combination():
     }
 
 
+def test_grid_values_that_print_alike_keep_apart_and_repeats_are_refused():
+    variants = cmp.grid_variants({"train.lr": [0.1234561, 0.1234564], "model.dropout": [0.1]})
+    assert list(variants) == ["lr=0.1234561,dropout=0.1", "lr=0.1234564,dropout=0.1"]
+    assert [v["train.lr"] for v in variants.values()] == [0.1234561, 0.1234564]
+    with pytest.raises(ConfigError, match="sweep grid key 'train.lr' lists a value twice"):
+        cmp.grid_variants({"train.lr": [0.01, 0.01]})
+
+
+def test_variant_names_that_make_one_folder_are_refused(tmp_path, sweep_file):
+    data = yaml.safe_load(sweep_file.read_text())
+    data["variants"] = {"a b": {}, "a_b": {"model.decoder.hidden_size": 48}}
+    sweep_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="'a b' and 'a_b' both make the folder 'a_b'"):
+        cmp.read_sweep(sweep_file)
+
+
 def test_random_search_draws_in_range_and_is_seeded():
     spec = {
         "trials": 20,

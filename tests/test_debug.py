@@ -142,3 +142,11 @@ def test_source_check_tells_a_model_that_reads_its_source_from_one_that_does_not
     assert code == 0 and "on 8 valid pairs" in out and "FAILED" not in out, out
     code, out = lines["misaligned"]
     assert code == 1 and "source check FAILED" in out, out
+
+
+def test_lr_find_with_too_few_usable_steps_suggests_nothing(tiny_corpus):
+    from s2s.errors import S2SError
+    from s2s.experiments.debug import lr_find
+
+    with pytest.raises(S2SError, match="2 usable steps.*too few to suggest"):
+        lr_find(config.from_dict(tiny_config_dict(tiny_corpus)), steps=2)

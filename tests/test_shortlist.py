@@ -10,7 +10,7 @@ from test_model import V
 from s2s.cli import main
 from s2s.decoding import ranking
 from s2s.decoding.search import beam_search, greedy, max_lengths
-from s2s.decoding.shortlist import Shortlist, ShortlistStepper, build
+from s2s.decoding.shortlist import Shortlist, ShortlistStepper, build, vocab_digest
 from s2s.errors import CheckpointError
 from s2s.nn.decoder import StepOutput
 
@@ -51,7 +51,22 @@ def test_a_shortlist_file_round_trips_and_bad_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         Shortlist.load(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="6 source and 10 target pieces; the model"):
-        made.check(6, 11)
+        made.check(Pieces(6), Pieces(11))
+    made.check(Pieces(6), Pieces(10))  # no digest kept: the sizes decide
+    made.digest = vocab_digest(Pieces(6), Pieces(10))
+    made.check(Pieces(6), Pieces(10))
+    with pytest.raises(CheckpointError, match="another model's vocabulary"):
+        made.check(Pieces(6), Pieces(10, "y"))
+
+
+class Pieces:
+    """A tokenizer's vocabulary, as a shortlist checks it."""
+
+    def __init__(self, size: int, prefix: str = "x"):
+        self.vocab_size, self.prefix = size, prefix
+
+    def vocabulary(self) -> list[str]:
+        return [f"{self.prefix}{i}" for i in range(self.vocab_size)]
 
 
 def full_shortlist(vocab: int) -> Shortlist:
@@ -140,6 +155,19 @@ def test_shortlist_and_translate_commands(tmp_path, tiny_corpus, capsys):
     build([[4]], [[5]], src_vocab=7, tgt_vocab=9).save(tmp_path / "wrong")
     assert main([*args[:4], "--shortlist", str(tmp_path / "wrong")]) == 2
     assert "7 source and 9 target pieces" in capsys.readouterr().err
+    # ... and one of another model whose vocabularies have the same sizes
+    same_sizes = Shortlist.load(sl)
+    same_sizes.digest = "0" * 40
+    same_sizes.save(tmp_path / "other-model")
+    assert main([*args[:4], "--shortlist", str(tmp_path / "other-model")]) == 2
+    assert "another model's vocabulary" in capsys.readouterr().err
+    # never written over the checkpoint it is for, nor into a folder that is not there
+    before = (run / "last.pt").read_bytes()
+    assert main(["shortlist", ckpt, "--out", ckpt]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert (run / "last.pt").read_bytes() == before
+    assert main(["shortlist", ckpt, "--out", str(tmp_path / "nowhere" / "sl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from s2s.cli.io import at_least, output_file
 from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
@@ -81,6 +82,7 @@ def _visualize(args: argparse.Namespace) -> int:
     from s2s.charlm.visualize import probe_units, visualize
     from s2s.data.text import read_raw
 
+    out = output_file(args.out, suffixes=(".png", ".html", ".htm"))
     model, units, cfg = load_lm(args.checkpoint)
     backward = cfg.data.direction == "backward"
     encoding = args.encoding or units.encoding
@@ -104,7 +106,7 @@ def _visualize(args: argparse.Namespace) -> int:
             ) from None
     else:
         raise S2SError("say which units to draw: --units 3,17 or --probe --pos FILE --neg FILE")
-    out = visualize(model, units, text, chosen, Path(args.out), width=args.width, backward=backward)
+    out = visualize(model, units, text, chosen, out, width=args.width, backward=backward)
     print(f"wrote {out} (units {', '.join(map(str, chosen))}, {len(text)} characters)")
     return 0
 
@@ -137,7 +139,7 @@ def _add_train_sample(actions) -> None:
     c.add_argument("checkpoint")
     c.add_argument("--prime", default="", help="text to read first")
     c.add_argument("--length", type=int, default=300, help="units to generate")
-    c.add_argument("--temperature", type=float, default=0.8, help="0 = argmax")
+    c.add_argument("--temperature", type=at_least(0.0, float), default=0.8, help="0 = argmax")
     c.add_argument("--seed", type=int, default=1)
     c.set_defaults(func=cmd_charlm)
 
@@ -190,8 +192,8 @@ def _add_visualize(actions) -> None:
     )
     c.add_argument("--pos", help="with --probe: positive texts, one a line")
     c.add_argument("--neg", help="with --probe: negative texts, one a line")
-    c.add_argument("--top", type=int, default=4, help="with --probe: how many units")
+    c.add_argument("--top", type=at_least(1), default=4, help="with --probe: how many units")
     c.add_argument("--encoding", help="the text file's encoding (default: the LM's)")
-    c.add_argument("--chars", type=int, default=1000, help="draw the first N characters")
-    c.add_argument("--width", type=int, default=80, help="characters per row")
+    c.add_argument("--chars", type=at_least(1), default=1000, help="draw the first N characters")
+    c.add_argument("--width", type=at_least(1), default=80, help="characters per row")
     c.set_defaults(func=cmd_charlm)

@@ -6,7 +6,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from s2s.cli.io import at_least, output_file
+from s2s.errors import DataError
+
 log = logging.getLogger("s2s")
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
@@ -16,6 +20,8 @@ def cmd_debug(args: argparse.Namespace) -> int:
     if args.check == "source":
         return _source(args, debug)
     cfg = config.load(args.config, args.overrides)
+    if args.check == "lr-find":  # checked before the sweep, not after it
+        out = output_file(args.out, suffixes=PLOT_SUFFIXES)
     if args.check == "overfit":
         result = debug.overfit(cfg, sentences=args.sentences, steps=args.steps)
         verdict = "reached" if result.reached else "did NOT reach"
@@ -37,7 +43,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
         print(f"gradcheck {'passed' if ok else 'FAILED'}: max relative difference {worst_all:.2e}")
         return 0 if ok else 1
     result = debug.lr_find(cfg, steps=args.steps)
-    debug.plot_range_test(result, Path(args.out))
+    debug.plot_range_test(result, out)
     print(f"lr-find: suggested learning rate {result.suggestion:.3g} (plot: {args.out})")
     return 0
 
@@ -65,6 +71,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from s2s.experiments.report import markdown
 
     sweep = read_sweep(args.sweep)
+    missing = [d for d in args.reuse if not Path(d).is_dir()]
+    if missing:
+        raise DataError(f"--reuse {missing[0]}: no such sweep folder")
     out = Path(args.out) if args.out else Path("runs") / Path(args.sweep).stem
     if args.dry_run:
         for run in plan(sweep, out):
@@ -89,19 +98,21 @@ def add_debug(sub) -> None:
         c.add_argument("config")
         c.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
         c.set_defaults(func=cmd_debug)
-    checks.choices["overfit"].add_argument("--sentences", type=int, default=32)
-    checks.choices["overfit"].add_argument("--steps", type=int, default=500)
+    checks.choices["overfit"].add_argument("--sentences", type=at_least(1), default=32)
+    checks.choices["overfit"].add_argument("--steps", type=at_least(1), default=500)
     checks.choices["gradcheck"].add_argument(
         "--all", action="store_true", help="every cell kind x attention kind"
     )
-    checks.choices["lr-find"].add_argument("--steps", type=int, default=100)
-    checks.choices["lr-find"].add_argument("--out", default="lr_find.png", help="plot file")
+    checks.choices["lr-find"].add_argument("--steps", type=at_least(3), default=100)
+    checks.choices["lr-find"].add_argument(
+        "--out", default="lr_find.png", help=f"plot file ({', '.join(PLOT_SUFFIXES)})"
+    )
     c = checks.add_parser(
         "source", help="a trained model's loss with its own sources against shuffled ones"
     )
     c.add_argument("checkpoint")
     c.add_argument("--split", choices=("valid", "test", "train"), default="valid")
-    c.add_argument("--limit", type=int, default=0, help="the first N pairs (0: all)")
+    c.add_argument("--limit", type=at_least(0), default=0, help="the first N pairs (0: all)")
     c.add_argument(
         "--margin",
         type=float,

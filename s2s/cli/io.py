@@ -28,3 +28,39 @@ def write_output(path: str | None, lines: list[str]) -> None:
         atomic_write(Path(path), lambda h: h.write(text.encode("utf-8")))
     except OSError as err:
         raise DataError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def at_least(lowest: float, kind: type = int):
+    """An argparse ``type``: a number of ``kind`` no smaller than ``lowest``, else an
+    error naming the option (argparse adds its name)."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def output_file(
+    path: str | Path, *, inputs: tuple = (), suffixes: tuple[str, ...] = (), what: str = "--out"
+) -> Path:
+    """``path`` checked as a file a command will write, before it does any work: not a
+    folder, in a folder that exists, none of the command's ``inputs`` (which it would
+    overwrite), and with one of ``suffixes`` where given."""
+    out = Path(path)
+    if out.is_dir():
+        raise DataError(f"{what} {out} is a folder; name a file")
+    if not out.parent.is_dir():
+        raise DataError(f"{what} {out}: folder {out.parent} does not exist")
+    if out.resolve() in {Path(p).resolve() for p in inputs}:
+        raise DataError(f"{what} {out} is one of the inputs; choose another file")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise DataError(f"{what} {out} must end in {' or '.join(suffixes)}")
+    return out

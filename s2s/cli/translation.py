@@ -8,7 +8,7 @@ import gc
 import logging
 from pathlib import Path
 
-from s2s.cli.io import read_input, write_output
+from s2s.cli.io import at_least, output_file, read_input, write_output
 from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
@@ -124,6 +124,7 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
         raise S2SError("--src and --tgt go together (the parallel text to count over)")
     if args.top < 1 or args.frequent < 0:
         raise S2SError("--top must be at least 1 and --frequent at least 0")
+    out = output_file(args.out, inputs=(args.checkpoint,))
     loaded = checkpoint.load_for_translation(args.checkpoint)
     data = loaded.config.data
     if args.src:
@@ -139,7 +140,8 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
         top=args.top,
         frequent=args.frequent,
     )
-    made.save(args.out)
+    made.digest = shortlist.vocab_digest(loaded.src_tok, loaded.tgt_tok)
+    made.save(out)
     log.info(
         "shortlist of %d pairs: %d target pieces per source piece, %d always; %s",
         len(src),
@@ -153,9 +155,7 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 def cmd_average(args: argparse.Namespace) -> int:
     from s2s.translation import checkpoint
 
-    out = Path(args.out)
-    if out.resolve() in {Path(p).resolve() for p in args.checkpoints}:
-        raise S2SError(f"--out {out} is one of the inputs; choose another file")
+    out = output_file(args.out, inputs=tuple(args.checkpoints))
     payload = checkpoint.average(args.checkpoints)
     checkpoint.save(out, payload)
     log.info("averaged %d checkpoints into %s", len(args.checkpoints), out)
@@ -202,7 +202,7 @@ def add_translate(sub) -> None:
     p.add_argument("--output", help="output file (default: standard output)")
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=at_least(1),
         default=256,
         help="sentences (or, with --batch-unit tokens, padded source tokens) per batch; "
         "on a 2-core CPU 256 sentences decoded faster than 64 (docs/speed.md)",
@@ -214,7 +214,7 @@ def add_translate(sub) -> None:
         help="what --batch-size counts (tokens: padded source tokens)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = default)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="CPU threads (0 = default)")
     p.add_argument(
         "--precision",
         default="auto",
@@ -246,7 +246,7 @@ def _add_search_options(p) -> None:
     )
     p.add_argument(
         "--length-penalty",
-        type=float,
+        type=at_least(0.0, float),
         default=0.0,
         metavar="ALPHA",
         help="GNMT length penalty alpha (Wu et al. 2016); 0 = off",
@@ -256,10 +256,12 @@ def _add_search_options(p) -> None:
         action="store_true",
         help="rank hypotheses by log-probability per token (overrides --length-penalty)",
     )
-    p.add_argument("--min-length", type=int, default=0, help="no EOS before this many tokens")
+    p.add_argument(
+        "--min-length", type=at_least(0), default=0, help="no EOS before this many tokens"
+    )
     p.add_argument(
         "--max-length-ratio",
-        type=float,
+        type=at_least(0.0, float),
         default=0.0,
         help="at most RATIO x source length + 10 tokens (default: the model's config)",
     )

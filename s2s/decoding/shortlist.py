@@ -18,6 +18,7 @@ Build one with ``s2s shortlist CKPT --out FILE``; decode with ``s2s translate CK
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ class Shortlist:
     table: torch.Tensor  # (source vocabulary, top) target ids per source id, best first; -1 pads
     frequent: torch.Tensor  # (F,) target ids always decoded over: the specials, the commonest
     tgt_vocab: int
+    # sha1 of the source and target pieces it was counted over (``vocab_digest``); ""
+    # in files written before it was kept, which are checked by their sizes only
+    digest: str = ""
 
     @property
     def src_vocab(self) -> int:
@@ -56,6 +60,7 @@ class Shortlist:
             "table": self.table,
             "frequent": self.frequent,
             "tgt_vocab": self.tgt_vocab,
+            "digest": self.digest,
         }
 
     @classmethod
@@ -66,7 +71,9 @@ class Shortlist:
             raise CheckpointError(
                 f"{name} has shortlist version {state.get('version')}; this s2s reads {VERSION}"
             )
-        return cls(state["table"], state["frequent"], int(state["tgt_vocab"]))
+        return cls(
+            state["table"], state["frequent"], int(state["tgt_vocab"]), state.get("digest", "")
+        )
 
     def save(self, path: str | Path) -> None:
         from s2s.training.checkpoint import atomic_write
@@ -79,13 +86,26 @@ class Shortlist:
 
         return cls.from_state(read(path, "shortlist"), str(path))
 
-    def check(self, src_vocab: int, tgt_vocab: int, name: str = "the shortlist") -> None:
-        """A clear error unless this shortlist was built for these vocabulary sizes."""
+    def check(self, src_tok, tgt_tok, name: str = "the shortlist") -> None:
+        """A clear error unless this shortlist was built for these tokenizers: the same
+        vocabulary sizes and (where the file keeps it) the same pieces."""
+        src_vocab, tgt_vocab = src_tok.vocab_size, tgt_tok.vocab_size
         if (self.src_vocab, self.tgt_vocab) != (src_vocab, tgt_vocab):
             raise CheckpointError(
                 f"{name} was built for vocabularies of {self.src_vocab} source and "
                 f"{self.tgt_vocab} target pieces; the model has {src_vocab} and {tgt_vocab}"
             )
+        if self.digest and self.digest != vocab_digest(src_tok, tgt_tok):
+            raise CheckpointError(
+                f"{name} was built for another model's vocabulary (same sizes, other "
+                "pieces); build one for this model with s2s shortlist"
+            )
+
+
+def vocab_digest(src_tok, tgt_tok) -> str:
+    """A fingerprint of a model's source and target pieces, in order."""
+    text = "\n".join(src_tok.vocabulary()) + "\n\x00\n" + "\n".join(tgt_tok.vocabulary())
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 def build(

@@ -94,7 +94,9 @@ def translate(
     model.eval()
     stepper = TableStepper(model) if table_steps(model) else model
     if shortlist is not None:
-        stepper = _shortlisted(stepper, original, shortlist, src_tok, decoder is not original)
+        stepper = _shortlisted(
+            stepper, original, shortlist, (src_tok, tgt_tok), decoder is not original
+        )
     elif packed:
         stepper = packed_head(stepper, model)  # float32: the output layer packed
     cleaned = [_clean(line) for line in lines]
@@ -151,13 +153,13 @@ def decoding_model(model, precision: str, device: torch.device):
     return model
 
 
-def _shortlisted(stepper, model, shortlist: Shortlist, src_tok: Tokenizer, bf16: bool):
+def _shortlisted(stepper, model, shortlist: Shortlist, tokenizers: tuple, bf16: bool):
     """``stepper`` scoring each batch's shortlist, the rows of ``model``'s own output
     layer (a bf16 copy's are packed, so taken from the float32 model and cast)."""
     output = getattr(getattr(model, "decoder", None), "output", None)
     if output is None:
         raise S2SError("a shortlist decodes one model, not an ensemble")
-    shortlist.check(src_tok.vocab_size, output.out_features)
+    shortlist.check(*tokenizers)
     return ShortlistStepper(stepper, output, shortlist, torch.bfloat16 if bf16 else torch.float32)
 
 

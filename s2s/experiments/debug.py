@@ -25,7 +25,7 @@ import torch
 from s2s.config import Config
 from s2s.data.corpus import Batch, Corpus, collate, encode_corpus, load_split
 from s2s.data.tokenize import train_tokenizers
-from s2s.errors import DataError
+from s2s.errors import DataError, S2SError
 from s2s.nn.seq2seq import Seq2Seq, build_model
 from s2s.training.optim import make_optimizer
 from s2s.training.runfolder import resolve_device
@@ -241,7 +241,12 @@ def lr_find(
         (losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1]))
         for i in range(1, len(lrs) - 1)
     ]
-    suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)] if slopes else start
+    if not slopes:
+        raise S2SError(
+            f"lr-find: {len(lrs)} usable steps (the loss was not finite after them), too few "
+            "to suggest a learning rate; start lower or clip gradients"
+        )
+    suggestion = lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
     return RangeTest(lrs=lrs, losses=losses, suggestion=suggestion)
 
 

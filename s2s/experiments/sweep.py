@@ -125,11 +125,24 @@ def grid_variants(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
     keys = list(grid)
     last = [k.split(".")[-1] for k in keys]
     short = [s if last.count(s) == 1 else k for s, k in zip(last, keys)]
+    texts = [_texts(key, grid[key]) for key in keys]
     variants = {}
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        name = ",".join(f"{s}={_text(v)}" for s, v in zip(short, combo))
-        variants[folder_name(name)] = dict(zip(keys, combo))
+    for combo in itertools.product(*(range(len(grid[k])) for k in keys)):
+        name = ",".join(f"{s}={t[i]}" for s, t, i in zip(short, texts, combo))
+        variants[folder_name(name)] = {k: grid[k][i] for k, i in zip(keys, combo)}
     return variants
+
+
+def _texts(key: str, values: list) -> list[str]:
+    """How a grid key's values read in run names: short (``_text``), or in full where two
+    would read the same; a value listed twice is an error."""
+    short = [_text(v) for v in values]
+    if len(set(short)) == len(short):
+        return short
+    full = [repr(v) if isinstance(v, float) else _text(v) for v in values]
+    if len(set(full)) < len(full):
+        raise ConfigError(f"sweep grid key '{key}' lists a value twice: {values}")
+    return full
 
 
 def _text(value: Any) -> str:
@@ -176,6 +189,20 @@ def random_variants(spec: dict) -> dict[str, dict[str, Any]]:
     }
 
 
+def _named_variants(raw: dict) -> dict[str, dict[str, Any]]:
+    """A sweep's ``variants`` by folder name; two names that make one folder are an error."""
+    variants, written = {}, {}
+    for name, value in raw.items():
+        safe = folder_name(str(name))
+        if safe in variants:
+            raise ConfigError(
+                f"sweep variants '{written[safe]}' and '{name}' both make the folder "
+                f"'{safe}'; rename one"
+            )
+        variants[safe], written[safe] = _mapping(value, f"sweep variant '{name}'"), name
+    return variants
+
+
 def read_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     data = config_mod.read_yaml(path)
@@ -189,11 +216,7 @@ def read_sweep(path: str | Path) -> Sweep:
     if not isinstance(data.get("base"), str):
         raise ConfigError(f"sweep {path} needs base: the path of a config")
     if kinds[0] == "variants":
-        raw = _mapping(data["variants"], "sweep variants")
-        variants = {
-            folder_name(str(name)): _mapping(value, f"sweep variant '{name}'")
-            for name, value in raw.items()
-        }
+        variants = _named_variants(_mapping(data["variants"], "sweep variants"))
     elif kinds[0] == "grid":
         variants = grid_variants(_mapping(data["grid"], "sweep grid"))
     else:

@@ -60,6 +60,14 @@ def model_of(payload: dict, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     return model
 
 
+def translation_payload(payload: dict, path: str | Path) -> dict:
+    """``payload`` (the file ``path``) where it is a translation checkpoint; else an
+    error naming its kind (a char LM's, say)."""
+    if payload.get("kind", "seq2seq") != "seq2seq":
+        raise CheckpointError(f"{path} is a {payload['kind']} checkpoint, not a translation model")
+    return payload
+
+
 def tokenizer_states(src: Tokenizer, tgt: Tokenizer) -> dict:
     return {"joint": src is tgt, "src": src.state(), "tgt": tgt.state()}
 
@@ -82,9 +90,7 @@ class Loaded:
 def load_for_translation(path: str | Path) -> Loaded:
     """The model, tokenizers and config; the file is memory-mapped, so the optimizer
     state a training checkpoint also holds is never read, and none of it is kept."""
-    payload = load(path, mmap=True)
-    if payload.get("kind", "seq2seq") != "seq2seq":
-        raise CheckpointError(f"{path} is a {payload['kind']} checkpoint, not a translation model")
+    payload = translation_payload(load(path, mmap=True), path)
     cfg = config_of(payload)
     src_tok, tgt_tok = tokenizers_of(payload)
     model = model_of(payload, src_tok.vocab_size, tgt_tok.vocab_size)
@@ -112,7 +118,7 @@ def check_compatible(members: list[Loaded]) -> None:
 def average(paths: list[str | Path]) -> dict[str, Any]:
     """Parameter mean of checkpoints of one model (same config.model and tokenizers);
     the result translates like any checkpoint but holds no optimizer state."""
-    payloads = [load(p) for p in paths]
+    payloads = [translation_payload(load(p), p) for p in paths]
     first = payloads[0]
     for path, payload in zip(paths[1:], payloads[1:]):
         if payload["config"]["model"] != first["config"]["model"]:

@@ -31,6 +31,8 @@ def score(hyps: list[str], refs: list[str], *, published: bool = False) -> Score
     scores already-tokenized text with ``tokenize='none'`` (how papers report Multi30k)."""
     if len(hyps) != len(refs):
         raise DataError(f"hypotheses have {len(hyps)} lines but references have {len(refs)}")
+    if not refs:
+        raise DataError("no lines to score: the references and hypotheses are empty")
     if published:
         bleu = sacrebleu.BLEU(lowercase=True, tokenize="none")
         chrf = sacrebleu.CHRF(lowercase=True)
