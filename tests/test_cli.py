@@ -15,6 +15,7 @@ import yaml
 from conftest import ROOT, tiny_config_dict, write_corpus
 
 from s2s.cli import main
+from s2s.training.runfolder import step_checkpoints
 
 
 def run_cli(*args, stdin: str | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -266,6 +267,48 @@ def test_run_folder_of_another_config_is_not_overwritten(tmp_path, capsys, tiny_
     assert "model.decoder.cell was 'lstm', now 'gru'" in line
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     assert before == after
+
+
+def test_a_start_that_saved_no_checkpoint_does_not_block_the_fixed_command(
+    tmp_path, capsys, tiny_corpus
+):
+    out = tmp_path / "run"
+    broken = tiny_config_dict(tiny_corpus, max_steps=2)
+    broken["data"]["train"] = str(tmp_path / "nothere")
+    line = one_line_error(
+        capsys, ["train", str(write_config(tmp_path / "b.yaml", broken)), "--out", str(out)]
+    )
+    assert "nothere" in line
+    fixed = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
+    assert main(["-q", "train", str(fixed), "--out", str(out)]) == 0  # no --force needed
+    assert (out / "last.pt").is_file() and not list(out.glob("replaced-*"))
+
+
+def test_force_moves_the_earlier_run_aside_and_starts_clean(tmp_path, tiny_corpus):
+    out = tmp_path / "run"
+    first = tiny_config_dict(tiny_corpus, max_steps=3, keep_checkpoints=3, save_every=1)
+    assert (
+        main(["-q", "train", str(write_config(tmp_path / "a.yaml", first)), "--out", str(out)]) == 0
+    )
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    assert {"step-2.pt", "step-3.pt", "last.pt"} <= set(before)
+    second = tiny_config_dict(tiny_corpus, max_steps=1, keep_checkpoints=3, save_every=1)
+    second["model"]["encoder"]["hidden_size"] = 8
+    again = ["-q", "train", str(write_config(tmp_path / "b.yaml", second)), "--out", str(out)]
+    assert main([*again, "--force"]) == 0
+    assert [p.name for p in step_checkpoints(out)] == ["step-1.pt"]  # none of the old run's
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    (kept,) = out.glob("replaced-*")
+    assert {p.name: p.read_bytes() for p in kept.iterdir()} == before  # nothing lost
+
+
+def test_a_broken_config_in_the_run_folder_is_named(tmp_path, capsys, tiny_corpus):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
+    assert main(["-q", "train", str(cfg), "--out", str(out)]) == 0
+    (out / "config.yaml").write_text((out / "config.yaml").read_text() + "\nextra: 1\n")
+    line = one_line_error(capsys, ["train", str(cfg), "--out", str(out)])
+    assert f"{out / 'config.yaml'} (the run in this folder)" in line and "extra" in line
 
 
 def test_a_run_resumes_with_its_data_named_by_another_path(tmp_path, monkeypatch, tiny_corpus):

@@ -116,6 +116,18 @@ def test_rerunning_skips_finished_runs(tmp_path, sweep_file):
     assert second["variants"] == first["variants"]
 
 
+def test_a_changed_test_set_is_decoded_again_not_retrained(tmp_path, sweep_file, tiny_corpus):
+    out = tmp_path / "out"
+    sweep = cmp.read_sweep(sweep_file)
+    cmp.compare(sweep, out)
+    write_corpus(tiny_corpus["dir"], "test", SENTENCES[2:4])  # 5 pairs cut to 2, in place
+    trained = []
+    cmp.compare(sweep, out, train_run=lambda cfg, folder: trained.append(folder))
+    assert trained == []
+    for hyp in out.glob("*/seed-*/test.hyp"):
+        assert len(hyp.read_text(encoding="utf-8").splitlines()) == 2, hyp
+
+
 def test_a_bad_variant_fails_before_anything_trains(tmp_path, sweep_file):
     data = yaml.safe_load(sweep_file.read_text())
     data["variants"]["typo"] = {"model.decoder.hiden_size": 48}

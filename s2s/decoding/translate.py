@@ -92,13 +92,7 @@ def translate(
     row_step = 1 if decoder is model else ROW_STEP
     original, model, was_training = model, decoder, model.training
     model.eval()
-    stepper = TableStepper(model) if table_steps(model) else model
-    if shortlist is not None:
-        stepper = _shortlisted(
-            stepper, original, shortlist, (src_tok, tgt_tok), decoder is not original
-        )
-    elif packed:
-        stepper = packed_head(stepper, model)  # float32: the output layer packed
+    stepper = _stepper(model, original, shortlist, (src_tok, tgt_tok), packed)
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
     ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)
@@ -151,6 +145,15 @@ def decoding_model(model, precision: str, device: torch.device):
             pack_linears(member)
         return half
     return model
+
+
+def _stepper(model, original, shortlist: Shortlist | None, tokenizers: tuple, packed: bool):
+    """What search steps: ``model`` (the decoding copy of ``original``), its gates from
+    a table where it can, over a shortlist or with a packed float32 output layer."""
+    stepper = TableStepper(model) if table_steps(model) else model
+    if shortlist is not None:
+        return _shortlisted(stepper, original, shortlist, tokenizers, model is not original)
+    return packed_head(stepper, model) if packed else stepper  # float32: the layer packed
 
 
 def _shortlisted(stepper, model, shortlist: Shortlist, tokenizers: tuple, bf16: bool):

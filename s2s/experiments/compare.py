@@ -62,6 +62,7 @@ def evaluate_run(run: Run, split: str, decodings: tuple[Decoding, ...]) -> dict[
     device = resolve_device(run.cfg.train.device)
     ds = load_split(run.cfg.data, split)
     progress = Progress.from_state(checkpoint.load(run.folder / "last.pt")["progress"])
+    data_sha1 = _split_sha1(ds)
     results = {}
     for dec in decodings:
         hyps = translate_lines(
@@ -91,6 +92,7 @@ def evaluate_run(run: Run, split: str, decodings: tuple[Decoding, ...]) -> dict[
             "steps": progress.step,
             "train_seconds": progress.elapsed,
             "hyp_sha1": hashlib.sha1(text).hexdigest(),
+            "data_sha1": data_sha1,
         }
         _write_json(run.folder / dec.result_file, results[dec.name])
     return results
@@ -101,6 +103,14 @@ def _trained_config(folder: Path) -> Config | None:
         return config_mod.from_data(config_mod.read_yaml(folder / "config.yaml"))
     except Exception:  # a folder that is not (yet) a run of this config
         return None
+
+
+def _split_sha1(ds) -> str:
+    """A fingerprint of an evaluation split: its source and reference lines."""
+    digest = hashlib.sha1()
+    for line in (*ds["src"], "\x00", *ds["tgt"]):
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
 
 
 def _finished_result(run: Run, split: str, dec: Decoding) -> dict | None:
@@ -116,6 +126,12 @@ def _finished_result(run: Run, split: str, dec: Decoding) -> dict | None:
     same = result.get("split") == split and result.get("beam") == dec.beam
     same = same and result.get("length_penalty", 0.0) == dec.length_penalty
     same = same and result.get("hyp_sha1", digest) == digest
+    if same and "data_sha1" in result:  # the split's sources and references as scored
+        same = result["data_sha1"] == _split_sha1(load_split(run.cfg.data, split))
+        if not same:
+            log.info(
+                "%s: the %s data changed since it was scored; decoding again", run.folder, split
+            )
     return result if same and trained(run.folder, run.cfg) else None
 
 

@@ -9,18 +9,22 @@ space and keep step checkpoints. The engine uses them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from s2s import config as config_mod
-from s2s.errors import ConfigError, DataError
+from s2s.errors import ConfigError, DataError, S2SError
 from s2s.training import runlock
 from s2s.training.checkpoint import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,36 +56,28 @@ def prepare_run_dir(
     cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any] = config_mod.from_dict
 ) -> bool:
     """Create or check the run folder; return True when it holds a run to resume.
-    ``parse`` turns the folder's config.yaml into a config (of the type of ``cfg``)."""
+    ``parse`` turns the folder's config.yaml into a config (of the type of ``cfg``).
+    Nothing trained is lost: a run started over (``force``, or one whose last.pt is
+    gone) has its files moved into ``replaced-TIME/`` first; only what a start that
+    never saved a checkpoint left (a data error, say) is removed, whatever its config."""
     cfg_path = out / "config.yaml"
     if out.exists() and not out.is_dir():
         raise DataError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(p.name != runlock.NAME for p in out.iterdir()):
-        if not cfg_path.is_file():
-            if not force:
-                raise DataError(
-                    f"output folder {out} is not empty and holds no s2s run (no config.yaml); "
-                    "choose another --out or pass --force"
-                )
-        else:
-            old = parse(config_mod.read_yaml(cfg_path))
-            differs = config_mod.diff(old, cfg)
-            changed = [k for k in differs if k not in LIMIT_KEYS]
-            if changed and not force:
-                shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
-                key = changed[0]
-                was, now = config_mod.value(old, key), config_mod.value(cfg, key)
-                raise ConfigError(
-                    f"run folder {out} belongs to a different config (differs in {shown}; "
-                    f"{key} was {was!r}, now {now!r}); use another --out, or --force to "
-                    "start over there"
-                )
-            if not changed and (out / "last.pt").is_file():
-                runlock.acquire(out)
-                if differs:  # new limits or devices: config.yaml says what runs now
-                    text = config_mod.dump(cfg).encode("utf-8")
-                    atomic_write(cfg_path, lambda handle: handle.write(text))
-                return True
+        if not cfg_path.is_file() and not force:
+            raise DataError(
+                f"output folder {out} is not empty and holds no s2s run (no config.yaml); "
+                "choose another --out or pass --force"
+            )
+        if cfg_path.is_file() and not _trained(out):
+            for path in _run_files(out):  # a start that saved no checkpoint
+                path.unlink()
+            log.info("run folder %s: no checkpoint from an earlier start; starting afresh", out)
+        elif cfg_path.is_file() and _resumes(cfg, out, force, parse):
+            return True
+        kept = set_aside(out)
+        if kept is not None:
+            log.warning("run folder %s: the earlier run's files moved to %s", out, kept)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".s2s-write-test"
@@ -92,6 +88,77 @@ def prepare_run_dir(
     runlock.acquire(out)
     atomic_write(cfg_path, lambda h: h.write(config_mod.dump(cfg).encode("utf-8")))
     return False
+
+
+def _resumes(cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any]) -> bool:
+    """Whether ``out``'s trained run is ``cfg``'s to resume (locked, its config.yaml
+    updated to new limits); False where ``force`` starts another config over there; an
+    error for another config without ``force``."""
+    cfg_path = out / "config.yaml"
+    try:
+        old = parse(config_mod.read_yaml(cfg_path))
+    except S2SError as err:
+        if force:
+            return False
+        raise ConfigError(
+            f"{cfg_path} (the run in this folder): {err}; --force starts over"
+        ) from None
+    differs = config_mod.diff(old, cfg)
+    changed = [k for k in differs if k not in LIMIT_KEYS]
+    if changed and not force:
+        shown = ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        key = changed[0]
+        was, now = config_mod.value(old, key), config_mod.value(cfg, key)
+        raise ConfigError(
+            f"run folder {out} belongs to a different config (differs in {shown}; "
+            f"{key} was {was!r}, now {now!r}); use another --out, or --force to "
+            "start over there"
+        )
+    if changed or not (out / "last.pt").is_file():
+        return False
+    runlock.acquire(out)
+    if differs:  # new limits or devices: config.yaml says what runs now
+        text = config_mod.dump(cfg).encode("utf-8")
+        atomic_write(cfg_path, lambda handle: handle.write(text))
+    return True
+
+
+# What a run writes into its folder (README, "The run folder"); .lock is the lock's own.
+RUN_FILES = (
+    "config.yaml",
+    "last.pt",
+    "best.pt",
+    "step-*.pt",
+    "metrics.jsonl",
+    "events.out.tfevents.*",
+    "tokenizer.*",
+)
+
+
+def _run_files(out: Path) -> list[Path]:
+    return sorted({p for pattern in RUN_FILES for p in out.glob(pattern) if p.is_file()})
+
+
+def _trained(out: Path) -> bool:
+    """Whether ``out`` holds a checkpoint: something a fresh start would lose."""
+    saved = (out / "last.pt").is_file() or (out / "best.pt").is_file()
+    return saved or bool(step_checkpoints(out))
+
+
+def set_aside(out: Path) -> Path | None:
+    """Move the run files in ``out`` (``RUN_FILES``) into a new ``out/replaced-TIME``
+    folder (UTC); return it, or None where there were none."""
+    files = _run_files(out)
+    if not files:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target, n = out / f"replaced-{stamp}", 1
+    while target.exists():
+        target, n = out / f"replaced-{stamp}-{n}", n + 1
+    target.mkdir()
+    for path in files:
+        path.rename(target / path.name)
+    return target
 
 
 def trim_metrics(path: Path, step: int) -> None:
