@@ -109,3 +109,16 @@ def _periodic(tmp_path):
     path = tmp_path / "periodic.txt"
     path.write_text("abcd" * 400, encoding="utf-8")
     return path
+
+
+def test_a_missing_gpu_is_named_by_the_option_that_asked_for_it(monkeypatch):
+    import torch
+
+    from s2s.errors import ConfigError
+    from s2s.training.runfolder import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device is 'cuda' but no CUDA device"):
+        resolve_device("cuda", "--device")
+    with pytest.raises(ConfigError, match="train.device is 'cuda'"):
+        resolve_device("cuda")

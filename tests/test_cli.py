@@ -255,6 +255,21 @@ def test_not_a_checkpoint(tmp_path, capsys):
     assert "is not an s2s checkpoint" in line
     line = one_line_error(capsys, ["translate", str(tmp_path / "missing.pt")])
     assert "checkpoint not found" in line
+    assert "(not a file torch.save wrote, or cut short)" in one_line_error(
+        capsys, ["translate", str(fake)]
+    )
+
+
+def test_a_cut_short_checkpoint_or_a_run_folder_is_named_as_such(tmp_path, capsys, tiny_corpus):
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
+    assert main(["-q", "train", str(cfg), "--out", str(run)]) == 0
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes((run / "best.pt").read_bytes()[:5000])
+    line = one_line_error(capsys, ["translate", str(cut)])
+    assert f"{cut} is not an s2s checkpoint (not a file torch.save wrote, or cut short)" in line
+    line = one_line_error(capsys, ["translate", str(run)])
+    assert f"{run} is a folder, not a checkpoint file (e.g. best.pt in it)" in line
 
 
 def test_run_folder_of_another_config_is_not_overwritten(tmp_path, capsys, tiny_corpus):

@@ -59,7 +59,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.alignments and any(m.config.model.attention == "none" for m in members):
         raise S2SError("--alignments needs a model with attention (model.attention is 'none')")
     shortlist = Shortlist.load(args.shortlist) if args.shortlist else None
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     if args.threads:
         torch.set_num_threads(args.threads)
     for m in members:

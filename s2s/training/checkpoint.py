@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,15 @@ def read(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> Any:
     """What ``torch.save`` wrote to ``path``, on the CPU, read with ``weights_only``; a
     missing or unreadable file is a ``CheckpointError`` naming it as an s2s ``what``."""
     path = Path(path)
+    if path.is_dir():
+        hint = " (e.g. best.pt in it)" if (path / "best.pt").is_file() else ""
+        raise CheckpointError(f"{path} is a folder, not a {what} file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(
+            f"{path} is not an s2s {what} (not a file torch.save wrote, or cut short)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch's safe unpickler raises many kinds on garbage

@@ -27,11 +27,12 @@ from s2s.training.checkpoint import atomic_write
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, what: str = "train.device") -> torch.device:
+    """The device ``name`` (auto, cpu, cuda) asks for; ``what`` names where it was set."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
+        raise ConfigError(f"{what} is 'cuda' but no CUDA device is available")
     return torch.device(name)
 
 
