@@ -114,8 +114,8 @@ def build(
     src_vocab: int,
     tgt_vocab: int,
     *,
-    top: int = 100,
-    frequent: int = 200,
+    top: int = 200,
+    frequent: int = 300,
 ) -> Shortlist:
     """The shortlist of aligned token-id sequences (see the module docstring); ties
     go to the lower target id."""
