@@ -288,7 +288,7 @@ def test_commands_train_sample_probe_and_refuse_the_wrong_checkpoint(tmp_path, p
     probe_args = ["charlm", "probe", str(out / "best.pt"), "--folds", "3"]
     probe_args += ["--pos", str(tmp_path / "pos"), "--neg", str(tmp_path / "neg")]
     assert main(probe_args) == 2  # a char LM fitted on UTF-8 meets Latin-1 bytes
-    assert "not valid utf-8" in capsys.readouterr().err
+    assert f"not valid utf-8 ({tmp_path / 'pos'}, non-empty line 1)" in capsys.readouterr().err
     assert main(probe_args + ["--encoding", "latin-1", "--features", "mean,cell"]) == 0
     printed = capsys.readouterr().out
     for row in ("| pretrained LM |", "| same LM, random init |", "| words + bigrams |"):

@@ -10,6 +10,7 @@ architecture at random initialisation, and a bag of words and word bigrams.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,8 +172,14 @@ def probe_files(
     same ``folds`` stratified folds."""
     texts, labels = read_labelled(pos, neg)
     splits = stratified_folds(labels, folds, seed)
+    n_pos = labels.count(1)
+
+    def where(i: int) -> str:  # text i of the two files, as a reader finds it
+        path, k = (pos, i) if i < n_pos else (neg, i - n_pos)
+        return f"{path}, non-empty line {k + 1}"
+
     table = probe_features(
-        paths, texts, seed=seed, kinds=kinds, encoding=encoding, references=references
+        paths, texts, seed=seed, kinds=kinds, encoding=encoding, references=references, where=where
     )
     rows = {name: fold_accuracies(x, labels, splits, seed=seed) for name, x in table.items()}
     return ProbeResult(rows, len(texts), table["pretrained LM"].shape[1], tuple(kinds))
@@ -186,6 +193,7 @@ def probe_features(
     kinds: tuple[str, ...] = ("mean",),
     encoding: str | None = None,
     references: bool = True,
+    where: Callable[[int], str] = lambda i: f"text {i + 1}",
 ) -> dict:
     """The probe's features of ``texts``, by row name: LM checkpoints' (one LM, or several
     side by side; a backward LM, ``data.direction``, reads each text from its end), dense
@@ -196,7 +204,7 @@ def probe_features(
         raise S2SError(f"unknown feature '{(unknown or [''])[0]}'; valid: {', '.join(FEATURES)}")
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     lms = [lm_from_payload(load(p), p) for p in paths]
-    inputs = [_sequences(units, cfg, texts, encoding) for _, units, cfg in lms]
+    inputs = [_sequences(units, cfg, texts, encoding, where) for _, units, cfg in lms]
 
     def side_by_side(models) -> np.ndarray:
         x = torch.cat([sequence_features(m, s, kinds=kinds) for m, s in zip(models, inputs)], 1)
@@ -211,13 +219,16 @@ def probe_features(
     return table
 
 
-def _sequences(units, cfg, texts: list[bytes], encoding: str | None) -> list[list[int]]:
-    """The texts as an LM reads them: its units, from the end for a backward LM."""
-    try:
-        seqs = [units.encode_raw(t, encoding) for t in texts]
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"labelled text is not valid {encoding or units.encoding}: {err.reason} "
-            "(use --encoding)"
-        ) from None
+def _sequences(units, cfg, texts: list[bytes], encoding: str | None, where=str) -> list[list[int]]:
+    """The texts as an LM reads them: its units, from the end for a backward LM.
+    ``where(i)`` names text i in an error."""
+    seqs = []
+    for i, text in enumerate(texts):
+        try:
+            seqs.append(units.encode_raw(text, encoding))
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"labelled text is not valid {encoding or units.encoding} ({where(i)}): "
+                f"{err.reason} (use --encoding)"
+            ) from None
     return [s[::-1] for s in seqs] if cfg.data.direction == "backward" else seqs
