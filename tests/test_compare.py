@@ -128,6 +128,23 @@ def test_a_changed_test_set_is_decoded_again_not_retrained(tmp_path, sweep_file,
         assert len(hyp.read_text(encoding="utf-8").splitlines()) == 2, hyp
 
 
+def test_a_changed_base_config_stops_the_sweep_unless_forced(tmp_path, sweep_file, capsys):
+    out = tmp_path / "out"
+    cmp.compare(cmp.read_sweep(sweep_file), out)
+    old_result = (out / "plain" / "seed-1" / "result.json").read_bytes()
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["model"]["embedding_size"] = 8
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    argv = ["compare", str(sweep_file), "--out", str(out)]
+    assert main(argv) == 2
+    assert "different config (differs in model.embedding_size" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+    (kept,) = (out / "plain" / "seed-1").glob("replaced-*")
+    assert (kept / "result.json").read_bytes() == old_result  # the old score, set aside
+    now = cmp.variant_config(cmp.read_sweep(sweep_file), "plain", 1)
+    assert cmp.trained(out / "plain" / "seed-1", now)  # trained again, on the new base
+
+
 def test_a_bad_variant_fails_before_anything_trains(tmp_path, sweep_file):
     data = yaml.safe_load(sweep_file.read_text())
     data["variants"]["typo"] = {"model.decoder.hiden_size": 48}

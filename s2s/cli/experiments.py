@@ -81,7 +81,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             shown = " ".join(f"{k}={v}" for k, v in changes.items()) or "(base config)"
             print(f"{run.folder}\tseed {run.seed}\t{shown}")
         return 0
-    print(markdown(compare(sweep, out, reuse=args.reuse)), end="")
+    print(markdown(compare(sweep, out, reuse=args.reuse, force=args.force)), end="")
     log.info("report: %s", out / "report.md")
     return 0
 
@@ -138,5 +138,11 @@ def add_compare(sub) -> None:
         metavar="DIR",
         help="other sweeps' folders: a run whose config one of them finished already is "
         "linked to it, not trained again (a study's shared baseline)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start over the runs whose folders hold another config's run (after a change "
+        "to the sweep or its base config); their files move to replaced-TIME/",
     )
     p.set_defaults(func=cmd_compare)

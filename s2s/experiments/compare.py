@@ -268,14 +268,17 @@ def compare(
     *,
     train_run: Callable[[Config, Path], Any] | None = None,
     reuse: list[str | Path] = (),
+    force: bool = False,
 ) -> dict:
-    """Train and evaluate every run not finished yet, then write the report."""
+    """Train and evaluate every run not finished yet, then write the report. ``force``:
+    a run folder holding another config's run starts over (its files set aside, as
+    ``s2s train --force`` does) instead of stopping the sweep."""
     from s2s.translation import train
 
     out = Path(out)
     reuse = [Path(r) for r in reuse if Path(r).resolve() != out.resolve()]
     runs = plan(sweep, out)
-    train_run = train_run or (lambda cfg, folder: train(cfg, folder))
+    train_run = train_run or (lambda cfg, folder: train(cfg, folder, force=force))
     results = {}
     for i, run in enumerate(runs, 1):
         _link_trained(run, reuse)

@@ -124,7 +124,8 @@ def _resumes(cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any]) -> 
     return True
 
 
-# What a run writes into its folder (README, "The run folder"); .lock is the lock's own.
+# What a run writes into its folder (README, "The run folder"), and s2s compare's
+# outputs and scores of it; .lock is the lock's own.
 RUN_FILES = (
     "config.yaml",
     "last.pt",
@@ -133,6 +134,8 @@ RUN_FILES = (
     "metrics.jsonl",
     "events.out.tfevents.*",
     "tokenizer.*",
+    "*.hyp",
+    "result*.json",
 )
 
 
