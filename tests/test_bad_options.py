@@ -45,6 +45,8 @@ def test_translate_options_out_of_range_are_refused_by_name(capsys, option, valu
         (["debug", "lr-find", "c.yaml", "--steps", "1"], "--steps"),
         (["debug", "source", "x.pt", "--limit", "-1"], "--limit"),
         (["charlm", "sample", "x.pt", "--temperature", "-1"], "--temperature"),
+        (["shortlist", "x.pt", "--out", "sl", "--top", "0"], "--top"),
+        (["shortlist", "x.pt", "--out", "sl", "--frequent", "-1"], "--frequent"),
         (
             ["charlm", "visualize", "x.pt", "--text", "t", "--out", "v.png", "--width", "0"],
             "--width",

@@ -219,7 +219,9 @@ def probe_features(
     return table
 
 
-def _sequences(units, cfg, texts: list[bytes], encoding: str | None, where=str) -> list[list[int]]:
+def _sequences(
+    units, cfg, texts: list[bytes], encoding: str | None, where=lambda i: f"text {i + 1}"
+) -> list[list[int]]:
     """The texts as an LM reads them: its units, from the end for a backward LM.
     ``where(i)`` names text i in an error."""
     seqs = []

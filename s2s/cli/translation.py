@@ -122,8 +122,6 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 
     if bool(args.src) != bool(args.tgt):
         raise S2SError("--src and --tgt go together (the parallel text to count over)")
-    if args.top < 1 or args.frequent < 0:
-        raise S2SError("--top must be at least 1 and --frequent at least 0")
     out = output_file(args.out, inputs=(args.checkpoint,))
     loaded = checkpoint.load_for_translation(args.checkpoint)
     data = loaded.config.data
@@ -289,7 +287,7 @@ def add_shortlist(sub) -> None:
     p.add_argument("--out", required=True, help="the shortlist file to write")
     p.add_argument(
         "--top",
-        type=int,
+        type=at_least(1),
         default=200,
         help="target pieces kept per source piece (default 200: on Multi30k's validation "
         "set 3 of 1,014 greedy outputs differ from the full search, 67 with 100; "
@@ -297,7 +295,7 @@ def add_shortlist(sub) -> None:
     )
     p.add_argument(
         "--frequent",
-        type=int,
+        type=at_least(0),
         default=300,
         help="the commonest target pieces, always decoded over (default 300)",
     )
