@@ -98,6 +98,19 @@ def test_overrides_are_typed_and_validated(tmp_path):
         config.load(path, ["model.decoder.cell=transformer"])
 
 
+def test_numbers_written_with_an_exponent_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train}\ntrain: {lr: 3e-4}\n")  # YAML 1.1: a string
+    assert config.load(path).train.lr == pytest.approx(3e-4)
+    cfg = config.load(
+        path, ["train.lr=1e-3", "train.min_lr=1E-5", "train.update_ratio_band=[1e-5, 2e-2]"]
+    )
+    assert (cfg.train.lr, cfg.train.min_lr) == (1e-3, 1e-5)
+    assert cfg.train.update_ratio_band == (1e-5, 2e-2)
+    with pytest.raises(ConfigError, match="'train.lr' must be a number, got '1e-3x'"):
+        config.load(path, ["train.lr=1e-3x"])
+
+
 def test_env_expansion(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
     path.write_text("data: {train: '${MY_DATA}/train'}\n")

@@ -21,6 +21,9 @@ import yaml
 from s2s.config.fields import check_range
 from s2s.errors import ConfigError
 
+# A decimal number, exponent included (PyYAML reads "1e-3" and "3e-4" as strings).
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
 
 def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
@@ -55,6 +58,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            value = float(value)  # 1e-3: YAML 1.1 reads a float without a dot as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)
