@@ -11,6 +11,7 @@ from s2s import config
 from s2s.data.corpus import (
     Corpus,
     Packed,
+    as_source,
     encode_corpus,
     epoch_batches,
     length_batches,
@@ -19,6 +20,7 @@ from s2s.data.corpus import (
     source_ids,
 )
 from s2s.data.tokenize import EOS, UNK, save_tokenizers, train_tokenizers
+from s2s.decoding.translate import _sources as translate_sources
 from s2s.errors import ConfigError, DataError
 from s2s.translation import checkpoint
 
@@ -95,6 +97,26 @@ def test_source_reversal_is_a_data_transform():
     rev = source_ids(src_tok, ["a dog runs ."], reverse=True)[0]
     assert plain[-1] == EOS and rev[-1] == EOS
     assert rev[:-1] == plain[:-1][::-1]
+
+
+def test_a_reversed_source_is_cut_to_its_first_tokens_as_its_target(caplog):
+    src_tok, tgt_tok = word_tok()
+    line = "a dog runs on the grass ."
+    first = src_tok.encode(["a dog runs"])[0]
+    for reverse in (False, True):  # the cut comes before the reversal, EOS stays
+        want = (first[::-1] if reverse else first) + [EOS]
+        assert source_ids(src_tok, [line], reverse, max_len=3) == [want]
+        pairs = {"src": [line], "tgt": ["ein hund rennt auf dem gras ."]}
+        corpus = encode_corpus(
+            pairs, src_tok, tgt_tok, reverse_source=reverse, max_len=3, long_pairs="truncate"
+        )
+        assert corpus.src[0].tolist() == want
+        assert corpus.tgt[0].tolist() == tgt_tok.encode(["ein hund rennt"])[0]
+        # translate --max-source-length: the same cut as training's
+        assert translate_sources(src_tok, [line, "a dog"], reverse, 3) == [
+            want,
+            as_source(src_tok.encode(["a dog"])[0], reverse),
+        ]
 
 
 def test_empty_and_long_pairs_are_dropped(tmp_path):

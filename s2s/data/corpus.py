@@ -152,11 +152,21 @@ def _hub_split(cfg: DataConfig, hub_split: str, unset: str) -> Pairs:
 # --------------------------------------------------------------------------- ids
 
 
-def source_ids(tok: Tokenizer, lines: list[str], reverse: bool) -> list[list[int]]:
+def source_ids(
+    tok: Tokenizer, lines: list[str], reverse: bool, max_len: int = 0
+) -> list[list[int]]:
     """Source token ids + EOS; reversal (Sutskever et al. 2014) is applied here, as a
-    data transform, so the model never knows about it."""
-    ids = tok.encode(lines)
-    return [(seq[::-1] if reverse else seq) + [EOS] for seq in ids]
+    data transform, so the model never knows about it. ``max_len`` (0: none) keeps each
+    line's first tokens, cut before the reversal: a reversed source keeps the start of
+    its sentence, as its target does, and its EOS."""
+    return [as_source(seq, reverse, max_len) for seq in tok.encode(lines)]
+
+
+def as_source(seq: list[int], reverse: bool, max_len: int = 0) -> list[int]:
+    """One line's token ids as the encoder reads them (``source_ids``)."""
+    if max_len:
+        seq = seq[:max_len]
+    return (seq[::-1] if reverse else seq) + [EOS]
 
 
 class Packed(Sequence):
@@ -222,7 +232,7 @@ def encode_corpus(
     and pairs over ``max_len`` tokens on either side are dropped or truncated
     (``long_pairs``); both are counted in the log."""
     src_lines, tgt_lines = list(ds["src"]), list(ds["tgt"])
-    src_ids = source_ids(src_tok, src_lines, reverse_source)
+    src_ids = src_tok.encode(src_lines)  # EOS and reversal below, after any cut
     tgt_ids = tgt_tok.encode(tgt_lines)
     keep_src, keep_tgt = [], []
     empty = too_long = 0
@@ -230,12 +240,12 @@ def encode_corpus(
         if drop_empty and (not s_line.strip() or not t_line.strip()):
             empty += 1
             continue
-        if max_len and (len(s) - 1 > max_len or len(t) > max_len):
+        if max_len and (len(s) > max_len or len(t) > max_len):
             too_long += 1
             if long_pairs == "drop":
                 continue
-            s, t = s[:max_len] + [EOS] if len(s) - 1 > max_len else s, t[:max_len]
-        keep_src.append(s)
+            s, t = s[:max_len], t[:max_len]  # both keep their sentence's start
+        keep_src.append(as_source(s, reverse_source))
         keep_tgt.append(t)
     if empty or too_long:
         log.info(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from s2s.data.corpus import length_batches, source_ids
+from s2s.data.corpus import as_source, length_batches
 from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
 from s2s.decoding.gates import TableStepper, table_steps
 from s2s.decoding.packed import pack_linears, packed_head
@@ -95,7 +95,7 @@ def translate(
     stepper = _stepper(model, original, shortlist, (src_tok, tgt_tok), packed)
     cleaned = [_clean(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
-    ids = _cut(source_ids(src_tok, [cleaned[i] for i in todo], reverse_source), max_src_len)
+    ids = _sources(src_tok, [cleaned[i] for i in todo], reverse_source, max_src_len)
     results = [Translation(texts=[""], scores=[0.0]) for _ in lines]
     order = length_batches(
         [len(s) for s in ids], batch_size=batch_size, unit=batch_unit, pool=1, rng=None
@@ -166,19 +166,19 @@ def _shortlisted(stepper, model, shortlist: Shortlist, tokenizers: tuple, bf16: 
     return ShortlistStepper(stepper, output, shortlist, torch.bfloat16 if bf16 else torch.float32)
 
 
-def _cut(ids: list[list[int]], max_src_len: int) -> list[list[int]]:
-    # Very long lines are cut to a length the model can handle (0: no limit), and said.
-    if max_src_len:
-        cut = sum(len(seq) > max_src_len for seq in ids)
-        if cut:
-            log.warning(
-                "%d source line(s) longer than %d tokens cut to that length "
-                "(--max-source-length; 0 = no limit)",
-                cut,
-                max_src_len,
-            )
-            ids = [seq[:max_src_len] for seq in ids]
-    return ids
+def _sources(src_tok: Tokenizer, lines: list[str], reverse: bool, max_src_len: int):
+    """The lines' source ids; very long lines are cut to a length the model can handle
+    (0: no limit; their first tokens, before any reversal, and EOS), and said."""
+    ids = src_tok.encode(lines)
+    cut = sum(len(seq) > max_src_len for seq in ids) if max_src_len else 0
+    if cut:
+        log.warning(
+            "%d source line(s) longer than %d tokens cut to that length "
+            "(--max-source-length; 0 = no limit)",
+            cut,
+            max_src_len,
+        )
+    return [as_source(seq, reverse, max_src_len) for seq in ids]
 
 
 def _search(
