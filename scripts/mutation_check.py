@@ -677,17 +677,33 @@ MUTANTS = [
         "data-reverse-source-ignored",
         "data.reverse_source in training and translation",
         DA,
-        "return [(seq[::-1] if reverse else seq) + [EOS] for seq in ids]",
-        "return [seq + [EOS] for seq in ids]",
+        "return (seq[::-1] if reverse else seq) + [EOS]",
+        "return seq + [EOS]",
         "test_data.py test_wiring.py",
     ),
     m(
         "data-long-target-not-truncated",
         "long_pairs: truncate cuts the target",
         DA,
-        "s, t = s[:max_len] + [EOS] if len(s) - 1 > max_len else s, t[:max_len]",
-        "s, t = s[:max_len] + [EOS] if len(s) - 1 > max_len else s, t",
+        "s, t = s[:max_len], t[:max_len]  # both keep their sentence's start",
+        "s, t = s[:max_len], t",
         "test_data.py test_reliability.py",
+    ),
+    m(
+        "data-reversed-source-cut-at-its-end",
+        "a reversed source keeps its sentence's first tokens when cut",
+        DA,
+        "keep_src.append(as_source(s, reverse_source))",
+        "keep_src.append(as_source(s[::-1] if reverse_source else s, False))",
+        "test_data.py",
+        more=(
+            (
+                DA,
+                "            s, t = s[:max_len], t[:max_len]  # both keep their sentence's start",
+                "            s, t = (s[::-1][:max_len][::-1] if reverse_source else s[:max_len]), "
+                "t[:max_len]",
+            ),
+        ),
     ),
     m(
         "data-empty-needs-both-sides",

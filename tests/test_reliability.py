@@ -255,6 +255,21 @@ def test_over_long_pairs_are_dropped_or_truncated_and_counted(
     assert max(len(s) - 1 for s in corpus.src) <= 10 and max(len(t) for t in corpus.tgt) <= 10
 
 
+def test_a_blank_validation_set_or_a_vocabulary_of_specials_is_an_error(
+    tmp_path, capsys, tiny_corpus
+):
+    data = tiny_config_dict(tiny_corpus)
+    data["data"]["valid"] = write_corpus(tmp_path / "e", "valid", [("  ", "\t"), (" ", "  ")])
+    cfg = write_config(tmp_path / "c.yaml", data)
+    line = one_line_error(capsys, ["train", str(cfg), "--out", str(tmp_path / "run")])
+    assert "validation set has only empty or blank lines" in line
+    data = tiny_config_dict(tiny_corpus)
+    data["data"]["tokenizer"]["min_freq"] = 1000  # no word is that common
+    cfg = write_config(tmp_path / "v.yaml", data)
+    line = one_line_error(capsys, ["train", str(cfg), "--out", str(tmp_path / "run2")])
+    assert "source vocabulary holds only the 4 special symbols" in line
+
+
 def test_an_empty_validation_file_is_an_error(tmp_path, capsys, tiny_corpus):
     data = tiny_config_dict(tiny_corpus)
     data["data"]["valid"] = write_corpus(tmp_path / "e", "valid", [])

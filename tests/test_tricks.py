@@ -537,6 +537,15 @@ def test_distillation_run_uses_the_teachers_tokenizers(tmp_path, tiny_corpus):
     assert student.run()["step"] == 3
 
 
+def test_a_teacher_that_reads_sources_the_other_way_is_refused(tmp_path, tiny_corpus):
+    make_trainer(tmp_path, tiny_corpus, "teacher", max_steps=2).run()
+    cfg = tiny_config_dict(tiny_corpus, max_steps=2)
+    cfg["data"]["reverse_source"] = True
+    cfg["train"]["distill"] = {"teacher": str(tmp_path / "teacher" / "last.pt")}
+    with pytest.raises(ConfigError, match="has data.reverse_source False, this run True"):
+        Trainer(config.from_dict(cfg), tmp_path / "student")
+
+
 # --------------------------------------------------------------------------- weight average
 
 

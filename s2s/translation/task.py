@@ -17,7 +17,7 @@ import torch
 from s2s import config as config_mod
 from s2s.config import Config
 from s2s.data.corpus import collate, encode_corpus, epoch_batches, load_split
-from s2s.data.tokenize import save_tokenizers, train_tokenizers
+from s2s.data.tokenize import SPECIALS, save_tokenizers, train_tokenizers
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError, DataError
 from s2s.nn.fused import TokenLoss
@@ -72,13 +72,7 @@ class TranslationTask:
         )
         self.valid_src = list(valid_ds["src"])
         self.valid_ref = list(valid_ds["tgt"])
-        log.info(
-            "train %d pairs, valid %d pairs, vocab src %d tgt %d",
-            len(self.train_corpus),
-            len(self.valid_corpus),
-            self.src_tok.vocab_size,
-            self.tgt_tok.vocab_size,
-        )
+        self._check_data()
         self.model = build_model(
             cfg.model, src_vocab=self.src_tok.vocab_size, tgt_vocab=self.tgt_tok.vocab_size
         ).to(run.device)
@@ -118,6 +112,27 @@ class TranslationTask:
         distributed.broadcast(dist, checkpoint.tokenizer_states(src_tok, tgt_tok))
         return src_tok, tgt_tok
 
+    def _check_data(self) -> None:
+        """Refuse what would train without a signal: a validation set of blank lines, a
+        vocabulary of only the special symbols (every token <unk>); log the sizes."""
+        d = self.cfg.data
+        if not any(s.strip() and t.strip() for s, t in zip(self.valid_src, self.valid_ref)):
+            raise DataError(f"validation set has only empty or blank lines: {d.valid}")
+        for side, tok in (("source", self.src_tok), ("target", self.tgt_tok)):
+            if tok.vocab_size <= len(SPECIALS):
+                raise DataError(
+                    f"the {side} vocabulary holds only the {tok.vocab_size} special symbols, "
+                    "so every token would be <unk>: raise data.tokenizer.vocab_size or lower "
+                    "data.tokenizer.min_freq"
+                )
+        log.info(
+            "train %d pairs, valid %d pairs, vocab src %d tgt %d",
+            len(self.train_corpus),
+            len(self.valid_corpus),
+            self.src_tok.vocab_size,
+            self.tgt_tok.vocab_size,
+        )
+
     def _load_teacher(self) -> Seq2Seq:
         path = self.cfg.train.distill.teacher
         teacher = checkpoint.load_for_translation(path)
@@ -128,6 +143,12 @@ class TranslationTask:
         if teacher.src_tok.vocabulary() != self.src_tok.vocabulary():
             raise ConfigError(
                 f"train.distill.teacher {path}: its source tokenizer differs from this run's"
+            )
+        if teacher.config.data.reverse_source != self.cfg.data.reverse_source:
+            raise ConfigError(
+                f"train.distill.teacher {path} has data.reverse_source "
+                f"{teacher.config.data.reverse_source}, this run "
+                f"{self.cfg.data.reverse_source}: it would read the sources backwards"
             )
         model = teacher.model.to(self.run.device).eval()
         for param in model.parameters():
