@@ -331,6 +331,11 @@ def test_pretraining_on_the_users_own_latin1_files_from_the_cli(tmp_path, capsys
     args += ["data.encoding=latin-1", "--text", str(pos), "--out", str(tmp_path / "latin")]
     assert main(args) == 0
     assert "è" in load_lm(tmp_path / "latin" / "best.pt")[1].chars
+    # overrides written after --text FILE... are overrides, not files
+    args = ["-q", "charlm", "train", str(tmp_path / "lm.yaml"), "--out", str(tmp_path / "late")]
+    assert main([*args, "--text", str(pos), "train.max_steps=2", "model.unit=byte"]) == 0
+    late = load_lm(tmp_path / "late" / "best.pt")[2]
+    assert late.train.max_steps == 2 and late.data.text == (str(pos),)
 
 
 def test_config_errors_name_the_key(tmp_path):

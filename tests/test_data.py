@@ -91,6 +91,12 @@ def word_tok():
     return train_tokenizers(cfg, [s for s, _ in SENTENCES], [t for _, t in SENTENCES])
 
 
+def test_a_byte_order_mark_is_not_read_as_text(tmp_path):
+    path = tmp_path / "bom.en"
+    path.write_bytes("\ufeffa dog runs .\r\nthe end\n".encode("utf-8"))
+    assert read_lines(path) == ["a dog runs .", "the end"]
+
+
 def test_source_reversal_is_a_data_transform():
     src_tok, _ = word_tok()
     plain = source_ids(src_tok, ["a dog runs ."], reverse=False)[0]

@@ -31,7 +31,10 @@ def cmd_charlm(args: argparse.Namespace) -> int:
     from s2s.charlm.probe import INNER_FOLDS, probe_files
 
     if args.action == "train":
-        cfg = config.load_lm(args.config, args.overrides, text=args.text)
+        # --text FILE... also takes the KEY=VALUE overrides written after it
+        late = [t for t in args.text or [] if "=" in t and not Path(t).exists()]
+        texts = [t for t in args.text or [] if t not in late] or None
+        cfg = config.load_lm(args.config, [*args.overrides, *late], text=texts)
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
 
         with training_progress(cfg.train.max_steps, _train_figures) as on_step:

@@ -34,7 +34,8 @@ SPLITS = ("train", "valid", "test")
 
 def split_lines(raw: bytes, encoding: str, name: str) -> list[str]:
     """Decode ``raw`` and split it on ``\\n`` (a trailing newline ends the last line;
-    a ``\\r`` before it is dropped). ``name`` says where the bytes came from."""
+    a ``\\r`` before it is dropped; a leading byte-order mark is dropped). ``name`` says
+    where the bytes came from."""
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as err:
@@ -45,7 +46,7 @@ def split_lines(raw: bytes, encoding: str, name: str) -> list[str]:
         ) from None
     except LookupError:
         raise DataError(f"unknown encoding '{encoding}'") from None
-    lines = text.split("\n")
+    lines = text.removeprefix("\ufeff").split("\n")  # a byte-order mark is no text
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
