@@ -357,3 +357,28 @@ def trained_model(trained):
 def test_config_yaml_round_trips(tmp_path, trained):
     cfg = yaml.safe_load((trained.parent / "config.yaml").read_text())
     assert config.from_dict(cfg) == checkpoint.config_of(checkpoint.load(trained))
+
+
+def test_resuming_on_changed_training_data_is_said(tmp_path, caplog, tiny_corpus):
+    from test_charlm import lm_config
+
+    from s2s.charlm import train_lm
+    from s2s.translation import train
+
+    out = tmp_path / "run"
+    train(config.from_dict(tiny_config_dict(tiny_corpus, max_steps=2)), out)
+    with caplog.at_level(logging.WARNING):
+        train(config.from_dict(tiny_config_dict(tiny_corpus, max_steps=3)), out)
+    assert "training data differ" not in caplog.text  # the same data: resumed quietly
+    write_corpus(tiny_corpus["dir"], "train", SENTENCES * 3)  # edited in place
+    with caplog.at_level(logging.WARNING):
+        train(config.from_dict(tiny_config_dict(tiny_corpus, max_steps=4)), out)
+    assert f"{out}: the training data differ from those its checkpoint" in caplog.text
+    text = tmp_path / "text.txt"
+    text.write_text("abcd" * 400)
+    train_lm(lm_config(text, max_steps=2), tmp_path / "lm")
+    text.write_text("abdc" * 400)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        train_lm(lm_config(text, max_steps=3), tmp_path / "lm")
+    assert "the training data differ" in caplog.text

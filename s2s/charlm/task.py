@@ -12,6 +12,7 @@ the checkpoint, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from s2s.data.units import Units
 from s2s.errors import ConfigError, DataError
 from s2s.nn.charlm import KIND, CharLM, build_lm, lm_from_payload
 from s2s.training.checkpoint import load
+from s2s.training.runfolder import check_same_data
 from s2s.training.task import Run
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class LMTask:
         raw = read_texts(d.text, d.documents, t.seed)
         if d.limit:
             raw = cut(raw, d.limit, d.encoding if cfg.model.unit == "char" else None)
+        self.data_sha1 = hashlib.sha1(raw).hexdigest()
         try:
             self.units = (
                 Units.from_state(payload["units"])
@@ -206,9 +209,10 @@ class LMTask:
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
-        return {"units": self.units.state(), "carry": self.carry}
+        return {"units": self.units.state(), "carry": self.carry, "data_sha1": self.data_sha1}
 
     def restore(self, payload: dict) -> None:
+        check_same_data(payload, self.data_sha1, self.run.out)
         self.carry = to_device(detach(payload.get("carry")), self.run.device)
         progress = payload["progress"]
         if "position" in progress:  # written before the engine: units read, not windows

@@ -10,6 +10,7 @@ every epoch from ``seed`` and the epoch number alone, so a run can resume mid-ep
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import random
 from collections.abc import Sequence
@@ -50,6 +51,16 @@ def split_lines(raw: bytes, encoding: str, name: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def lines_sha1(*columns) -> str:
+    """A fingerprint of columns of text lines (a split's sources and references, say)."""
+    digest = hashlib.sha1()
+    for column in columns:
+        for line in column:
+            digest.update(line.encode("utf-8") + b"\n")
+        digest.update(b"\x00\n")
+    return digest.hexdigest()
 
 
 def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:

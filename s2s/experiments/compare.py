@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data.corpus import load_split
+from s2s.data.corpus import lines_sha1, load_split
 from s2s.decoding.translate import translate_lines
 from s2s.experiments.plots import plot_bars, plot_curves
 from s2s.experiments.report import markdown, paired_p_value, pooled_p_values, variant_row
@@ -62,7 +62,7 @@ def evaluate_run(run: Run, split: str, decodings: tuple[Decoding, ...]) -> dict[
     device = resolve_device(run.cfg.train.device)
     ds = load_split(run.cfg.data, split)
     progress = Progress.from_state(checkpoint.load(run.folder / "last.pt")["progress"])
-    data_sha1 = _split_sha1(ds)
+    data_sha1 = _data_sha1(ds)
     results = {}
     for dec in decodings:
         hyps = translate_lines(
@@ -105,12 +105,8 @@ def _trained_config(folder: Path) -> Config | None:
         return None
 
 
-def _split_sha1(ds) -> str:
-    """A fingerprint of an evaluation split: its source and reference lines."""
-    digest = hashlib.sha1()
-    for line in (*ds["src"], "\x00", *ds["tgt"]):
-        digest.update(line.encode("utf-8") + b"\n")
-    return digest.hexdigest()
+def _data_sha1(ds) -> str:
+    return lines_sha1(ds["src"], ds["tgt"])
 
 
 def _finished_result(run: Run, split: str, dec: Decoding) -> dict | None:
@@ -127,7 +123,7 @@ def _finished_result(run: Run, split: str, dec: Decoding) -> dict | None:
     same = same and result.get("length_penalty", 0.0) == dec.length_penalty
     same = same and result.get("hyp_sha1", digest) == digest
     if same and "data_sha1" in result:  # the split's sources and references as scored
-        same = result["data_sha1"] == _split_sha1(load_split(run.cfg.data, split))
+        same = result["data_sha1"] == _data_sha1(load_split(run.cfg.data, split))
         if not same:
             log.info(
                 "%s: the %s data changed since it was scored; decoding again", run.folder, split

@@ -234,3 +234,15 @@ def keep_step_checkpoint(out: Path, step: int, keep: int) -> None:
         shutil.copyfile(out / "last.pt", target)
     for old in step_checkpoints(out)[:-keep]:
         old.unlink(missing_ok=True)
+
+
+def check_same_data(payload: dict, digest: str, out: Path) -> None:
+    """Warn where a run resumes on training data other than its checkpoint's (``digest``
+    against the payload's ``data_sha1``; older checkpoints have none)."""
+    saved = payload.get("data_sha1")
+    if saved and saved != digest:
+        log.warning(
+            "%s: the training data differ from those its checkpoint was trained on; "
+            "resuming on the new data, so the run no longer replays as one",
+            out,
+        )

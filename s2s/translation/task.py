@@ -16,13 +16,14 @@ import torch
 
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data.corpus import collate, encode_corpus, epoch_batches, load_split
+from s2s.data.corpus import collate, encode_corpus, epoch_batches, lines_sha1, load_split
 from s2s.data.tokenize import SPECIALS, save_tokenizers, train_tokenizers
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError, DataError
 from s2s.nn.fused import TokenLoss
 from s2s.nn.seq2seq import Seq2Seq, build_model
 from s2s.training import distributed
+from s2s.training.runfolder import check_same_data
 from s2s.training.schedules import teacher_forcing
 from s2s.training.task import Run
 from s2s.translation import checkpoint
@@ -51,6 +52,7 @@ class TranslationTask:
         train_ds = load_split(d, "train")
         if len(train_ds) == 0:
             raise DataError(f"training set is empty: {d.train}")
+        self.data_sha1 = lines_sha1(train_ds["src"], train_ds["tgt"])
         valid_ds = load_split(d, "valid")
         self.src_tok, self.tgt_tok = self._tokenizers(run, payload, train_ds)
         self.train_corpus = encode_corpus(
@@ -220,7 +222,8 @@ class TranslationTask:
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
-        return {"tokenizers": checkpoint.tokenizer_states(self.src_tok, self.tgt_tok)}
+        tokenizers = checkpoint.tokenizer_states(self.src_tok, self.tgt_tok)
+        return {"tokenizers": tokenizers, "data_sha1": self.data_sha1}
 
-    def restore(self, payload: dict) -> None:
-        pass  # the tokenizers came from the payload in prepare()
+    def restore(self, payload: dict) -> None:  # the tokenizers came in prepare()
+        check_same_data(payload, self.data_sha1, self.run.out)
