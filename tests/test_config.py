@@ -111,6 +111,13 @@ def test_numbers_written_with_an_exponent_are_numbers(tmp_path):
         config.load(path, ["train.lr=1e-3x"])
 
 
+def test_an_activation_for_a_cell_that_has_none_is_refused():
+    with pytest.raises(ConfigError, match="model.decoder.activation 'relu' applies to cell rnn"):
+        config.from_dict({**base(), "model": {"decoder": {"cell": "gru", "activation": "relu"}}})
+    cfg = config.from_dict({**base(), "model": {"encoder": {"cell": "rnn", "activation": "relu"}}})
+    assert cfg.model.encoder.activation == "relu"
+
+
 def test_env_expansion(tmp_path, monkeypatch):
     path = tmp_path / "c.yaml"
     path.write_text("data: {train: '${MY_DATA}/train'}\n")

@@ -277,6 +277,18 @@ def _check(cfg: Config) -> None:
     low, high = t.update_ratio_band
     if low > high:
         raise ConfigError(f"train.update_ratio_band: {low} is above {high}")
+    _check_model(m, d)
+
+
+def _check_model(m, d) -> None:
+    """The model's settings against each other and the data's."""
+    for side in ("encoder", "decoder"):
+        rnn = getattr(m, side)
+        if rnn.activation != "tanh" and rnn.cell != "rnn":
+            raise ConfigError(
+                f"model.{side}.activation '{rnn.activation}' applies to cell rnn only; "
+                f"model.{side}.cell is '{rnn.cell}'"
+            )
     enc_size = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)
     if (
         m.attention == "multiplicative"
@@ -289,7 +301,9 @@ def _check(cfg: Config) -> None:
             "use 'general'"
         )
     if d.tokenizer.kind == "spm" and d.tokenizer.vocab_size < 8:
-        raise ConfigError("config key 'data.tokenizer.vocab_size' is too small for spm")
+        raise ConfigError(
+            "config key 'data.tokenizer.vocab_size' is too small for spm (at least 8)"
+        )
     if not d.train:
         raise ConfigError("config key 'data.train' is not set (a path prefix)")
     if d.tokenizer.target_vocab != "all" and not d.tokenizer.joint:
