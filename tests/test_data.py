@@ -97,6 +97,18 @@ def test_a_byte_order_mark_is_not_read_as_text(tmp_path):
     assert read_lines(path) == ["a dog runs .", "the end"]
 
 
+def test_a_sentencepiece_vocabulary_smaller_than_asked_is_said(caplog):
+    cfg = config.from_dict(
+        {"data": {"train": "x", "tokenizer": {"kind": "spm", "vocab_size": 5000}}}
+    ).data.tokenizer
+    with caplog.at_level("WARNING"):
+        src, _ = train_tokenizers(cfg, [s for s, _ in SENTENCES], [t for _, t in SENTENCES])
+    assert src.vocab_size < 5000
+    assert f"SentencePiece made {src.vocab_size} pieces, not data.tokenizer.vocab_size 5000" in (
+        caplog.text
+    )
+
+
 def test_source_reversal_is_a_data_transform():
     src_tok, _ = word_tok()
     plain = source_ids(src_tok, ["a dog runs ."], reverse=False)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import io
+import logging
 from pathlib import Path
 
 import sentencepiece as spm
@@ -18,6 +19,8 @@ from s2s.config import TokenizerConfig
 from s2s.errors import CheckpointError, DataError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
+log = logging.getLogger(__name__)
+
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
 
 
@@ -156,8 +159,19 @@ def _train_spm(cfg: TokenizerConfig, lines: list[str]) -> SpmTokenizer:
             hard_vocab_limit=False,
         )
     except RuntimeError as err:
-        raise DataError(f"SentencePiece training failed: {err}".splitlines()[0]) from None
-    return SpmTokenizer(buffer.getvalue())
+        raise DataError(
+            f"SentencePiece training failed: {err}".splitlines()[0]
+            + " (data.tokenizer.vocab_size may be too small for the text's characters)"
+        ) from None
+    tok = SpmTokenizer(buffer.getvalue())
+    if tok.vocab_size < cfg.vocab_size:  # hard_vocab_limit off: the text holds no more
+        log.warning(
+            "SentencePiece made %d pieces, not data.tokenizer.vocab_size %d: the training "
+            "text holds no more",
+            tok.vocab_size,
+            cfg.vocab_size,
+        )
+    return tok
 
 
 def _build_vocab(cfg: TokenizerConfig, lines: list[str]) -> VocabTokenizer:
