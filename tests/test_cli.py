@@ -468,6 +468,27 @@ def test_a_run_folder_in_use_is_refused_and_a_stale_lock_taken_over(
     assert not (out / ".lock").exists()
 
 
+def test_a_live_run_before_its_first_checkpoint_keeps_its_files(tmp_path, tiny_corpus, capsys):
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("written by the live run\n")
+    (out / "metrics.jsonl").write_text("{}\n")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        for extra in ([], ["--force"]):
+            cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))
+            line = one_line_error(capsys, ["train", str(cfg), "--out", str(out), *extra])
+            assert "is in use by process" in line
+            assert (out / "config.yaml").read_text() == "written by the live run\n"
+            assert (out / "metrics.jsonl").is_file() and not list(out.glob("replaced-*"))
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_target_vocabulary_of_the_target_side_trains_and_translates(tmp_path):
     """``data.tokenizer.target_vocab=train``: the decoder covers the German side's pieces
     only; the checkpoint translates, and the run folder lists those pieces."""

@@ -71,11 +71,13 @@ def prepare_run_dir(
                 "choose another --out or pass --force"
             )
         if cfg_path.is_file() and not _trained(out):
+            runlock.acquire(out)  # never a live run's files, before its first checkpoint
             for path in _run_files(out):  # a start that saved no checkpoint
                 path.unlink()
             log.info("run folder %s: no checkpoint from an earlier start; starting afresh", out)
         elif cfg_path.is_file() and _resumes(cfg, out, force, parse):
             return True
+        runlock.acquire(out)
         kept = set_aside(out)
         if kept is not None:
             log.warning("run folder %s: the earlier run's files moved to %s", out, kept)
