@@ -109,6 +109,18 @@ def test_a_sentencepiece_vocabulary_smaller_than_asked_is_said(caplog):
     )
 
 
+def test_sources_are_cleaned_alike_in_training_and_translation():
+    cfg = config.from_dict({"data": {"train": "x", "tokenizer": {"kind": "word"}}}).data.tokenizer
+    dirty = ["a\x00dog\u00adruns .", "the\x07 boy"]
+    src_tok, tgt_tok = train_tokenizers(cfg, dirty, ["ein hund .", "der junge"])
+    assert "a" in src_tok.vocabulary() and not any("\x00" in p for p in src_tok.vocabulary())
+    clean = ["a dog runs .", "the  boy"]
+    assert source_ids(src_tok, dirty, False) == source_ids(src_tok, clean, False)
+    pairs = {"src": dirty, "tgt": ["ein hund .", "der junge"]}
+    corpus = encode_corpus(pairs, src_tok, tgt_tok, reverse_source=False)
+    assert [s.tolist() for s in corpus.src] == source_ids(src_tok, clean, False)
+
+
 def test_source_reversal_is_a_data_transform():
     src_tok, _ = word_tok()
     plain = source_ids(src_tok, ["a dog runs ."], reverse=False)[0]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from s2s.config import DataConfig, unset_variables
-from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
+from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer, clean_source
 from s2s.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,10 @@ def source_ids(
     data transform, so the model never knows about it. ``max_len`` (0: none) keeps each
     line's first tokens, cut before the reversal: a reversed source keeps the start of
     its sentence, as its target does, and its EOS."""
-    return [as_source(seq, reverse, max_len) for seq in tok.encode(lines)]
+    return [
+        as_source(seq, reverse, max_len)
+        for seq in tok.encode([clean_source(line) for line in lines])
+    ]
 
 
 def as_source(seq: list[int], reverse: bool, max_len: int = 0) -> list[int]:
@@ -243,7 +246,7 @@ def encode_corpus(
     """Token ids of a parallel dataset. Empty pairs are dropped (with ``drop_empty``)
     and pairs over ``max_len`` tokens on either side are dropped or truncated
     (``long_pairs``); both are counted in the log."""
-    src_lines, tgt_lines = list(ds["src"]), list(ds["tgt"])
+    src_lines, tgt_lines = [clean_source(line) for line in ds["src"]], list(ds["tgt"])
     src_ids = src_tok.encode(src_lines)  # EOS and reversal below, after any cut
     tgt_ids = tgt_tok.encode(tgt_lines)
     keep_src, keep_tgt = [], []

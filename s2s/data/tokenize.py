@@ -186,11 +186,22 @@ def _build_vocab(cfg: TokenizerConfig, lines: list[str]) -> VocabTokenizer:
     )
 
 
+def clean_source(line: str) -> str:
+    """A source line as every model reads it, in training, translation and shortlists
+    alike: control and other non-printing characters (tab aside) made spaces, the ends
+    stripped."""
+    if line.isprintable():
+        return line.strip()
+    return "".join(ch if ch == "\t" or ch.isprintable() else " " for ch in line).strip()
+
+
 def train_tokenizers(
     cfg: TokenizerConfig, src_lines: list[str], tgt_lines: list[str]
 ) -> tuple[Tokenizer, Tokenizer]:
-    """Fit on the training side; joint models share one tokenizer object, or, with
-    ``target_vocab: train``, the target side keeps the pieces its training text uses."""
+    """Fit on the training side (sources as ``clean_source`` gives them); joint models
+    share one tokenizer object, or, with ``target_vocab: train``, the target side keeps
+    the pieces its training text uses."""
+    src_lines = [clean_source(line) for line in src_lines]
     fit = _train_spm if cfg.kind == "spm" else _build_vocab
     if cfg.joint:
         tok = fit(cfg, src_lines + tgt_lines)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from s2s.data.corpus import as_source, length_batches
-from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer
+from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer, clean_source
 from s2s.decoding.gates import TableStepper, table_steps
 from s2s.decoding.packed import pack_linears, packed_head
 from s2s.decoding.search import ROW_STEP, beam_search, greedy, max_lengths
@@ -23,11 +23,6 @@ from s2s.errors import S2SError
 from s2s.runtime import resolve_precision
 
 log = logging.getLogger(__name__)
-
-
-def _clean(line: str) -> str:
-    # Control characters (other than tab) carry no meaning for translation.
-    return "".join(ch if ch == "\t" or ch.isprintable() else " " for ch in line).strip()
 
 
 @dataclass
@@ -93,7 +88,7 @@ def translate(
     original, model, was_training = model, decoder, model.training
     model.eval()
     stepper = _stepper(model, original, shortlist, (src_tok, tgt_tok), packed)
-    cleaned = [_clean(line) for line in lines]
+    cleaned = [clean_source(line) for line in lines]
     todo = [i for i, line in enumerate(cleaned) if line]
     ids = _sources(src_tok, [cleaned[i] for i in todo], reverse_source, max_src_len)
     results = [Translation(texts=[""], scores=[0.0]) for _ in lines]
