@@ -16,8 +16,9 @@ import torch
 
 from s2s.config import LMTrainConfig, TrainConfig
 from s2s.config.loading import build_tree
+from s2s.errors import S2SError
 from s2s.training.engine import Engine
-from s2s.training.progress import Progress, Settings
+from s2s.training.progress import Progress, Settings, unbounded
 from s2s.training.task import Run
 
 
@@ -158,3 +159,39 @@ def test_progress_written_before_the_engine_still_loads(old, best):
     state = {"step": 7, "epoch": 1, "elapsed": 3.0, "last_valid_step": 5} | old
     progress = Progress.from_state(state)
     assert progress.best == best and progress.step == 7 and progress.epoch == 1
+
+
+class StopsAfterThree(Regression):
+    """Asks the engine to stop after its third update, as Ctrl-C would."""
+
+    def after_update(self, applied: bool) -> None:
+        if len(self.seen) == 3:
+            self.engine.stop_requested = True
+
+
+def test_a_run_that_only_an_interrupt_stops_is_warned_about(tmp_path, caplog):
+    task = StopsAfterThree(toy(max_steps=0, lr_schedule="constant"))
+    task.engine = Engine(task, tmp_path / "endless")
+    with pytest.raises(S2SError, match="interrupted at step 3"):
+        task.engine.run()
+    assert "no stopping limit" in caplog.text
+    caplog.clear()
+    Engine(Regression(toy(max_steps=5, lr_schedule="constant")), tmp_path / "bounded").run()
+    assert "no stopping limit" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "train, warned",
+    [
+        ({}, True),
+        ({"max_epochs": 2}, False),
+        ({"max_minutes": 0.5}, False),
+        ({"early_stopping": 3}, False),
+        ({"lr_schedule": "plateau", "min_lr": 1e-5}, False),  # stops at min_lr
+        ({"lr_schedule": "plateau", "min_lr": 0.0}, True),  # halves for ever
+        ({"lr_schedule": "plateau", "min_lr": 1e-5, "stop_at_min_lr": False}, True),
+    ],
+)
+def test_which_settings_bound_a_run(train, warned):
+    settings = Settings(**({"max_steps": 0, "lr_schedule": "constant"} | train))
+    assert (unbounded(settings) is not None) == warned

@@ -24,7 +24,7 @@ from s2s import runtime
 from s2s.errors import S2SError
 from s2s.training import checkpoint, distributed, runlock
 from s2s.training.optim import make_optimizer
-from s2s.training.progress import Progress, Settings, stop_reason
+from s2s.training.progress import Progress, Settings, stop_reason, unbounded
 from s2s.training.runfolder import (
     append_record,
     catch_stop_signals,
@@ -371,6 +371,8 @@ class Engine:
         from torch.utils.tensorboard import SummaryWriter
 
         p = self.progress
+        if self.dist.main and (warning := unbounded(self.settings)):
+            log.warning(warning)
         self.writer = SummaryWriter(log_dir=str(self.out)) if self.dist.main else None
         self.updater.writer = self.writer
         restore_signals = catch_stop_signals(self._request_stop)

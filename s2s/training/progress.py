@@ -102,3 +102,18 @@ def stop_reason(s: Settings, p: Progress, metric: str, interrupted: bool) -> str
     if interrupted:
         return "interrupted"
     return None
+
+
+def unbounded(s: Settings) -> str | None:
+    """A warning for a run that only an interrupt can stop (None where a limit is set):
+    no step, epoch or time limit, no early stopping, and no plateau schedule that stops
+    at a positive train.min_lr."""
+    if s.max_steps or s.max_epochs or s.max_minutes or s.early_stopping:
+        return None
+    if s.lr_schedule == "plateau" and s.stop_at_min_lr and s.min_lr > 0:
+        return None
+    return (
+        "no stopping limit: train.max_steps, max_epochs, max_minutes and early_stopping "
+        "are all 0 (and no plateau schedule stops at a positive train.min_lr), so this run "
+        "goes on until interrupted (Ctrl-C saves a checkpoint and stops)"
+    )
