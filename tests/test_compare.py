@@ -185,6 +185,15 @@ def test_grid_values_that_print_alike_keep_apart_and_repeats_are_refused():
     assert [v["train.lr"] for v in variants.values()] == [0.1234561, 0.1234564]
     with pytest.raises(ConfigError, match="sweep grid key 'train.lr' lists a value twice"):
         cmp.grid_variants({"train.lr": [0.01, 0.01]})
+    with pytest.raises(ConfigError, match="sweep grid key 'train.lr' lists a value twice"):
+        cmp.grid_variants({"train.lr": [0.001, "1e-3"]})  # YAML 1.1 reads 1e-3 as text
+
+
+def test_a_variant_given_twice_in_a_sweep_file_is_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("base: b.yaml\nvariants:\n  a: {}\n  a: {train.lr: 0.01}\n")
+    with pytest.raises(ConfigError, match=r"key 'a' appears twice.*lines 3 and 4"):
+        cmp.read_sweep(path)
 
 
 def test_variant_names_that_make_one_folder_are_refused(tmp_path, sweep_file):
@@ -241,6 +250,11 @@ def test_sweep_file_errors_name_the_problem(tmp_path):
         ({"base": "b.yaml", "variants": {"a": {}}, "split": "train"}, "split must be"),
         ({"base": "b.yaml", "variants": {"a": {}}, "seed": [1]}, "unknown key 'seed'"),
         ({"variants": {"a": {}}}, "needs base"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "seeds": [2**63]}, "integers from 0 to"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "seeds": [-1]}, "integers from 0 to"),
+        ({"base": "b.yaml", "variants": {"a": {}}, "seeds": [True]}, "integers from 0 to"),
+        ({"base": "b.yaml", "grid": {}}, "grid needs at least one key"),
+        ({"base": "b.yaml", "random": {"trials": True, "space": {"x": 1}}}, "trials"),
     ):
         path.write_text(yaml.safe_dump(data))
         with pytest.raises(ConfigError, match=message):

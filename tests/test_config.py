@@ -111,6 +111,52 @@ def test_numbers_written_with_an_exponent_are_numbers(tmp_path):
         config.load(path, ["train.lr=1e-3x"])
 
 
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train}\ntrain: {seed: 5}\nmodel: {}\ntrain: {lr: 0.1}\n")
+    with pytest.raises(ConfigError, match=r"key 'train' appears twice.*lines 2 and 4"):
+        config.load(path)
+    path.write_text("data: {train: x/train, train: y/train}\n")  # nested, one line
+    with pytest.raises(ConfigError, match="key 'train' appears twice"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan"])
+def test_numbers_that_are_not_finite_are_refused(tmp_path, value):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train}\n")
+    with pytest.raises(ConfigError, match=r"'train\.lr' must be a (finite )?number"):
+        config.load(path, [f"train.lr={value}"])
+    with pytest.raises(ConfigError, match=r"'train\.max_minutes' must be a (finite )?number"):
+        config.load(path, [f"train.max_minutes={value}"])
+
+
+def test_seeds_are_64_bit_and_not_negative(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train}\n")
+    assert config.load(path, [f"train.seed={2**63 - 1}"]).train.seed == 2**63 - 1
+    for seed in (2**63, 99999999999999999999, -1):
+        with pytest.raises(ConfigError, match="'train.seed' must be in"):
+            config.load(path, [f"train.seed={seed}"])
+
+
+def test_a_mapping_set_on_a_section_merges_into_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train}\nmodel: {encoder: {hidden_size: 16, layers: 2}}\n")
+    cfg = config.load(path, ["model.encoder={cell: gru}"])
+    assert (cfg.model.encoder.cell, cfg.model.encoder.hidden_size) == ("gru", 16)
+    assert cfg.model.encoder.layers == 2
+    cfg = config.load(path, ["model={encoder: {layers: 3}}"])  # deeper: merged at every level
+    assert (cfg.model.encoder.layers, cfg.model.encoder.hidden_size) == (3, 16)
+
+
+def test_an_unquoted_no_for_a_string_is_explained(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train, src_lang: no}\n")  # Norwegian, read as false
+    with pytest.raises(ConfigError, match="'data.src_lang' must be a string.*quote it"):
+        config.load(path)
+
+
 def test_an_activation_for_a_cell_that_has_none_is_refused():
     with pytest.raises(ConfigError, match="model.decoder.activation 'relu' applies to cell rnn"):
         config.from_dict({**base(), "model": {"decoder": {"cell": "gru", "activation": "relu"}}})
@@ -130,6 +176,9 @@ def test_env_expansion(tmp_path, monkeypatch):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         config.load(tmp_path / "nope.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match="folder.yaml is a folder"):
+        config.load(tmp_path / "folder.yaml")
 
 
 def test_character_coverage_outside_sentencepieces_range_is_refused():

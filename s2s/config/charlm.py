@@ -13,6 +13,7 @@ from s2s.config.fields import (
     LM_UNITS,
     OPTIMIZERS,
     PRECISIONS,
+    SEED_MAX,
     STACKINGS,
     InitConfig,
     at_least_one,
@@ -69,7 +70,7 @@ class LMDataConfig:
 
 @dataclass(frozen=True)
 class LMTrainConfig:
-    seed: int = 1
+    seed: int = bounded(1, 0, SEED_MAX)  # torch's generators take 64 bits
     device: str = choice("auto", DEVICES)
     threads: int = non_negative(0)
     # bf16: autocast (recurrent layers too where the CPU/GPU has bf16 kernels); auto:

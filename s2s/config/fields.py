@@ -36,6 +36,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 COMPILE_MODES = ("never", "always", "auto")
 LM_UNITS = ("byte", "char")
 LM_SCHEDULES = ("constant", "exponential", "linear", "step", "cyclic")
+SEED_MAX = 2**63 - 1  # seeds are also mixed into others modulo 2 ** 63
 
 
 def choice(default: str, choices: tuple[str, ...]) -> Any:

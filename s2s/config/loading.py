@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import typing
@@ -62,8 +63,15 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
             value = float(value)  # 1e-3: YAML 1.1 reads a float without a dot as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan and .inf
+            raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, bool):  # YAML 1.1: unquoted yes/no/on/off are true/false
+            raise ConfigError(
+                f"config key '{key}' must be a string, got {value!r} (YAML reads an unquoted "
+                "yes, no, on or off as true or false: quote it)"
+            )
         if not isinstance(value, str):
             raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
         return value
@@ -129,7 +137,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def set_key(data: dict, path: list[str], value: Any, what: str) -> None:
-    """Set a dotted key (as its parts) in a nested dict; ``what`` names it in errors."""
+    """Set a dotted key (as its parts) in a nested dict; ``what`` names it in errors. A
+    mapping set on a section merges into it (``model.encoder={cell: gru}`` keeps the
+    section's other keys)."""
     node = data
     for part in path[:-1]:
         child = node.get(part)
@@ -138,6 +148,12 @@ def set_key(data: dict, path: list[str], value: Any, what: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"{what}: '{part}' is not a section")
         node = child
+    old = node.get(path[-1])
+    if isinstance(value, dict) and isinstance(old, dict):
+        merged = dict(old)
+        for key, item in value.items():
+            set_key(merged, [key], item, what)
+        value = merged
     node[path[-1]] = value
 
 
@@ -162,12 +178,42 @@ def unset_variables(text: str) -> list[str]:
     return _ENV.findall(text)
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the
+    last silently: a second ``train:`` section would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{key_node.start_mark.name}: key '{key}' appears twice in one mapping "
+                    f"(lines {seen[key]} and {line})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str, name: str = "<config>") -> Any:
+    """YAML as ``yaml.safe_load`` reads it, but a key given twice is an error."""
+    loader = _UniqueKeys(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"), str(path))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}".splitlines()[0]) from None
     if data is None:

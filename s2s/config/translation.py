@@ -19,6 +19,7 @@ from s2s.config.fields import (
     OPTIMIZERS,
     PRECISIONS,
     SAMPLING_DECAYS,
+    SEED_MAX,
     SPM_MODELS,
     STACKINGS,
     TOKENIZERS,
@@ -167,7 +168,7 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 1
+    seed: int = bounded(1, 0, SEED_MAX)  # torch's generators take 64 bits
     device: str = choice("auto", DEVICES)
     threads: int = non_negative(0)  # CPU threads (0 = torch default)
     # Mixed precision: forward and backward passes under torch.autocast in bfloat16 or

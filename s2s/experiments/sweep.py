@@ -37,6 +37,8 @@ from typing import Any
 
 from s2s import config as config_mod
 from s2s.config import Config
+from s2s.config.fields import SEED_MAX
+from s2s.config.loading import NUMBER
 from s2s.errors import ConfigError
 
 SWEEP_KEYS = ("base", "set", "seeds", "baseline", "variants", "grid", "random")
@@ -119,9 +121,14 @@ def folder_name(text: str) -> str:
 def grid_variants(grid: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every combination of the listed values, named ``key=value,...`` by the keys' last
     parts (whole keys where two share a last part)."""
+    if not grid:
+        raise ConfigError("sweep grid needs at least one key with a list of values")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep grid key '{key}' needs a non-empty list of values")
+    # 1e-3 is text to YAML 1.1 but a number to the config: as a number here too, so that
+    # [0.001, 1e-3] is one value listed twice, not two variants of one config
+    grid = {k: [_exponent_number(v) for v in values] for k, values in grid.items()}
     keys = list(grid)
     last = [k.split(".")[-1] for k in keys]
     short = [s if last.count(s) == 1 else k for s, k in zip(last, keys)]
@@ -143,6 +150,12 @@ def _texts(key: str, values: list) -> list[str]:
     if len(set(full)) < len(full):
         raise ConfigError(f"sweep grid key '{key}' lists a value twice: {values}")
     return full
+
+
+def _exponent_number(value: Any) -> Any:
+    if isinstance(value, str) and "e" in value.lower() and NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _text(value: Any) -> str:
@@ -180,7 +193,7 @@ def random_variants(spec: dict) -> dict[str, dict[str, Any]]:
     if unknown:
         raise ConfigError(f"sweep random: unknown key '{sorted(unknown)[0]}' (trials, seed, space)")
     trials, space = spec.get("trials"), _mapping(spec.get("space"), "sweep random space")
-    if not isinstance(trials, int) or trials < 1 or not space:
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1 or not space:
         raise ConfigError("sweep random needs trials (a positive integer) and a space")
     rng = random.Random(spec.get("seed", 0))
     # unpadded names: more trials later keep the earlier trials' folders (and draws)
@@ -224,8 +237,10 @@ def read_sweep(path: str | Path) -> Sweep:
     if not variants:
         raise ConfigError(f"sweep {path} has no variants")
     seeds = data.get("seeds", [1])
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-        raise ConfigError(f"sweep {path}: seeds must be a non-empty list of integers")
+    if not (isinstance(seeds, list) and seeds and all(_is_seed(s) for s in seeds)):
+        raise ConfigError(
+            f"sweep {path}: seeds must be a non-empty list of integers from 0 to {SEED_MAX}"
+        )
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"sweep {path}: seeds repeat")
     decodings = _decodings(data, path)
@@ -292,6 +307,10 @@ def _decodings(data: dict, path: Path) -> tuple[Decoding, ...]:
             raise ConfigError(f"sweep decode '{name}': two decodings named '{safe}' in files")
         decodings.append(Decoding(safe, beam, float(alpha)))
     return tuple(decodings)
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX
 
 
 def variant_config(sweep: Sweep, variant: str, seed: int) -> Config:
