@@ -317,6 +317,24 @@ def test_force_moves_the_earlier_run_aside_and_starts_clean(tmp_path, tiny_corpu
     assert {p.name: p.read_bytes() for p in kept.iterdir()} == before  # nothing lost
 
 
+def test_a_limit_lowered_below_a_trained_run_is_refused(tmp_path, capsys, tiny_corpus):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=4))
+    assert main(["-q", "train", str(cfg), "--out", str(out)]) == 0
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    line = one_line_error(capsys, ["train", str(cfg), "train.max_steps=2", "--out", str(out)])
+    assert "last.pt is at step 4, past train.max_steps 2" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == written
+    assert main(["-q", "train", str(cfg), "--out", str(out)]) == 0  # the same limit: done
+    assert main(["-q", "train", str(cfg), "train.max_steps=6", "--out", str(out)]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 6
+    shorter = ["-q", "train", str(cfg), "train.max_steps=2", "--out", str(out), "--force"]
+    assert main(shorter) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["progress"]["step"] == 2
+    (kept,) = out.glob("replaced-*")
+    assert torch.load(kept / "last.pt", weights_only=True)["progress"]["step"] == 6
+
+
 def test_a_broken_config_in_the_run_folder_is_named(tmp_path, capsys, tiny_corpus):
     out = tmp_path / "run"
     cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2))

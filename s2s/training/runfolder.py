@@ -22,7 +22,7 @@ import torch
 from s2s import config as config_mod
 from s2s.errors import ConfigError, DataError, S2SError
 from s2s.training import runlock
-from s2s.training.checkpoint import atomic_write
+from s2s.training.checkpoint import atomic_write, load
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,15 @@ def _resumes(cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any]) -> 
         )
     if changed or not (out / "last.pt").is_file():
         return False
+    past = _past_limit(cfg, out) if differs else None
+    if past is not None:
+        if force:
+            return False
+        raise ConfigError(
+            f"run folder {out}: {past}, so a run with this config would have stopped "
+            "earlier; use another --out, or --force to start over there (the trained "
+            "run's files are moved aside, not deleted)"
+        )
     runlock.acquire(out)
     if differs:  # new limits or devices: config.yaml says what runs now
         text = config_mod.dump(cfg).encode("utf-8")
@@ -143,6 +152,25 @@ RUN_FILES = (
 
 def _run_files(out: Path) -> list[Path]:
     return sorted({p for pattern in RUN_FILES for p in out.glob(pattern) if p.is_file()})
+
+
+def _past_limit(cfg: Any, out: Path) -> str | None:
+    """How ``out``'s last.pt already went beyond a stopping limit ``cfg`` lowered (its
+    step, epoch or validations without improvement), or None. Time limits are not
+    compared: a run stopped by time is always a little past its own limit."""
+    p, t = load(out / "last.pt", mmap=True).get("progress", {}), cfg.train
+    max_epochs, stop = getattr(t, "max_epochs", 0), getattr(t, "early_stopping", 0)
+    if t.max_steps and p.get("step", 0) > t.max_steps:
+        return f"last.pt is at step {p['step']}, past train.max_steps {t.max_steps}"
+    epoch, within = p.get("epoch", 0), p.get("batch_in_epoch", 0)
+    if max_epochs and (epoch > max_epochs or (epoch == max_epochs and within > 0)):
+        return f"last.pt is in epoch {epoch + 1}, past train.max_epochs {max_epochs}"
+    if stop and p.get("stale_validations", 0) > stop:
+        return (
+            f"last.pt has {p['stale_validations']} validations without improvement, past "
+            f"train.early_stopping {stop}"
+        )
+    return None
 
 
 def _trained(out: Path) -> bool:
