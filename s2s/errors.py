@@ -19,3 +19,8 @@ class DataError(S2SError):
 
 class CheckpointError(S2SError):
     """A file that is not an s2s checkpoint, or one that does not fit."""
+
+
+class Interrupted(S2SError):
+    """Training stopped by SIGINT or SIGTERM after saving (rerun to resume): a sweep
+    stops here too, where it goes on past a run that failed."""

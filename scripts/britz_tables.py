@@ -66,8 +66,9 @@ def table(question: str, report: dict) -> list[str]:
         what, bleu = paper.get(name, ("—", None))
         bleu = f"{bleu:.2f}" if isinstance(bleu, float) else bleu or "—"
         delta = "—" if name == report["baseline"] else f"{r['delta']:+.2f}"
+        std = "n/a" if r["bleu_std"] is None else f"{r['bleu_std']:.2f}"
         lines.append(
-            f"| {name} | {r['bleu_mean']:.2f} ± {r['bleu_std']:.2f} ({r['bleu_max']:.2f}) "
+            f"| {name} | {r['bleu_mean']:.2f} ± {std} ({r['bleu_max']:.2f}) "
             f"| {delta} | {_sig(r, report)} | {what} | {bleu} |"
         )
     ranked = [(n, rows[n]["bleu_mean"]) for n, _, b in PAPER[question] if b and n in rows]

@@ -9,7 +9,7 @@ import yaml
 from conftest import SENTENCES, tiny_config_dict, write_corpus
 
 from s2s.cli import main
-from s2s.errors import ConfigError
+from s2s.errors import ConfigError, Interrupted, S2SError
 from s2s.experiments import compare as cmp
 from s2s.translation.scores import score
 
@@ -270,6 +270,88 @@ def test_an_edited_sweep_does_not_reuse_old_results(tmp_path, sweep_file):
     with pytest.raises(ConfigError, match=r"belongs to a different config \(differs in train\.lr"):
         cmp.compare(cmp.read_sweep(sweep_file), out)
     assert len(list(out.glob("*/seed-*/result.json"))) == 4  # nothing written is lost
+
+
+def test_a_failed_run_does_not_stop_the_others_and_is_named(tmp_path, sweep_file):
+    from s2s.translation import train
+
+    out, tried = tmp_path / "out", []
+
+    def diverges_once(cfg, folder):
+        tried.append(folder.relative_to(out).as_posix())
+        if folder.parent.name == "wide" and cfg.train.seed == 1:
+            raise S2SError("training stopped at step 2: 5 steps in a row with NaN/Inf")
+        return train(cfg, folder)
+
+    sweep = cmp.read_sweep(sweep_file)
+    with pytest.raises(S2SError, match=r"1 of 4 runs failed.*wide seed 1: training stopped"):
+        cmp.compare(sweep, out, train_run=diverges_once)
+    assert tried == ["plain/seed-1", "plain/seed-2", "wide/seed-1", "wide/seed-2"]
+    assert len(list(out.glob("*/seed-*/result.json"))) == 3
+    tried.clear()
+    report = cmp.compare(sweep, out, train_run=lambda c, f: tried.append(f) or train(c, f))
+    assert [f.relative_to(out).as_posix() for f in tried] == ["wide/seed-1"]
+    assert [r["runs"] for r in report["variants"]] == [2, 2]
+
+
+def test_an_interrupt_stops_the_sweep_at_once(tmp_path, sweep_file):
+    tried = []
+
+    def interrupted(cfg, folder):
+        tried.append(folder)
+        raise Interrupted("interrupted at step 1; rerun the same command to resume")
+
+    with pytest.raises(Interrupted):
+        cmp.compare(cmp.read_sweep(sweep_file), tmp_path / "out", train_run=interrupted)
+    assert len(tried) == 1
+
+
+def test_evaluation_data_is_checked_before_anything_trains(tmp_path, sweep_file):
+    data = yaml.safe_load(sweep_file.read_text())
+    trained = []
+    for variants, message in (
+        ({"plain": {}, "gone": {"data.test": str(tmp_path / "nope")}}, "variant 'gone': its test"),
+        ({"plain": {}, "fewer": {"data.valid_limit": 2}}, None),  # test unchanged: fine
+    ):
+        data["variants"] = variants
+        sweep_file.write_text(yaml.safe_dump(data))
+        if message:
+            with pytest.raises(ConfigError, match=message):
+                cmp.compare(cmp.read_sweep(sweep_file), tmp_path / "out", train_run=trained.append)
+        else:
+            cmp.check_evaluation_data(
+                cmp.read_sweep(sweep_file), cmp.plan(cmp.read_sweep(sweep_file), tmp_path)
+            )
+    assert trained == []
+    data |= {"split": "valid", "variants": {"all": {}, "fewer": {"data.valid_limit": 2}}}
+    sweep_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="'all' and 'fewer' are scored on different valid data"):
+        cmp.compare(cmp.read_sweep(sweep_file), tmp_path / "out", train_run=trained.append)
+    assert trained == []
+
+
+def test_results_and_metrics_edited_or_cut_are_read_again(tmp_path, sweep_file):
+    out = tmp_path / "out"
+    first = cmp.compare(cmp.read_sweep(sweep_file), out)
+    folder = out / "plain" / "seed-1"
+    with open(folder / "metrics.jsonl", "a") as handle:
+        handle.write('{"kind": "valid", "st')  # cut by a kill
+    for text in ("[]", "null", json.dumps({"split": "test", "beam": 1})):
+        (folder / "result.json").write_text(text)
+        again = cmp.compare(cmp.read_sweep(sweep_file), out, train_run=lambda c, f: None)
+        assert again["variants"] == first["variants"]  # decoded again, the same scores
+        assert json.loads((folder / "result.json").read_text())["bleu"] == pytest.approx(
+            first["variants"][0]["bleu"][0]
+        )
+
+
+def test_one_seed_has_no_standard_deviation(tmp_path, sweep_file):
+    data = yaml.safe_load(sweep_file.read_text())
+    sweep_file.write_text(yaml.safe_dump(data | {"seeds": [1]}))
+    report = cmp.compare(cmp.read_sweep(sweep_file), tmp_path / "out")
+    assert [r["bleu_std"] for r in report["variants"]] == [None, None]
+    page = (tmp_path / "out" / "report.md").read_text()
+    assert "± n/a" in page and "one seed says nothing of the spread" in page
 
 
 def test_raising_a_limit_resumes_the_runs_and_then_skips_them(tmp_path, sweep_file):

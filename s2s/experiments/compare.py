@@ -29,6 +29,7 @@ from s2s import config as config_mod
 from s2s.config import Config
 from s2s.data.corpus import lines_sha1, load_split
 from s2s.decoding.translate import translate_lines
+from s2s.errors import ConfigError, Interrupted, S2SError
 from s2s.experiments.plots import plot_bars, plot_curves
 from s2s.experiments.report import markdown, paired_p_value, pooled_p_values, variant_row
 from s2s.experiments.sweep import (  # noqa: F401  (the sweep file's API, re-exported)
@@ -98,6 +99,10 @@ def evaluate_run(run: Run, split: str, decodings: tuple[Decoding, ...]) -> dict[
     return results
 
 
+# What the report reads of a result file
+RESULT_KEYS = frozenset({"split", "beam", "bleu", "chrf", "signature", "valid_bleu"})
+
+
 def _trained_config(folder: Path) -> Config | None:
     try:
         return config_mod.from_data(config_mod.read_yaml(folder / "config.yaml"))
@@ -114,6 +119,8 @@ def _finished_result(run: Run, split: str, dec: Decoding) -> dict | None:
         result = json.loads((run.folder / dec.result_file).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(result, dict) or not RESULT_KEYS <= result.keys():
+        return None  # not a result file as evaluate_run writes it: decoded again
     try:  # the result of this very hyp file (older results carry no hash)
         hyp = (run.folder / dec.hyp_file(split)).read_bytes()
     except OSError:
@@ -195,7 +202,12 @@ def valid_curve(folder: Path) -> list[list[float]]:
     path = folder / "metrics.jsonl"
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a kill (resuming trims it)
+                continue
+            if not isinstance(record, dict):
+                continue
             if record.get("kind") == "valid" and record.get("bleu") is not None:
                 points[record["step"]] = record["bleu"]
     return [[step, bleu] for step, bleu in sorted(points.items())]
@@ -253,6 +265,46 @@ def summarise(sweep: Sweep, runs: list[Run], results: dict[tuple, dict]) -> dict
 # --------------------------------------------------------------------------- all
 
 
+def check_evaluation_data(sweep: Sweep, runs: list[Run]) -> None:
+    """Before anything trains: every run's evaluation split loads, and every run is
+    scored on the same lines (BLEU on different test sets can be neither compared nor
+    paired)."""
+    digests: dict[str, str] = {}  # per distinct data section
+    first = None
+    for run in runs:
+        key = repr(run.cfg.data)
+        if key not in digests:
+            try:
+                digests[key] = _data_sha1(load_split(run.cfg.data, sweep.split))
+            except S2SError as err:
+                raise ConfigError(
+                    f"sweep variant '{run.variant}': its {sweep.split} data: {err}"
+                ) from None
+        if first is None:
+            first = (run.variant, digests[key])
+        elif digests[key] != first[1]:
+            raise ConfigError(
+                f"sweep variants '{first[0]}' and '{run.variant}' are scored on different "
+                f"{sweep.split} data: their BLEU can be neither compared nor paired"
+            )
+
+
+def _run_one(run: Run, sweep: Sweep, count: str, train_run, reuse: list[Path]) -> dict:
+    """One run's results by decoding name: trained and decoded where not done yet."""
+    _link_trained(run, reuse)
+    done = {}
+    if trained(run.folder, run.cfg):
+        done = {d.name: _finished_result(run, sweep.split, d) for d in sweep.decodings}
+    else:
+        log.info("run %s: %s seed %d -> %s", count, run.variant, run.seed, run.folder)
+        clear_results(run.folder, run.cfg)
+        train_run(run.cfg, run.folder)
+    todo = tuple(d for d in sweep.decodings if done.get(d.name) is None)
+    if todo:
+        done.update(evaluate_run(run, sweep.split, todo))
+    return done
+
+
 def _write_json(path: Path, value: Any) -> None:
     data = json.dumps(value, indent=1).encode("utf-8")
     atomic_write(path, lambda handle: handle.write(data))
@@ -274,20 +326,18 @@ def compare(
     out = Path(out)
     reuse = [Path(r) for r in reuse if Path(r).resolve() != out.resolve()]
     runs = plan(sweep, out)
+    check_evaluation_data(sweep, runs)
     train_run = train_run or (lambda cfg, folder: train(cfg, folder, force=force))
-    results = {}
+    results, failed = {}, []
     for i, run in enumerate(runs, 1):
-        _link_trained(run, reuse)
-        done = {}
-        if trained(run.folder, run.cfg):
-            done = {d.name: _finished_result(run, sweep.split, d) for d in sweep.decodings}
-        else:
-            log.info("run %d/%d: %s seed %d -> %s", i, len(runs), run.variant, run.seed, run.folder)
-            clear_results(run.folder, run.cfg)
-            train_run(run.cfg, run.folder)
-        todo = tuple(d for d in sweep.decodings if done.get(d.name) is None)
-        if todo:
-            done.update(evaluate_run(run, sweep.split, todo))
+        try:
+            done = _run_one(run, sweep, f"{i}/{len(runs)}", train_run, reuse)
+        except (Interrupted, ConfigError):  # stopped, or the sweep's own settings are wrong
+            raise
+        except S2SError as err:  # the other runs go on; the failures are listed at the end
+            log.error("%s seed %d failed: %s", run.variant, run.seed, err)
+            failed.append(f"{run.variant} seed {run.seed}: {err}")
+            continue
         for dec in sweep.decodings:
             result = results[(run.variant, run.seed, dec.name)] = done[dec.name]
             name = f" {dec.name}" if dec.name else ""
@@ -299,6 +349,11 @@ def compare(
                 sweep.split,
                 result["bleu"],
             )
+    if failed:
+        raise S2SError(
+            f"{len(failed)} of {len(runs)} runs failed (the others are kept; rerun the "
+            "command to retry these): " + "; ".join(failed)
+        )
     report = summarise(sweep, runs, results)
     _write_json(out / "report.json", report)
     page = markdown(report).encode("utf-8")

@@ -33,18 +33,20 @@ def _bars(ax, report: dict) -> None:
     ax.bar(
         xs,
         [r["bleu_mean"] for r in rows],
-        yerr=[r["bleu_std"] for r in rows],
+        yerr=[r["bleu_std"] or 0.0 for r in rows],
         capsize=4,
         color=colours,
     )
     for x, row in zip(xs, rows):
         ax.plot([x] * len(row["bleu"]), row["bleu"], "k.", alpha=0.7)
-        top = max(row["bleu"] + [row["bleu_mean"] + row["bleu_std"]])
+        top = max(row["bleu"] + [row["bleu_mean"] + (row["bleu_std"] or 0.0)])
         ax.annotate(marker(row, report), (x, top), ha="center", va="bottom", fontsize=9,
                     xytext=(0, 3), textcoords="offset points")  # fmt: skip
     ax.set_xticks(xs, [r["variant"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel(f"{report['split']} BLEU")
-    ax.set_ylim(0, max(max(r["bleu"] + [r["bleu_mean"] + r["bleu_std"]]) for r in rows) * 1.15 + 1)
+    ax.set_ylim(
+        0, max(max(r["bleu"] + [r["bleu_mean"] + (r["bleu_std"] or 0.0)]) for r in rows) * 1.15 + 1
+    )
     m = report.get("comparisons", len(rows) - 1)
     ax.set_title(
         f"mean ± std over {len(report['seeds'])} seeds (dots: runs)\n"

@@ -78,7 +78,7 @@ def variant_row(
         "runs": len(results),
         "bleu": bleu,
         "bleu_mean": statistics.fmean(bleu),
-        "bleu_std": statistics.stdev(bleu) if len(bleu) > 1 else 0.0,
+        "bleu_std": statistics.stdev(bleu) if len(bleu) > 1 else None,  # one seed: none
         "bleu_max": max(bleu),
         "chrf_mean": statistics.fmean(r["chrf"] for r in results),
         "valid_bleu_mean": statistics.fmean(r["valid_bleu"] for r in results),
@@ -100,8 +100,9 @@ def _row_line(row: dict, report: dict) -> str:
         pooled = " / ".join(f"{pp[t]:.4f}" for t in ("ar", "bs") if t in pp) or "—"
         delta = f"{row['delta']:+.2f}"
         mark = {True: "yes", False: "no", None: "—"}[significant(row, report)]
+    std = "n/a" if row["bleu_std"] is None else f"{row['bleu_std']:.2f}"
     return (
-        f"| {row['variant']} | {row['bleu_mean']:.2f} ± {row['bleu_std']:.2f} "
+        f"| {row['variant']} | {row['bleu_mean']:.2f} ± {std} "
         f"({row['bleu_max']:.2f}) | {delta} | {row['chrf_mean']:.2f} | "
         f"{row['valid_bleu_mean']:.2f} | {p_text} | {pooled} | {mark} |"
     )
@@ -114,6 +115,7 @@ def markdown(report: dict) -> str:
         decoding += f", length penalty {report['length_penalty']:g}"
     m = report.get("comparisons", len(report["variants"]) - 1)
     alpha = report.get("alpha", 0.05)
+    one = len(report["seeds"]) == 1
     lines = [
         f"# Comparison on {report['split']} ({decoding}, seeds "
         f"{', '.join(map(str, report['seeds']))}; baseline: {report['baseline']})",
@@ -127,7 +129,9 @@ def markdown(report: dict) -> str:
     ]
     lines += [
         "",
-        f"std: sample standard deviation over seeds. p per seed: sacrebleu's paired {test} "
+        "std: sample standard deviation over seeds"
+        + (" (n/a: one seed says nothing of the spread over training seeds)" if one else "")
+        + f". p per seed: sacrebleu's paired {test} "
         f"test of BLEU against the baseline run with the same seed. Pooled p: sacrebleu's "
         "approximate randomization (AR) and paired bootstrap resampling (BS) tests on the "
         "seeds' outputs concatenated (each seed paired with the baseline's same seed).",

@@ -21,7 +21,7 @@ import torch
 
 from s2s import config as config_mod
 from s2s import runtime
-from s2s.errors import S2SError
+from s2s.errors import Interrupted, S2SError
 from s2s.training import checkpoint, distributed, runlock
 from s2s.training.optim import make_optimizer
 from s2s.training.progress import Progress, Settings, stop_reason, unbounded
@@ -394,7 +394,7 @@ class Engine:
                 runlock.release(self.out)
         log.info("training stopped at step %d: %s", p.step, reason)
         if reason == "interrupted":
-            raise S2SError(f"interrupted at step {p.step}; rerun the same command to resume")
+            raise Interrupted(f"interrupted at step {p.step}; rerun the same command to resume")
         if broken:
             raise S2SError(f"training stopped at step {p.step}: {reason}")
         return {"step": p.step, f"best_{self.task.metric_key}": p.best, "reason": reason}
