@@ -195,3 +195,26 @@ def test_a_run_that_only_an_interrupt_stops_is_warned_about(tmp_path, caplog):
 def test_which_settings_bound_a_run(train, warned):
     settings = Settings(**({"max_steps": 0, "lr_schedule": "constant"} | train))
     assert (unbounded(settings) is not None) == warned
+
+
+class StopsAtTheFirstEpochsEnd(Regression):
+    """A stop signal that arrives after an epoch's last update, while the epoch ends."""
+
+    def end_epoch(self) -> None:
+        self.engine.stop_requested = True
+
+
+def test_an_interrupt_at_an_epochs_end_saves_and_resumes_exactly(tmp_path):
+    Engine(Regression(toy(max_steps=20, save_every=1000)), tmp_path / "straight").run()
+    task = StopsAtTheFirstEpochsEnd(toy(max_steps=20, save_every=1000))
+    task.engine = Engine(task, tmp_path / "split")
+    with pytest.raises(S2SError, match="interrupted at step 8"):  # 64 points, 8 an item
+        task.engine.run()
+    saved = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["progress"]
+    assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (8, 1, 0)
+    Engine(Regression(toy(max_steps=20, save_every=1000)), tmp_path / "split").run()
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert b["progress"]["step"] == 20
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

@@ -187,9 +187,7 @@ class Engine:
         if not self.dist.main:
             return
         append_record(self.out / "metrics.jsonl", record)
-        if self.writer is None:
-            return
-        for key, value in record.items():
+        for key, value in record.items() if self.writer is not None else ():
             if key not in ("kind", "step") and isinstance(value, (int, float)):
                 self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
 
@@ -364,7 +362,8 @@ class Engine:
                 p.epoch += 1
                 p.batch_in_epoch = 0
                 self.task.end_epoch()
-                reason = reason or self._finished()
+                if reason is None and (reason := self._finished()) == "interrupted":
+                    self.save("last.pt")  # a signal after the epoch's last step
         return reason, False
 
     def run(self) -> dict:
