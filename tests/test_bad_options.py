@@ -30,6 +30,7 @@ def refused_by_argparse(capsys, argv) -> str:
         ("--length-penalty", "-3"),
         ("--max-length-ratio", "-1"),
         ("--batch-size", "many"),
+        ("--encoding", "bogus"),
     ],
 )
 def test_translate_options_out_of_range_are_refused_by_name(capsys, option, value):
@@ -44,11 +45,20 @@ def test_translate_options_out_of_range_are_refused_by_name(capsys, option, valu
         (["debug", "overfit", "c.yaml", "--sentences", "0"], "--sentences"),
         (["debug", "lr-find", "c.yaml", "--steps", "1"], "--steps"),
         (["debug", "source", "x.pt", "--limit", "-1"], "--limit"),
+        (["debug", "source", "x.pt", "--margin", "nan"], "--margin"),
+        (["debug", "source", "x.pt", "--margin", "-5"], "--margin"),
+        (["debug", "source", "x.pt", "--margin", "1.5"], "--margin"),
+        (["charlm", "probe", "x.pt", "--pos", "p", "--neg", "n", "--encoding", "no"], "--encoding"),
+        (["shortlist", "x.pt", "--out", "sl", "--encoding", "utf-9"], "--encoding"),
         (["charlm", "sample", "x.pt", "--temperature", "-1"], "--temperature"),
         (["shortlist", "x.pt", "--out", "sl", "--top", "0"], "--top"),
         (["shortlist", "x.pt", "--out", "sl", "--frequent", "-1"], "--frequent"),
         (
             ["charlm", "visualize", "x.pt", "--text", "t", "--out", "v.png", "--width", "0"],
+            "--width",
+        ),
+        (
+            ["charlm", "visualize", "x.pt", "--text", "t", "--out", "v.png", "--width", "5000"],
             "--width",
         ),
         (

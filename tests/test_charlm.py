@@ -345,6 +345,10 @@ def test_config_errors_name_the_key(tmp_path):
         config.lm_from_dict({"data": {"text": "x"}, "train": {"bpt": 5}})
     with pytest.raises(ConfigError, match="valid_fraction"):
         config.lm_from_dict({"data": {"text": "x", "valid_fraction": 1.0}})
+    with pytest.raises(ConfigError, match="a translation config: train it with `s2s train`"):
+        config.lm_from_dict({"data": {"text": "x"}, "model": {"encoder": {"cell": "gru"}}})
+    with pytest.raises(ConfigError, match="a char-LM config: train it with `s2s charlm"):
+        config.from_dict({"data": {"train": "x/train"}, "model": {"unit": "byte"}})
 
 
 def test_a_translation_model_starts_from_a_char_lm(tmp_path, periodic, tiny_corpus):
@@ -469,6 +473,106 @@ def test_visualize_draws_the_chosen_units_over_the_text(tmp_path, periodic, caps
     assert png_size(out2)[1] == round(vis.figure_inches(5, 60, 2)[1] * vis.DPI)
 
 
+def test_visualize_refuses_what_would_lose_or_mislead(tmp_path, periodic, capsys):
+    """Its input as the output, --units beside --probe, a probe on too few texts; and
+    what it takes as meant: a unit named twice, an upper-case suffix, a folder named."""
+    train_lm(lm_config(periodic, max_steps=3), tmp_path / "run")
+    ckpt = str(tmp_path / "run" / "best.pt")
+    text = tmp_path / "text.html"
+    text.write_text("abcd" * 10, encoding="utf-8")
+    args = ["charlm", "visualize", ckpt, "--text", str(text)]
+    assert main([*args, "--units", "1", "--out", str(text)]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert text.read_text(encoding="utf-8") == "abcd" * 10  # untouched
+    (tmp_path / "pos").write_text("abab\nabba\n")
+    (tmp_path / "neg").write_text("cdcd\ndccd\n")
+    labelled = ["--pos", str(tmp_path / "pos"), "--neg", str(tmp_path / "neg")]
+    out = str(tmp_path / "v.html")
+    assert main([*args, "--units", "1", "--probe", *labelled, "--out", out]) == 2
+    assert "--units or --probe" in capsys.readouterr().err
+    assert main([*args, "--probe", *labelled, "--out", out]) == 2  # 2 texts a class
+    assert "at least 3 texts in each" in capsys.readouterr().err
+    assert main([*args, "--units", "4,1,4", "--out", out]) == 0
+    page = Path(out).read_text(encoding="utf-8")
+    assert page.count("unit 4") == 1 and page.count("unit 1") == 1
+    assert main([*args, "--units", "1", "--out", str(tmp_path / "v.PNG")]) == 0
+    assert png_size(tmp_path / "v.PNG")[0] > 0
+    folder = ["charlm", "visualize", ckpt, "--text", str(tmp_path), "--units", "1"]
+    assert main([*folder, "--out", out]) == 2
+    assert f"{tmp_path} is a folder, not a text file" in capsys.readouterr().err
+
+
+def test_visualize_probes_labelled_files_in_their_encoding(tmp_path, capsys):
+    latin = tmp_path / "lm.txt"
+    latin.write_bytes("très bon, raté, à voir.\n".encode("latin-1") * 80)
+    cfg = config.to_dict(lm_config(latin, max_steps=3))
+    cfg["model"]["unit"], cfg["data"]["encoding"] = "char", "latin-1"
+    (tmp_path / "lm.yaml").write_text(yaml.safe_dump(cfg))
+    assert (
+        main(["-q", "charlm", "train", str(tmp_path / "lm.yaml"), "--out", str(tmp_path / "r")])
+        == 0
+    )
+    (tmp_path / "pos").write_bytes("très bon\nbon à voir\n".encode("latin-1") * 4)
+    (tmp_path / "neg").write_bytes("raté\nnul à voir\n".encode("latin-1") * 4)
+    (tmp_path / "plain.txt").write_text("bon, à voir.".encode("latin-1").decode("ascii", "ignore"))
+    args = ["charlm", "visualize", str(tmp_path / "r" / "best.pt")]
+    args += ["--text", str(tmp_path / "plain.txt")]  # ASCII: the same in both encodings
+    args += [
+        "--probe",
+        "--top",
+        "2",
+        "--pos",
+        str(tmp_path / "pos"),
+        "--neg",
+        str(tmp_path / "neg"),
+    ]
+    assert main([*args, "--out", str(tmp_path / "v.html")]) == 0  # the LM's own encoding
+    assert main([*args, "--encoding", "utf-8", "--out", str(tmp_path / "w.html")]) == 2
+    assert "labelled text is not valid utf-8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--encoding", "bogus", "--out", str(tmp_path / "w.html")])
+    assert "unknown text encoding 'bogus'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="'data.encoding': unknown text encoding 'bogus'"):
+        config.lm_from_dict(cfg | {"data": cfg["data"] | {"encoding": "bogus"}})
+
+
+def test_one_long_text_is_batched_alone():
+    """A text far longer than the others gets a batch of its own (not 63 short ones
+    padded to its length); the features are those of each text alone."""
+    torch.manual_seed(0)
+    model = build_lm(config.LMModelConfig(embedding_size=8, hidden_size=16, layers=1), 256)
+    shapes = []
+    features = model.features
+    model.features = lambda ids, *a: shapes.append(tuple(ids.shape)) or features(ids, *a)
+    seqs = [list(b"short one")] * 20 + [list(b"long " * 400)] + [list(b"mid text")] * 5
+    together = sequence_features(model, seqs, kinds=("mean",), positions=1000)
+    assert shapes[0] == (1, 2000) and max(r * c for r, c in shapes[1:]) <= 1000
+    model.features = features
+    alone = torch.cat([sequence_features(model, [s], kinds=("mean",)) for s in seqs])
+    assert torch.allclose(together, alone, atol=1e-6)
+
+
+def test_probe_and_sample_refuse_what_they_cannot_use(tmp_path, periodic, capsys):
+    train_lm(lm_config(periodic, max_steps=3), tmp_path / "run")
+    ckpt = str(tmp_path / "run" / "best.pt")
+    pos, neg = tmp_path / "pos", tmp_path / "neg"
+    pos.write_text("abab\nabba\nbaba\naabb\n")
+    neg.write_text("cdcd\ndccd\ndcdc\nccdd\n")
+    probe = ["charlm", "probe", ckpt, "--pos", str(pos), "--no-references"]
+    assert main([*probe, "--neg", str(pos), "--folds", "2"]) == 2
+    assert "--pos and --neg name the same file" in capsys.readouterr().err
+    assert main([*probe, "--neg", str(neg), "--folds", "3"]) == 2  # 4 a class
+    assert "with --folds 3, each class needs at least 5 texts" in capsys.readouterr().err
+    sample = ["charlm", "sample", ckpt, "--length", "12", "--seed", "3"]
+    assert main([*sample, "--temperature", "0"]) == 0
+    argmax = capsys.readouterr().out
+    assert main([*sample, "--temperature", "1e-300"]) == 0  # the division overflows
+    assert capsys.readouterr().out == argmax
+    with pytest.raises(SystemExit):
+        main([*sample, "--temperature", "nan"])
+    assert "must be a finite number" in capsys.readouterr().err
+
+
 def test_layout_wraps_rows_and_breaks_at_newlines():
     from s2s.charlm.visualize import layout
 
@@ -508,7 +612,7 @@ def test_a_backward_lm_reads_the_text_from_its_end(tmp_path, periodic, capsys, t
     its end; a forward and a backward LM probe side by side; a translation model refuses
     to start from it."""
     from s2s.charlm import visualize as vis
-    from s2s.charlm.probe import _sequences
+    from s2s.charlm.probe import label_sequences
 
     cfg = config.lm_from_dict(
         config.to_dict(lm_config(periodic, max_steps=150, valid_every=150))
@@ -525,7 +629,7 @@ def test_a_backward_lm_reads_the_text_from_its_end(tmp_path, periodic, capsys, t
         == 0
     )
     assert capsys.readouterr().out == "dabcdabcd\n"
-    assert _sequences(units, saved, [b"abd"], None) == [units.encode("dba")]
+    assert label_sequences(units, True, [b"abd"], None) == [units.encode("dba")]
     rows = vis.activations(model, units, "abdc", backward=True)
     assert np.allclose(rows, vis.activations(model, units, "cdba")[::-1])
     train_lm(lm_config(periodic, max_steps=3), tmp_path / "fwd")

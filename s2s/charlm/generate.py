@@ -26,16 +26,18 @@ def sample(
     model.eval()
     device = model.output.weight.device
     ids = units.encode(prime)[:: -1 if backward else 1]
-    ids = ids or [ord("\n") if units.kind == "byte" else 0]
+    ids = ids or units.encode("\n")  # no prime: as after a line (a char LM that never
+    # saw a newline reads its first unit)
     state = None
     logits, state = model(torch.tensor([ids], device=device), state)
     out = []
     for _ in range(length):
         last = logits[0, -1].float()
-        if temperature <= 0:
-            nxt = int(last.argmax())
+        scaled = last / temperature if temperature > 0 else last
+        if temperature <= 0 or not bool(torch.isfinite(scaled).all()):  # 0, or so near it
+            nxt = int(last.argmax())  # that the division overflows: the argmax
         else:
-            probs = torch.softmax(last / temperature, dim=-1).cpu()
+            probs = torch.softmax(scaled, dim=-1).cpu()
             nxt = int(torch.multinomial(probs, 1, generator=generator))
         out.append(nxt)
         logits, state = model(torch.tensor([[nxt]], device=device), state)

@@ -40,16 +40,21 @@ def sequence_features(
     *,
     kinds: tuple[str, ...] = ("hidden",),
     batch_size: int = 64,
+    positions: int = 64 * 512,
 ) -> torch.Tensor:
     """``CharLM.features`` of each id sequence (an empty one reads id 0), in order. The
     batches take the sequences longest first, so that each batch's steps are about its
-    sequences' lengths, not the longest text's."""
+    sequences' lengths, not the longest text's; a batch holds at most ``batch_size``
+    sequences and (padded) ``positions`` ids, so one very long text goes alone, not with
+    63 short ones padded to its length."""
     model.eval()
     device = model.output.weight.device
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    rows = []
-    for start in range(0, len(order), batch_size):
-        seqs = [sequences[i] or [0] for i in order[start : start + batch_size]]
+    rows, start = [], 0
+    while start < len(order):
+        size = max(1, min(batch_size, positions // max(1, len(sequences[order[start]]))))
+        seqs = [sequences[i] or [0] for i in order[start : start + size]]
+        start += size
         lengths = torch.tensor([len(s) for s in seqs])
         ids = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
         for i, s in enumerate(seqs):
@@ -67,6 +72,13 @@ def stratified_folds(labels: list[int], folds: int, seed: int) -> list[tuple[np.
     smallest = int(np.bincount(y).min()) if len(y) else 0
     if folds < 2 or folds > smallest:
         raise S2SError(f"--folds must be between 2 and the size of the smaller class ({smallest})")
+    needed = next(n for n in range(folds, 10**6) if n - -(-n // folds) >= INNER_FOLDS)
+    if smallest < needed:  # the regression's own search runs in each training part
+        raise S2SError(
+            f"with --folds {folds}, each class needs at least {needed} texts (the smaller "
+            f"has {smallest}): the regression chooses its strength by {INNER_FOLDS}-fold "
+            "cross-validation inside each fold's training part"
+        )
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y))
 
@@ -204,7 +216,10 @@ def probe_features(
         raise S2SError(f"unknown feature '{(unknown or [''])[0]}'; valid: {', '.join(FEATURES)}")
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     lms = [lm_from_payload(load(p), p) for p in paths]
-    inputs = [_sequences(units, cfg, texts, encoding, where) for _, units, cfg in lms]
+    inputs = [
+        label_sequences(units, cfg.data.direction == "backward", texts, encoding, where)
+        for _, units, cfg in lms
+    ]
 
     def side_by_side(models) -> np.ndarray:
         x = torch.cat([sequence_features(m, s, kinds=kinds) for m, s in zip(models, inputs)], 1)
@@ -219,10 +234,10 @@ def probe_features(
     return table
 
 
-def _sequences(
-    units, cfg, texts: list[bytes], encoding: str | None, where=lambda i: f"text {i + 1}"
+def label_sequences(
+    units, backward: bool, texts: list[bytes], encoding: str | None, where=lambda i: f"text {i + 1}"
 ) -> list[list[int]]:
-    """The texts as an LM reads them: its units, from the end for a backward LM.
+    """The texts as an LM reads them: its units, from the end for a ``backward`` LM.
     ``where(i)`` names text i in an error."""
     seqs = []
     for i, text in enumerate(texts):
@@ -233,4 +248,4 @@ def _sequences(
                 f"labelled text is not valid {encoding or units.encoding} ({where(i)}): "
                 f"{err.reason} (use --encoding)"
             ) from None
-    return [s[::-1] for s in seqs] if cfg.data.direction == "backward" else seqs
+    return [s[::-1] for s in seqs] if backward else seqs

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2s.charlm.probe import fit, sequence_features
+from s2s.charlm.probe import INNER_FOLDS, fit, label_sequences, sequence_features
 from s2s.data.text import read_labelled
 from s2s.data.units import Units
 from s2s.errors import DataError, S2SError
@@ -58,11 +58,18 @@ def probe_units(
     top: int,
     seed: int = 0,
     backward: bool = False,
+    encoding: str | None = None,
 ) -> list[int]:
     """The ``top`` units with the largest absolute weights of a logistic regression of
-    the labels on the mean top-layer output (features standardised, so weights compare)."""
+    the labels on the mean top-layer output (features standardised, so weights compare);
+    char units decode the files with ``encoding`` (default the LM's)."""
     texts, labels = read_labelled(pos, neg)
-    seqs = [units.encode_raw(t)[:: -1 if backward else 1] for t in texts]
+    if min(labels.count(0), labels.count(1)) < INNER_FOLDS:
+        raise DataError(
+            f"--probe needs at least {INNER_FOLDS} texts in each of --pos and --neg (its "
+            f"regression chooses its strength by {INNER_FOLDS}-fold cross-validation)"
+        )
+    seqs = label_sequences(units, backward, texts, encoding)
     x = sequence_features(model, seqs, kinds=("mean",))
     fitted = fit(x.numpy().astype(np.float64), np.asarray(labels), seed=seed)
     weights = np.abs(fitted[-1].coef_[0])
@@ -155,9 +162,9 @@ def visualize(
     if bad or not unit_ids:
         raise S2SError(f"--units must name units 0..{hidden - 1} of the top layer (got {bad})")
     values = activations(model, units, text, backward=backward)[:, unit_ids]
-    if out.suffix == ".png":
+    if out.suffix.lower() == ".png":
         draw_png(text, values, unit_ids, width, out)
-    elif out.suffix in (".html", ".htm"):
+    elif out.suffix.lower() in (".html", ".htm"):
         write_html(text, values, unit_ids, out)
     else:
         raise S2SError(f"--out {out}: write a .png or an .html file")

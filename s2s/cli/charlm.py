@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from s2s.cli.io import at_least, output_file
+from s2s.cli.io import at_least, encoding_name, output_file
 from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
@@ -23,11 +23,8 @@ def _train_figures(record: dict) -> dict[str, str]:
 
 
 def cmd_charlm(args: argparse.Namespace) -> int:
-    import torch
-
     from s2s import config
-    from s2s.charlm import load_lm, train_lm
-    from s2s.charlm.generate import sample
+    from s2s.charlm import train_lm
     from s2s.charlm.probe import INNER_FOLDS, probe_files
 
     if args.action == "train":
@@ -42,24 +39,11 @@ def cmd_charlm(args: argparse.Namespace) -> int:
         log.info("done: %d steps, best validation %.4f bits", result["step"], result["best_bits"])
         return 0
     if args.action == "sample":
-        if args.length < 0:
-            raise S2SError("--length must be >= 0")
-        model, units, cfg = load_lm(args.checkpoint)
-        generator = torch.Generator().manual_seed(args.seed)
-        backward = cfg.data.direction == "backward"
-        text = sample(
-            model,
-            units,
-            prime=args.prime,
-            length=args.length,
-            temperature=args.temperature,
-            generator=generator,
-            backward=backward,
-        )
-        sys.stdout.write((text + args.prime if backward else args.prime + text) + "\n")
-        return 0
+        return _sample(args)
     if args.action == "visualize":
         return _visualize(args)
+    if Path(args.pos).resolve() == Path(args.neg).resolve():
+        raise S2SError(f"--pos and --neg name the same file ({args.pos})")
     kinds = tuple(k.strip() for k in args.features.split(",") if k.strip())
     result = probe_files(
         args.checkpoints,
@@ -80,12 +64,46 @@ def cmd_charlm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from s2s.charlm import load_lm
+    from s2s.charlm.generate import sample
+
+    if args.length < 0:
+        raise S2SError("--length must be >= 0")
+    model, units, cfg = load_lm(args.checkpoint)
+    unseen = sorted({c for c in args.prime if units.kind == "char" and c not in units.chars})
+    if unseen:
+        log.warning(
+            "--prime: %d character(s) this LM never saw (%s) read as its first unit",
+            len(unseen),
+            "".join(unseen[:10]),
+        )
+    generator = torch.Generator().manual_seed(args.seed)
+    backward = cfg.data.direction == "backward"
+    text = sample(
+        model,
+        units,
+        prime=args.prime,
+        length=args.length,
+        temperature=args.temperature,
+        generator=generator,
+        backward=backward,
+    )
+    sys.stdout.write((text + args.prime if backward else args.prime + text) + "\n")
+    return 0
+
+
 def _visualize(args: argparse.Namespace) -> int:
     from s2s.charlm import load_lm
     from s2s.charlm.visualize import probe_units, visualize
     from s2s.data.text import read_raw
 
-    out = output_file(args.out, suffixes=(".png", ".html", ".htm"))
+    inputs = tuple(p for p in (args.checkpoint, args.text, args.pos, args.neg) if p)
+    out = output_file(args.out, inputs=inputs, suffixes=(".png", ".html", ".htm"))
+    if args.probe and args.units:
+        raise S2SError("give --units or --probe (which picks the units), not both")
     model, units, cfg = load_lm(args.checkpoint)
     backward = cfg.data.direction == "backward"
     encoding = args.encoding or units.encoding
@@ -98,11 +116,15 @@ def _visualize(args: argparse.Namespace) -> int:
     if args.probe:
         if not (args.pos and args.neg):
             raise S2SError("--probe needs --pos and --neg (the labelled files to fit it on)")
-        chosen = probe_units(model, units, args.pos, args.neg, top=args.top, backward=backward)
+        chosen = probe_units(
+            model, units, args.pos, args.neg, top=args.top, backward=backward, encoding=encoding
+        )
+        if len(chosen) < args.top:
+            log.warning("--top %d: the top layer has %d units, all drawn", args.top, len(chosen))
         log.info("units with the largest probe weights: %s", ", ".join(map(str, chosen)))
     elif args.units:
         try:
-            chosen = [int(u) for u in args.units.split(",") if u.strip()]
+            chosen = list(dict.fromkeys(int(u) for u in args.units.split(",") if u.strip()))
         except ValueError:
             raise S2SError(
                 f"--units must be comma-separated integers, got {args.units!r}"
@@ -162,7 +184,9 @@ def _add_probe(actions) -> None:
     )
     c.add_argument("--pos", required=True, help="file of positive texts, one a line")
     c.add_argument("--neg", required=True, help="file of negative texts, one a line")
-    c.add_argument("--encoding", help="char units: the files' encoding (bytes need none)")
+    c.add_argument(
+        "--encoding", type=encoding_name, help="char units: the files' encoding (bytes need none)"
+    )
     c.add_argument("--folds", type=int, default=10)
     c.add_argument("--seed", type=int, default=0, help="seeds the fold split")
     c.add_argument(
@@ -196,7 +220,9 @@ def _add_visualize(actions) -> None:
     c.add_argument("--pos", help="with --probe: positive texts, one a line")
     c.add_argument("--neg", help="with --probe: negative texts, one a line")
     c.add_argument("--top", type=at_least(1), default=4, help="with --probe: how many units")
-    c.add_argument("--encoding", help="the text file's encoding (default: the LM's)")
+    c.add_argument(
+        "--encoding", type=encoding_name, help="the text file's encoding (default: the LM's)"
+    )
     c.add_argument("--chars", type=at_least(1), default=1000, help="draw the first N characters")
-    c.add_argument("--width", type=at_least(1), default=80, help="characters per row")
+    c.add_argument("--width", type=at_least(1, highest=1000), default=80, help="characters per row")
     c.set_defaults(func=cmd_charlm)

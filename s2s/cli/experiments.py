@@ -115,7 +115,7 @@ def add_debug(sub) -> None:
     c.add_argument("--limit", type=at_least(0), default=0, help="the first N pairs (0: all)")
     c.add_argument(
         "--margin",
-        type=float,
+        type=at_least(0.0, float, highest=1.0),
         default=0.2,
         help="fail when the source removes less than this share of the shuffled loss",
     )

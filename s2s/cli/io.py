@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -30,9 +31,9 @@ def write_output(path: str | None, lines: list[str]) -> None:
         raise DataError(f"cannot write {path}: {err.strerror or err}") from None
 
 
-def at_least(lowest: float, kind: type = int):
-    """An argparse ``type``: a number of ``kind`` no smaller than ``lowest``, else an
-    error naming the option (argparse adds its name)."""
+def at_least(lowest: float, kind: type = int, highest: float | None = None):
+    """An argparse ``type``: a number of ``kind`` no smaller than ``lowest`` (and no
+    larger than ``highest``), else an error naming the option (argparse adds its name)."""
     import argparse
 
     def parse(text: str):
@@ -40,12 +41,28 @@ def at_least(lowest: float, kind: type = int):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if value < lowest:
             raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text}")
+        if highest is not None and value > highest:
+            raise argparse.ArgumentTypeError(f"must be at most {highest}, got {text}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def encoding_name(text: str) -> str:
+    """An argparse ``type``: a text encoding Python knows (``latin-1``, ``utf-8``...)."""
+    import argparse
+    import codecs
+
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown text encoding {text!r}") from None
+    return text
 
 
 def output_file(

@@ -8,7 +8,7 @@ import gc
 import logging
 from pathlib import Path
 
-from s2s.cli.io import at_least, output_file, read_input, write_output
+from s2s.cli.io import at_least, encoding_name, output_file, read_input, write_output
 from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
@@ -222,7 +222,7 @@ def add_translate(sub) -> None:
         "fp32: never. bf16 outputs may differ from fp32 in a few tokens (test BLEU within "
         "about 0.1: docs/speed.md)",
     )
-    p.add_argument("--encoding", default="utf-8", help="input encoding")
+    p.add_argument("--encoding", type=encoding_name, default="utf-8", help="input encoding")
     p.add_argument(
         "--shortlist",
         metavar="FILE",
@@ -301,7 +301,9 @@ def add_shortlist(sub) -> None:
     )
     p.add_argument("--src", help="source side of the parallel text (default: the training set)")
     p.add_argument("--tgt", help="its target side")
-    p.add_argument("--encoding", default="utf-8", help="encoding of --src and --tgt")
+    p.add_argument(
+        "--encoding", type=encoding_name, default="utf-8", help="encoding of --src and --tgt"
+    )
     p.set_defaults(func=cmd_shortlist)
 
 
@@ -321,5 +323,5 @@ def add_score(sub) -> None:
         action="store_true",
         help="lowercase, --tokenize none: for pre-tokenized text as papers score it",
     )
-    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--encoding", type=encoding_name, default="utf-8")
     p.set_defaults(func=cmd_score)

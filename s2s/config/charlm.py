@@ -23,8 +23,15 @@ from s2s.config.fields import (
     non_negative,
     positive,
     shrink_factor,
+    text_encoding,
 )
-from s2s.config.loading import apply_overrides, build_tree, expand_env, read_yaml
+from s2s.config.loading import (
+    apply_overrides,
+    build_tree,
+    expand_env,
+    read_yaml,
+    refuse_other_kind,
+)
 from s2s.errors import ConfigError
 
 
@@ -57,7 +64,7 @@ class LMDataConfig:
     # stream: the files as one text; lines: every non-empty line is a document, and the
     # documents are shuffled (train.seed) before the last valid_fraction is held out
     documents: str = choice("stream", ("stream", "lines"))
-    encoding: str = "utf-8"  # model.unit char: how to decode it
+    encoding: str = text_encoding("utf-8")  # model.unit char: how to decode it
     valid_fraction: float = bounded(
         0.1, 0.0, 1.0, low_open=True, high_open=True
     )  # the last part of the text validates
@@ -117,6 +124,8 @@ def _check_lm(cfg: LMConfig) -> None:
 
 
 def lm_from_dict(data: dict) -> LMConfig:
+    translation = "a translation config: train it with `s2s train`"
+    refuse_other_kind(data, ("model.encoder", "model.decoder", "data.train"), translation)
     cfg = build_tree(LMConfig, data, "")
     _check_lm(cfg)
     return cfg

@@ -57,6 +57,11 @@ def bounded(
     return field(default=default, metadata={"range": (low, high, low_open, high_open)})
 
 
+def text_encoding(default: str) -> Any:
+    """A string field naming a text encoding Python knows (``codecs.lookup``)."""
+    return field(default=default, metadata={"encoding": True})
+
+
 def positive(default: Any) -> Any:
     return bounded(default, 0, low_open=True)
 

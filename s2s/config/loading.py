@@ -8,6 +8,7 @@ outside their range (naming it).
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import math
@@ -102,11 +103,29 @@ def build_tree(cls: type, data: Any, prefix: str) -> Any:
             raise ConfigError(
                 f"config key '{dotted}' is '{value}'; valid values: {', '.join(choices)}"
             )
+        if names[key].metadata.get("encoding"):
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ConfigError(
+                    f"config key '{dotted}': unknown text encoding {value!r}"
+                ) from None
         limits = names[key].metadata.get("range")
         if limits is not None:
             check_range(dotted, value, limits)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def refuse_other_kind(data: Any, keys: tuple[str, ...], what: str) -> None:
+    """A config of the other tree (a char LM's given to translation, or the reverse)
+    named as such, not by its first unknown key: ``keys`` are dotted keys only that
+    tree has."""
+    for key in keys:
+        section, _, name = key.partition(".")
+        node = data.get(section) if isinstance(data, dict) else None
+        if isinstance(node, dict) and name in node:
+            raise ConfigError(f"this is {what} (it sets {key})")
 
 
 def to_dict(cfg: Any) -> dict:

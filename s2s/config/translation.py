@@ -32,8 +32,15 @@ from s2s.config.fields import (
     positive,
     probability,
     shrink_factor,
+    text_encoding,
 )
-from s2s.config.loading import apply_overrides, build_tree, expand_env, read_yaml
+from s2s.config.loading import (
+    apply_overrides,
+    build_tree,
+    expand_env,
+    read_yaml,
+    refuse_other_kind,
+)
 from s2s.errors import ConfigError
 
 
@@ -123,7 +130,7 @@ class DataConfig:
     hub_train: str = "train"
     hub_valid: str = "validation"
     hub_test: str = "test"
-    encoding: str = "utf-8"
+    encoding: str = text_encoding("utf-8")
     train_limit: int = non_negative(0)  # keep the first N training pairs (0 = all)
     valid_limit: int = non_negative(0)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -328,6 +335,8 @@ def _check_model(m, d) -> None:
 
 
 def from_dict(data: dict) -> Config:
+    lm = "a char-LM config: train it with `s2s charlm train`"
+    refuse_other_kind(data, ("model.unit", "data.text", "data.documents"), lm)
     cfg = build_tree(Config, data, "")
     _check(cfg)
     return cfg

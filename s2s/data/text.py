@@ -14,6 +14,8 @@ from s2s.errors import DataError
 
 def read_raw(path: str | Path) -> bytes:
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a text file")
     if not path.is_file():
         raise DataError(f"text file not found: {path}")
     raw = path.read_bytes()
