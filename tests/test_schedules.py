@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from s2s.training.schedules import learning_rate, teacher_forcing, warmup_factor
+from s2s.config import LMTrainConfig, TrainConfig
+from s2s.training.schedules import idle_schedule, learning_rate, teacher_forcing, warmup_factor
 
 
 def lr(step, **kw):
@@ -80,3 +81,27 @@ def test_teacher_forcing_is_clipped_and_checks_its_name():
     assert teacher_forcing(10**6, decay="inverse_sigmoid", k=1.0) == pytest.approx(0.0, abs=1e-300)
     with pytest.raises(ValueError, match="unknown sampling decay"):
         teacher_forcing(0, decay="sigmoid")
+
+
+@pytest.mark.parametrize(
+    "train, warning",
+    [
+        ({"lr_schedule": "constant"}, None),
+        ({"lr_schedule": "constant", "warmup_steps": 100}, "never reaches train.lr"),
+        ({"lr_schedule": "constant", "warmup_steps": 99}, None),
+        ({"lr_schedule": "exponential", "decay_start": 100}, "never decays"),
+        ({"lr_schedule": "exponential", "decay_start": 99}, None),
+        ({"lr_schedule": "linear", "decay_start": 100, "decay_steps": 50}, "never decays"),
+        ({"lr_schedule": "step", "decay_start": 50, "lr_step_size": 60}, "never decays"),
+        ({"lr_schedule": "step", "decay_start": 40, "lr_step_size": 60}, None),
+        ({"lr_schedule": "cyclic", "decay_start": 500}, None),  # cycles from step 0
+        ({"lr_schedule": "constant", "max_steps": 0, "warmup_steps": 10**6}, None),  # no end
+    ],
+)
+def test_a_schedule_that_max_steps_cuts_short_is_named(train, warning):
+    import dataclasses
+
+    for section in (TrainConfig(), LMTrainConfig()):
+        t = dataclasses.replace(section, **({"max_steps": 100} | train))
+        found = idle_schedule(t)
+        assert (found is None) if warning is None else (warning in found)

@@ -34,7 +34,7 @@ from s2s.training.runfolder import (
     resolve_device,
     trim_metrics,
 )
-from s2s.training.schedules import configured_learning_rate
+from s2s.training.schedules import configured_learning_rate, idle_schedule
 from s2s.training.task import Run, Task
 from s2s.training.update import Outcome, Updater
 
@@ -370,8 +370,9 @@ class Engine:
         from torch.utils.tensorboard import SummaryWriter
 
         p = self.progress
-        if self.dist.main and (warning := unbounded(self.settings)):
-            log.warning(warning)
+        for warning in (unbounded(self.settings), idle_schedule(self.task.cfg.train)):
+            if warning and self.dist.main:
+                log.warning(warning)
         self.writer = SummaryWriter(log_dir=str(self.out)) if self.dist.main else None
         self.updater.writer = self.writer
         restore_signals = catch_stop_signals(self._request_stop)

@@ -102,3 +102,23 @@ def configured_learning_rate(step: int, t, base: float) -> float:
         gamma=t.lr_gamma,
         step_size=t.lr_step_size,
     )
+
+
+def idle_schedule(t) -> str | None:
+    """A warning where ``train.max_steps`` ends the run before the schedule does what it
+    is set to: a warm-up that never reaches ``train.lr``, a decay that never starts."""
+    if not t.max_steps:
+        return None
+    if t.warmup_steps >= t.max_steps:
+        return (
+            f"train.warmup_steps ({t.warmup_steps}) is not below train.max_steps "
+            f"({t.max_steps}): the learning rate never reaches train.lr"
+        )
+    first_decay = {"exponential": 1, "linear": 1, "step": t.lr_step_size}.get(t.lr_schedule)
+    if first_decay is not None and t.decay_start + first_decay > t.max_steps:
+        return (
+            f"train.lr_schedule {t.lr_schedule}: its decay starts after train.max_steps "
+            f"({t.max_steps}; train.decay_start {t.decay_start}), so the learning rate "
+            "never decays"
+        )
+    return None
