@@ -255,6 +255,25 @@ def test_over_long_pairs_are_dropped_or_truncated_and_counted(
     assert max(len(s) - 1 for s in corpus.src) <= 10 and max(len(t) for t in corpus.tgt) <= 10
 
 
+def test_pairs_longer_than_a_token_batch_are_named(tmp_path, tiny_corpus, caplog):
+    from s2s.data.corpus import epoch_batches
+
+    data = tiny_config_dict(tiny_corpus, max_steps=1)
+    data["data"].update({"batch_unit": "tokens", "batch_size": 6, "shape_multiple": 1})
+    with caplog.at_level(logging.INFO):
+        trainer = Trainer(config.from_dict(data), tmp_path / "run")
+    corpus = trainer.task.train_corpus
+    over = [i for i, c in enumerate(corpus.costs()) if c > 6]
+    assert over and f"{len(over)} training pair(s) longer than data.batch_size (6" in caplog.text
+    alone = [b for b in epoch_batches(corpus, trainer.task.cfg.data, 1, 0) if set(b) & set(over)]
+    assert all(len(b) == 1 for b in alone)  # as the warning says: each a batch of its own
+    caplog.clear()
+    data["data"]["batch_size"] = 1000
+    with caplog.at_level(logging.INFO):
+        Trainer(config.from_dict(data), tmp_path / "run2")
+    assert "longer than data.batch_size" not in caplog.text
+
+
 def test_a_blank_validation_set_or_a_vocabulary_of_specials_is_an_error(
     tmp_path, capsys, tiny_corpus
 ):

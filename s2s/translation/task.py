@@ -16,7 +16,14 @@ import torch
 
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data.corpus import collate, encode_corpus, epoch_batches, lines_sha1, load_split
+from s2s.data.corpus import (
+    collate,
+    encode_corpus,
+    epoch_batches,
+    lines_sha1,
+    load_split,
+    round_up,
+)
 from s2s.data.tokenize import SPECIALS, save_tokenizers, train_tokenizers
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError, DataError
@@ -126,6 +133,16 @@ class TranslationTask:
                     f"the {side} vocabulary holds only the {tok.vocab_size} special symbols, "
                     "so every token would be <unk>: raise data.tokenizer.vocab_size or lower "
                     "data.tokenizer.min_freq"
+                )
+        if d.batch_unit == "tokens":
+            costs = self.train_corpus.costs()  # as batches count them
+            over = sum(round_up(c, d.shape_multiple) > d.batch_size for c in costs)
+            if over:
+                log.warning(
+                    "%d training pair(s) longer than data.batch_size (%d tokens): each is a "
+                    "batch of its own, over that size",
+                    over,
+                    d.batch_size,
                 )
         log.info(
             "train %d pairs, valid %d pairs, vocab src %d tgt %d",
