@@ -14,8 +14,10 @@ export S2S_DATA
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# CPU build of torch first: an open-ended torch requirement would fetch a CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch pinned first: an open-ended requirement would fetch the newest build. Where the
+	# index serves PyTorch's default (CUDA-bundled) Linux wheel, as PyPI does, pass
+	# TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build.
+	$(PY) -m pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 

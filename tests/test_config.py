@@ -157,6 +157,16 @@ def test_an_unquoted_no_for_a_string_is_explained(tmp_path):
         config.load(path)
 
 
+def test_a_short_run_of_a_linear_schedule_loads_and_is_warned_about():
+    from s2s.training.schedules import idle_schedule
+
+    train = {"lr_schedule": "linear", "decay_start": 2000, "max_steps": 200}
+    cfg = config.from_dict({**base(), "train": train})  # a quick try of the default config
+    assert "never decays" in idle_schedule(cfg.train)
+    with pytest.raises(ConfigError, match="'linear' needs train.decay_steps or train.max_steps"):
+        config.from_dict({**base(), "train": train | {"max_steps": 0}})
+
+
 def test_an_activation_for_a_cell_that_has_none_is_refused():
     with pytest.raises(ConfigError, match="model.decoder.activation 'relu' applies to cell rnn"):
         config.from_dict({**base(), "model": {"decoder": {"cell": "gru", "activation": "relu"}}})

@@ -265,10 +265,10 @@ class Config:
 def _check(cfg: Config) -> None:
     """Settings that are valid alone but not together (ranges are on the fields)."""
     m, d, t = cfg.model, cfg.data, cfg.train
-    if t.lr_schedule == "linear" and t.decay_steps <= 0 and t.max_steps <= t.decay_start:
+    if t.lr_schedule == "linear" and t.decay_steps <= 0 and t.max_steps <= 0:
         raise ConfigError(
-            "train.lr_schedule 'linear' needs train.decay_steps, or train.max_steps "
-            "beyond train.decay_start"
+            "train.lr_schedule 'linear' needs train.decay_steps or train.max_steps (its "
+            "decay runs from train.decay_start until one of them)"
         )
     ss = t.scheduled_sampling
     if ss.decay == "constant" and not 0.0 <= ss.k <= 1.0:
