@@ -119,6 +119,12 @@ def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
     path.write_text("data: {train: x/train, train: y/train}\n")  # nested, one line
     with pytest.raises(ConfigError, match="key 'train' appears twice"):
         config.load(path)
+    # a merge key (<<: *anchor) may be overridden, as YAML says
+    path.write_text("x: &t {train: x/train, valid: x/val}\ndata:\n  <<: *t\n  valid: y/val\n")
+    assert config.loading.load_yaml_text(path.read_text())["data"] == {
+        "train": "x/train",
+        "valid": "y/val",
+    }
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan"])
