@@ -401,3 +401,21 @@ def test_resuming_on_changed_training_data_is_said(tmp_path, caplog, tiny_corpus
     with caplog.at_level(logging.WARNING):
         train_lm(lm_config(text, max_steps=3), tmp_path / "lm")
     assert "the training data differ" in caplog.text
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads Linux's /proc")
+def test_a_killed_process_not_yet_collected_holds_no_lock():
+    from s2s.training import runlock
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert runlock._alive(child.pid)
+        child.kill()  # not waited for: a zombie until its parent collects it
+        deadline = time.time() + 10
+        while not runlock._zombie(child.pid) and time.time() < deadline:
+            time.sleep(0.05)
+        assert runlock._zombie(child.pid) and not runlock._alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not runlock._alive(os.getpid() + 10**7)  # no such process
