@@ -14,7 +14,7 @@ import os
 import sys
 
 from s2s.cli import charlm, experiments, translation
-from s2s.errors import S2SError
+from s2s.errors import Interrupted, S2SError
 
 # Commands that hold no open files, threads or background work once their output is
 # written: after them the ``s2s`` executable skips the interpreter's teardown (freeing
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
+    except Interrupted as err:  # saved; not bad input: the status of an interrupt
+        print(f"s2s: {err}", file=sys.stderr)
+        return 130
     except S2SError as err:
         print(f"s2s: error: {err}", file=sys.stderr)
         return 2
