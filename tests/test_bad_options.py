@@ -134,3 +134,93 @@ def test_a_missing_gpu_is_named_by_the_option_that_asked_for_it(monkeypatch):
         resolve_device("cuda", "--device")
     with pytest.raises(ConfigError, match="train.device is 'cuda'"):
         resolve_device("cuda")
+
+
+def test_translate_never_writes_over_its_inputs_and_writes_into_streams(
+    tmp_path, capsys, tiny_corpus
+):
+    import os
+
+    run = train_tiny(tmp_path, "run", tiny_corpus, max_steps=2)
+    ckpt = str(run / "best.pt")
+    src = tmp_path / "in.txt"
+    src.write_text("a small test\nanother line\n")
+    kept = {p: p.read_bytes() for p in (src, run / "best.pt")}
+    args = ["translate", ckpt, "--input", str(src)]
+    for extra, message in (
+        (["--output", str(src)], "--output"),
+        (["--output", ckpt], "--output"),
+        (["--output", str(tmp_path / "o.txt"), "--alignments", str(src)], "--alignments"),
+    ):
+        assert "is one of the inputs" in one_line_error(capsys, [*args, *extra]), message
+    both = ["--output", str(tmp_path / "o.txt"), "--alignments", str(tmp_path / "o.txt")]
+    assert "--output and --alignments name the same file" in one_line_error(capsys, [*args, *both])
+    missing = ["--output", str(tmp_path / "no" / "o.txt")]
+    assert "does not exist" in one_line_error(capsys, [*args, *missing])  # before decoding
+    assert {p: p.read_bytes() for p in kept} == kept
+    target, link = tmp_path / "target.txt", tmp_path / "link.txt"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main([*args, "--output", str(link)]) == 0
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 2  # through the link
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader waits on the FIFO
+    try:
+        assert main([*args, "--output", str(fifo)]) == 0
+        assert fifo.exists() and not fifo.is_file()  # written into, not replaced
+        assert len(os.read(reader, 10000).decode().splitlines()) == 2
+    finally:
+        os.close(reader)
+
+
+def test_average_refuses_another_source_side_and_a_runs_own_checkpoint(
+    tmp_path, capsys, tiny_corpus
+):
+    run = train_tiny(tmp_path, "run", tiny_corpus, max_steps=2, keep_checkpoints=2, save_every=1)
+    data = tiny_config_dict(tiny_corpus, max_steps=2)
+    data["data"]["reverse_source"] = True
+    rev = tmp_path / "rev"
+    assert (
+        main(["-q", "train", str(write_config(tmp_path / "r.yaml", data)), "--out", str(rev)]) == 0
+    )
+    line = one_line_error(
+        capsys,
+        ["average", str(run / "best.pt"), str(rev / "best.pt"), "--out", str(tmp_path / "a.pt")],
+    )
+    assert "one reverses the source" in line
+    steps = [str(run / "step-1.pt"), str(run / "step-2.pt")]
+    last = run / "last.pt"
+    before = last.read_bytes()
+    line = one_line_error(capsys, ["average", *steps, "--out", str(last)])
+    assert "is one of its run's own checkpoints" in line and last.read_bytes() == before
+    assert main(["average", *steps, "--out", str(tmp_path / "avg.pt")]) == 0
+
+
+def test_a_full_standard_output_is_one_line(monkeypatch):
+    import errno
+
+    from s2s.cli.io import write_output
+    from s2s.errors import DataError
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("sys.stdout", Full())
+    with pytest.raises(DataError, match="cannot write standard output: No space left on device"):
+        write_output(None, ["a line"])
+
+
+def test_resuming_names_the_settings_that_changed(tmp_path, tiny_corpus, caplog):
+    import logging
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_config_dict(tiny_corpus, max_steps=2, threads=1))
+    out = tmp_path / "run"
+    assert main(["-q", "train", str(cfg), "--out", str(out)]) == 0
+    with caplog.at_level(logging.INFO):
+        assert (
+            main(["train", str(cfg), "train.max_steps=3", "train.threads=2", "--out", str(out)])
+            == 0
+        )
+    assert "resuming with train.max_steps 2 -> 3, train.threads 1 -> 2" in caplog.text

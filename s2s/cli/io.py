@@ -17,18 +17,33 @@ def read_input(path: str | None, encoding: str) -> list[str]:
     return read_lines(path, encoding)
 
 
-def write_output(path: str | None, lines: list[str]) -> None:
-    text = "".join(line + "\n" for line in lines)
-    if path is None or path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    from s2s.training.checkpoint import atomic_write
+def is_stream(path: str | Path) -> bool:
+    """Something that exists but is not a regular file (a FIFO, /dev/stdout, a device):
+    written straight into, never replaced by a renamed temporary file."""
+    target = Path(path).resolve()
+    return target.exists() and not target.is_file()
 
+
+def write_output(path: str | None, lines: list[str]) -> None:
+    """The lines to ``path`` (None or "-": standard output): a regular file (through a
+    symbolic link, the file it names) replaced atomically; a stream written into."""
+    text = "".join(line + "\n" for line in lines)
     try:
-        atomic_write(Path(path), lambda h: h.write(text.encode("utf-8")))
+        if path is None or path == "-":
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        elif is_stream(path):
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            from s2s.training.checkpoint import atomic_write
+
+            atomic_write(Path(path).resolve(), lambda h: h.write(text.encode("utf-8")))
+    except BrokenPipeError:
+        raise
     except OSError as err:
-        raise DataError(f"cannot write {path}: {err.strerror or err}") from None
+        where = "standard output" if path in (None, "-") else path
+        raise DataError(f"cannot write {where}: {err.strerror or err}") from None
 
 
 def at_least(lowest: float, kind: type = int, highest: float | None = None):

@@ -6,9 +6,17 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import re
 from pathlib import Path
 
-from s2s.cli.io import at_least, encoding_name, output_file, read_input, write_output
+from s2s.cli.io import (
+    at_least,
+    encoding_name,
+    is_stream,
+    output_file,
+    read_input,
+    write_output,
+)
 from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
@@ -54,6 +62,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise S2SError("--max-source-length must be >= 0 (0 = no limit)")
     if args.nbest > (args.beam or 1):
         raise S2SError(f"--nbest {args.nbest} needs --beam of at least {args.nbest}")
+    _check_outputs(args)
     members = [checkpoint.load_for_translation(p) for p in args.checkpoint]
     checkpoint.check_compatible(members)
     if args.alignments and any(m.config.model.attention == "none" for m in members):
@@ -80,6 +89,19 @@ def cmd_translate(args: argparse.Namespace) -> int:
         write_output(args.alignments, [r.alignment for r in results])
     write_output(args.output, out)
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--output and --alignments, before any decoding: writable files, neither one of
+    the command's inputs (checkpoints, --input, --shortlist) nor the other."""
+    inputs = (*args.checkpoint, args.input, args.shortlist)
+    inputs = tuple(p for p in inputs if p and p != "-")
+    named = [(o, p) for o, p in (("--output", args.output), ("--alignments", args.alignments))]
+    files = [(o, p) for o, p in named if p and p != "-" and not is_stream(p)]
+    for option, path in files:
+        output_file(path, inputs=inputs, what=option)
+    if len(files) == 2 and Path(files[0][1]).resolve() == Path(files[1][1]).resolve():
+        raise S2SError("--output and --alignments name the same file")
 
 
 def _translate_lines(args: argparse.Namespace, model, first, lines, device, shortlist):
@@ -154,6 +176,13 @@ def cmd_average(args: argparse.Namespace) -> int:
     from s2s.translation import checkpoint
 
     out = output_file(args.out, inputs=tuple(args.checkpoints))
+    if (out.parent / "config.yaml").is_file() and re.fullmatch(
+        r"(last|best|step-\d+)\.pt", out.name
+    ):
+        raise S2SError(
+            f"--out {out} is one of its run's own checkpoints (training resumes from "
+            "last.pt and step-N.pt, compare reads best.pt): name another file"
+        )
     payload = checkpoint.average(args.checkpoints)
     checkpoint.save(out, payload)
     log.info("averaged %d checkpoints into %s", len(args.checkpoints), out)

@@ -42,9 +42,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Window:
-    """What happened since the last train record."""
-
+class Window:  # what happened since the last train record
     tokens: int = 0
     loss: float = 0.0
     seconds: float = 0.0
@@ -140,7 +138,8 @@ class Engine:
             if updater.scaler is not None and "scaler" in payload:
                 updater.scaler.load_state_dict(payload["scaler"])
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
-            raise S2SError(f"cannot resume from {self.out / 'last.pt'}: {err}") from None
+            why = "it holds no optimizer state" if "optimizer" not in payload else err
+            raise S2SError(f"cannot resume from {self.out / 'last.pt'}: {why}") from None
         self._restore_rng(payload["rng"])
         if not self.progress.plateau_lr:
             self.progress.plateau_lr = self.progress.lr or self.settings.lr

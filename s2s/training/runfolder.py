@@ -130,6 +130,10 @@ def _resumes(cfg: Any, out: Path, force: bool, parse: Callable[[dict], Any]) -> 
         )
     runlock.acquire(out)
     if differs:  # new limits or devices: config.yaml says what runs now
+        shown = (
+            f"{k} {config_mod.value(old, k)!r} -> {config_mod.value(cfg, k)!r}" for k in differs
+        )
+        log.info("run folder %s: resuming with %s", out, ", ".join(shown))
         text = config_mod.dump(cfg).encode("utf-8")
         atomic_write(cfg_path, lambda handle: handle.write(text))
     return True

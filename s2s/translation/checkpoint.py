@@ -127,8 +127,17 @@ def average(paths: list[str | Path]) -> dict[str, Any]:
             raise CheckpointError(
                 f"cannot average {paths[0]} and {path}: different models ({shown})"
             )
-        if tokenizers_of(payload)[1].vocabulary() != tokenizers_of(first)[1].vocabulary():
+        if any(
+            a.vocabulary() != b.vocabulary()
+            for a, b in zip(tokenizers_of(payload), tokenizers_of(first))
+        ):
             raise CheckpointError(f"cannot average {paths[0]} and {path}: vocabularies differ")
+        reverse = [config_of(x).data.reverse_source for x in (first, payload)]
+        if reverse[0] != reverse[1]:
+            raise CheckpointError(
+                f"cannot average {paths[0]} and {path}: one reverses the source "
+                "(data.reverse_source), the other does not"
+            )
         if payload["model"].keys() != first["model"].keys():
             raise CheckpointError(f"cannot average {paths[0]} and {path}: parameters differ")
     averaged = {}
