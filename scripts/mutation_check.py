@@ -1086,6 +1086,40 @@ MUTANTS = [
         'bleu = sacrebleu.BLEU(tokenize="none")',
         "test_cli.py",
     ),
+    # ------------------------------------------------------------------ twenty-ninth session
+    m(
+        "engine-epoch-end-stop-unsaved",
+        "a stop signal at an epoch's end saves last.pt",
+        EG,
+        '                    self.save("last.pt")  # a signal after the epoch\'s last step\n',
+        "                    pass\n",
+        "test_engine.py",
+    ),
+    m(
+        "runfolder-lowered-limit-accepted",
+        "a limit lowered below a trained run is refused",
+        "s2s/training/runfolder.py",
+        "    past = _past_limit(cfg, out) if differs else None\n",
+        "    past = None\n",
+        "test_cli.py",
+    ),
+    m(
+        "translate-output-over-input",
+        "translate's outputs are checked against its inputs",
+        CLI,
+        "    _check_outputs(args)\n",
+        "",
+        "test_bad_options.py",
+    ),
+    m(
+        "compare-failure-stops-sweep",
+        "a failed run does not stop the other runs",
+        CO,
+        '            failed.append(f"{run.variant} seed {run.seed}: {err}")\n'
+        "            continue\n",
+        "            raise\n",
+        "test_compare.py",
+    ),
 ]
 
 
