@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import re
 from pathlib import Path
 
 from s2s.cli.io import (
@@ -173,12 +172,11 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
+    from s2s.training.runfolder import is_run_checkpoint
     from s2s.translation import checkpoint
 
     out = output_file(args.out, inputs=tuple(args.checkpoints))
-    if (out.parent / "config.yaml").is_file() and re.fullmatch(
-        r"(last|best|step-\d+)\.pt", out.name
-    ):
+    if is_run_checkpoint(out):
         raise S2SError(
             f"--out {out} is one of its run's own checkpoints (training resumes from "
             "last.pt and step-N.pt, compare reads best.pt): name another file"

@@ -245,6 +245,15 @@ def check_disk_space(out: Path, n_params: int, keep: int) -> None:
         )
 
 
+def is_run_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a run folder's own last.pt, best.pt or step-STEP.pt (what
+    resuming, ``s2s average`` and ``s2s compare`` read), whether it exists or not."""
+    path = Path(path)
+    step = path.suffix == ".pt" and path.stem.removeprefix("step-").isdigit()
+    named = step and path.stem.startswith("step-") or path.name in ("last.pt", "best.pt")
+    return named and (path.parent / "config.yaml").is_file()
+
+
 def step_checkpoints(out: Path) -> list[Path]:
     """The run's step-STEP.pt files, oldest first."""
     found = []
