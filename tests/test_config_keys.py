@@ -35,7 +35,8 @@ from test_model import V, toy_batch
 import s2s.translation.task as train_mod
 from s2s import config
 from s2s.charlm import LMTrainer, train_lm
-from s2s.data.corpus import epoch_batches, load_split
+from s2s.data.corpus import epoch_batches
+from s2s.data.files import load_split
 from s2s.data.tokenize import train_tokenizers
 from s2s.errors import S2SError
 from s2s.nn.seq2seq import build_model

@@ -15,10 +15,9 @@ from s2s.data.corpus import (
     encode_corpus,
     epoch_batches,
     length_batches,
-    load_split,
-    read_lines,
     source_ids,
 )
+from s2s.data.files import load_split, read_lines
 from s2s.data.tokenize import EOS, UNK, save_tokenizers, train_tokenizers
 from s2s.decoding.translate import _sources as translate_sources
 from s2s.errors import ConfigError, DataError
@@ -75,7 +74,7 @@ def test_local_files_load_without_importing_datasets(tmp_path):
     code = (
         "import sys\n"
         "from s2s import config\n"
-        "from s2s.data.corpus import load_split\n"
+        "from s2s.data.files import load_split\n"
         f"cfg = config.from_dict({{'data': {{'train': {str(prefix)!r}}}}}).data\n"
         "pairs = load_split(cfg, 'train')\n"
         f"assert pairs['tgt'][1] == {SENTENCES[1][1]!r}, pairs['tgt']\n"

@@ -10,7 +10,7 @@ from s2s.errors import DataError
 
 
 def read_input(path: str | None, encoding: str) -> list[str]:
-    from s2s.data.corpus import read_lines, split_lines
+    from s2s.data.files import read_lines, split_lines
 
     if path is None or path == "-":
         return split_lines(sys.stdin.buffer.read(), encoding, "standard input")

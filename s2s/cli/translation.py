@@ -137,7 +137,8 @@ def _translate_lines(args: argparse.Namespace, model, first, lines, device, shor
 
 
 def cmd_shortlist(args: argparse.Namespace) -> int:
-    from s2s.data.corpus import load_split, read_parallel, source_ids
+    from s2s.data.corpus import source_ids
+    from s2s.data.files import load_split, read_parallel
     from s2s.decoding import shortlist
     from s2s.translation import checkpoint
 
@@ -188,7 +189,7 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from s2s.data.corpus import read_lines
+    from s2s.data.files import read_lines
     from s2s.translation.scores import score
 
     refs = read_lines(args.ref, args.encoding)

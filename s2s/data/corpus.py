@@ -1,165 +1,24 @@
-"""Data: parallel text through Hugging Face ``datasets``, token ids, batches.
+"""Data: token ids and batches of the sentence pairs that ``s2s.data.files`` reads.
 
-Local corpora are line-aligned files ``PREFIX.LANG`` (plain or ``.gz``); a prefix that
-names an unset ``${VAR}`` falls back to the hub dataset in ``data.hub``. Lines are split
-on ``\\n`` only, so alignment never depends on exotic Unicode line separators.
 Batches are length-bucketed (by a token budget or a sentence count) and reshuffled
 every epoch from ``seed`` and the epoch number alone, so a run can resume mid-epoch.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from s2s.config import DataConfig, unset_variables
+from s2s.config import DataConfig
 from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer, clean_source
-from s2s.errors import DataError
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "valid", "test")
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def split_lines(raw: bytes, encoding: str, name: str) -> list[str]:
-    """Decode ``raw`` and split it on ``\\n`` (a trailing newline ends the last line;
-    a ``\\r`` before it is dropped; a leading byte-order mark is dropped). ``name`` says
-    where the bytes came from."""
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        raise DataError(
-            f"{name} line {line}: bytes that are not valid {encoding} "
-            "(set data.encoding or --encoding, e.g. latin-1)"
-        ) from None
-    except LookupError:
-        raise DataError(f"unknown encoding '{encoding}'") from None
-    lines = text.removeprefix("\ufeff").split("\n")  # a byte-order mark is no text
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def lines_sha1(*columns) -> str:
-    """A fingerprint of columns of text lines (a split's sources and references, say)."""
-    digest = hashlib.sha1()
-    for column in columns:
-        for line in column:
-            digest.update(line.encode("utf-8") + b"\n")
-        digest.update(b"\x00\n")
-    return digest.hexdigest()
-
-
-def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
-    """All lines of a plain or gzipped text file, without line ends."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-    return split_lines(raw, encoding, str(path))
-
-
-def find_file(prefix: str, lang: str) -> Path:
-    for candidate in (Path(f"{prefix}.{lang}"), Path(f"{prefix}.{lang}.gz")):
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"file not found: {prefix}.{lang} (or {prefix}.{lang}.gz)")
-
-
-def read_parallel(src_path: Path, tgt_path: Path, encoding: str) -> tuple[list[str], list[str]]:
-    src, tgt = read_lines(src_path, encoding), read_lines(tgt_path, encoding)
-    for path, lines in ((src_path, src), (tgt_path, tgt)):
-        if not lines:
-            raise DataError(f"{path} is empty")
-    if len(src) != len(tgt):
-        raise DataError(
-            f"line counts differ: {src_path} has {len(src)} lines, {tgt_path} has {len(tgt)}"
-        )
-    return src, tgt
-
-
-@dataclass
-class Pairs:
-    """A parallel corpus as two lists of lines: ``pairs["src"]``, ``pairs["tgt"]``,
-    ``len`` and ``select``, the parts of a ``datasets.Dataset`` the pipeline uses.
-    Local files never import ``datasets`` (with pyarrow and pandas, about 100 MB of
-    a run's memory)."""
-
-    src: list[str]
-    tgt: list[str]
-
-    def __len__(self) -> int:
-        return len(self.src)
-
-    def __getitem__(self, column: str) -> list[str]:
-        if column not in ("src", "tgt"):
-            raise KeyError(column)
-        return self.src if column == "src" else self.tgt
-
-    def select(self, indices) -> Pairs:
-        indices = list(indices)
-        return Pairs([self.src[i] for i in indices], [self.tgt[i] for i in indices])
-
-
-def load_split(cfg: DataConfig, split: str) -> Pairs:
-    """The split's sentence pairs: local files, or the hub dataset ``data.hub`` when
-    the path names an unset environment variable."""
-    prefix = getattr(cfg, split)
-    if not prefix:
-        raise DataError(f"data.{split} is not set")
-    missing = unset_variables(prefix)
-    if missing:
-        if not cfg.hub:
-            raise DataError(
-                f"data.{split} ({prefix}) names unset environment variable {missing[0]} "
-                "and data.hub is empty"
-            )
-        pairs = _hub_split(cfg, getattr(cfg, f"hub_{split}"), missing[0])
-    else:
-        pairs = Pairs(
-            *read_parallel(
-                find_file(prefix, cfg.src_lang), find_file(prefix, cfg.tgt_lang), cfg.encoding
-            )
-        )
-    limit = {"train": cfg.train_limit, "valid": cfg.valid_limit}.get(split, 0)
-    if limit:
-        pairs = pairs.select(range(min(limit, len(pairs))))
-    return pairs
-
-
-def _hub_split(cfg: DataConfig, hub_split: str, unset: str) -> Pairs:
-    import datasets
-
-    log.info("loading %s split %s from the hub (%s unset)", cfg.hub, hub_split, unset)
-    try:
-        ds = datasets.load_dataset(cfg.hub, split=hub_split)
-    except Exception as err:  # the hub raises many kinds; report one line
-        raise DataError(
-            f"cannot load hub dataset {cfg.hub} split {hub_split}: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__} "
-            f"(set {unset} to use local files)"
-        ) from None
-    for lang in (cfg.src_lang, cfg.tgt_lang):
-        if lang not in ds.column_names:
-            raise DataError(f"hub dataset {cfg.hub} has no column '{lang}'")
-    return Pairs(list(ds[cfg.src_lang]), list(ds[cfg.tgt_lang]))
-
 
 # --------------------------------------------------------------------------- ids
 

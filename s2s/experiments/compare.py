@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data.corpus import lines_sha1, load_split
+from s2s.data.files import lines_sha1, load_split
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError, Interrupted, S2SError
 from s2s.experiments.plots import plot_bars, plot_curves

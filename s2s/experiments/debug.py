@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from s2s.config import Config
-from s2s.data.corpus import Batch, Corpus, collate, encode_corpus, load_split
+from s2s.data.corpus import Batch, Corpus, collate, encode_corpus
+from s2s.data.files import load_split
 from s2s.data.tokenize import train_tokenizers
 from s2s.errors import DataError, S2SError
 from s2s.nn.seq2seq import Seq2Seq, build_model

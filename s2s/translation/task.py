@@ -16,14 +16,8 @@ import torch
 
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data.corpus import (
-    collate,
-    encode_corpus,
-    epoch_batches,
-    lines_sha1,
-    load_split,
-    round_up,
-)
+from s2s.data.corpus import collate, encode_corpus, epoch_batches, round_up
+from s2s.data.files import lines_sha1, load_split
 from s2s.data.tokenize import SPECIALS, save_tokenizers, train_tokenizers
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError, DataError
