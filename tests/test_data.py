@@ -103,14 +103,60 @@ def test_a_sentencepiece_vocabulary_smaller_than_asked_is_said(caplog):
     with caplog.at_level("WARNING"):
         src, _ = train_tokenizers(cfg, [s for s, _ in SENTENCES], [t for _, t in SENTENCES])
     assert src.vocab_size < 5000
-    assert f"SentencePiece made {src.vocab_size} pieces, not data.tokenizer.vocab_size 5000" in (
-        caplog.text
-    )
+    made = f"SentencePiece made {src.vocab_size} pieces for the joint tokenizer, not"
+    assert made in caplog.text and "data.tokenizer.vocab_size 5000" in caplog.text
+
+
+def test_source_cleaning_keeps_format_characters_that_carry_meaning():
+    """Only control characters and line separators become spaces: the zero-width
+    non-joiner inside a Persian word, emoji joiners and direction marks stay, a soft
+    hyphen (an invisible hint inside a word) goes without splitting the word."""
+    from s2s.data.tokenize import clean_source
+
+    assert clean_source("می\u200cخواهم") == "می\u200cخواهم"
+    assert clean_source("👩\u200d💻 \u200fשלום") == "👩\u200d💻 \u200fשלום"
+    assert clean_source("Zusammen\u00adarbeit\u00a0jetzt") == "Zusammenarbeit\u00a0jetzt"
+    assert clean_source("\x1b[31m a\u2029b\x00") == "[31m a b"
+
+
+def test_word_and_char_outputs_keep_their_unknowns():
+    """As Joey NMT writes <unk> (and SentencePiece ⁇): a dropped unknown loses a word
+    from the output and from its BLEU without a trace."""
+    src_tok, tgt_tok = word_tok()
+    ids = tgt_tok.encode(["ein Zebra rennt ."])[0]
+    assert UNK in ids
+    assert tgt_tok.decode([ids + [EOS]]) == ["ein <unk> rennt ."]
+
+
+def test_sentencepiece_names_lines_it_leaves_out_and_the_side_it_trains(caplog):
+    cfg = config.from_dict(
+        {"data": {"train": "x", "tokenizer": {"kind": "spm", "vocab_size": 40, "joint": False}}}
+    ).data.tokenizer
+    long = "ein hund " * 600  # over 4,192 bytes
+    with caplog.at_level("WARNING"):
+        train_tokenizers(cfg, [s for s, _ in SENTENCES], [t for _, t in SENTENCES] + [long])
+    assert "1 of the target training lines are over 4192 bytes" in caplog.text
+    with pytest.raises(DataError, match=r"\(target tokenizer\).*every target training line"):
+        train_tokenizers(cfg, ["a dog"], [long])
+    with caplog.at_level("WARNING"):
+        spm_cfg = config.from_dict(
+            {"data": {"train": "x", "tokenizer": {"kind": "spm", "min_freq": 3}}}
+        ).data.tokenizer
+        train_tokenizers(spm_cfg, [s for s, _ in SENTENCES], [t for _, t in SENTENCES])
+    assert "min_freq applies to char and word vocabularies, not spm" in caplog.text
+
+
+def test_line_ends_of_a_lone_carriage_return_are_named():
+    from s2s.data.files import split_lines
+
+    with pytest.raises(DataError, match=r"ends its lines with \\r alone"):
+        split_lines(b"a dog\rthe cat\rsits\r", "utf-8", "train.en")
+    assert split_lines(b"a dog\r", "utf-8", "x") == ["a dog"]
 
 
 def test_sources_are_cleaned_alike_in_training_and_translation():
     cfg = config.from_dict({"data": {"train": "x", "tokenizer": {"kind": "word"}}}).data.tokenizer
-    dirty = ["a\x00dog\u00adruns .", "the\x07 boy"]
+    dirty = ["a\x00dog\u2028runs .", "the\x07 boy"]
     src_tok, tgt_tok = train_tokenizers(cfg, dirty, ["ein hund .", "der junge"])
     assert "a" in src_tok.vocabulary() and not any("\x00" in p for p in src_tok.vocabulary())
     clean = ["a dog runs .", "the  boy"]

@@ -34,6 +34,11 @@ def split_lines(raw: bytes, encoding: str, name: str) -> list[str]:
             f"{name} looks like {wide} text ({_wide_evidence(raw)}), not {encoding}: "
             f"set data.encoding or --encoding to {wide.split()[0]}"
         )
+    if b"\n" not in raw and raw.count(b"\r") > 1:
+        raise DataError(
+            f"{name} ends its lines with \\r alone (old Mac style), not \\n: "
+            "convert its line ends (e.g. tr '\\r' '\\n')"
+        )
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as err:

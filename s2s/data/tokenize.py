@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import unicodedata
 from pathlib import Path
 
 import sentencepiece as spm
@@ -80,7 +81,7 @@ class VocabTokenizer:
         joiner = "" if self.kind == "char" else " "
         out = []
         for seq in ids:
-            out.append(joiner.join(self.symbols[i] for i in seq if i >= len(SPECIALS)))
+            out.append(joiner.join(self.symbols[i] for i in seq if i == UNK or i >= len(SPECIALS)))
         return out
 
     def save(self, path: Path) -> None:
@@ -141,8 +142,20 @@ class TargetSubset:
 Tokenizer = SpmTokenizer | VocabTokenizer | TargetSubset
 
 
-def _train_spm(cfg: TokenizerConfig, lines: list[str]) -> SpmTokenizer:
+SPM_LINE_BYTES = 4192  # SentencePiece leaves longer lines out of its training
+
+
+def _train_spm(cfg: TokenizerConfig, lines: list[str], side: str = "joint") -> SpmTokenizer:
     buffer = io.BytesIO()
+    long = sum(len(line.encode("utf-8")) > SPM_LINE_BYTES for line in lines)
+    if long:
+        log.warning(
+            "%d of the %s training lines are over %d bytes: SentencePiece leaves them out "
+            "of the tokenizer's training",
+            long,
+            side,
+            SPM_LINE_BYTES,
+        )
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines),
@@ -157,24 +170,31 @@ def _train_spm(cfg: TokenizerConfig, lines: list[str]) -> SpmTokenizer:
             num_threads=cfg.threads,
             minloglevel=2,
             hard_vocab_limit=False,
+            max_sentence_length=SPM_LINE_BYTES,
         )
     except RuntimeError as err:
+        cause = (
+            f"every {side} training line is over {SPM_LINE_BYTES} bytes"
+            if long == len(lines)
+            else "data.tokenizer.vocab_size may be too small for the text's characters"
+        )
         raise DataError(
-            f"SentencePiece training failed: {err}".splitlines()[0]
-            + " (data.tokenizer.vocab_size may be too small for the text's characters)"
+            f"SentencePiece training failed ({side} tokenizer): {err}".splitlines()[0]
+            + f" ({cause})"
         ) from None
     tok = SpmTokenizer(buffer.getvalue())
     if tok.vocab_size < cfg.vocab_size:  # hard_vocab_limit off: the text holds no more
         log.warning(
-            "SentencePiece made %d pieces, not data.tokenizer.vocab_size %d: the training "
-            "text holds no more",
+            "SentencePiece made %d pieces for the %s tokenizer, not data.tokenizer.vocab_size "
+            "%d: the training text holds no more",
             tok.vocab_size,
+            side,
             cfg.vocab_size,
         )
     return tok
 
 
-def _build_vocab(cfg: TokenizerConfig, lines: list[str]) -> VocabTokenizer:
+def _build_vocab(cfg: TokenizerConfig, lines: list[str], side: str = "joint") -> VocabTokenizer:
     probe = VocabTokenizer(cfg.kind, list(SPECIALS))
     counts = collections.Counter(s for line in lines for s in probe.split(line))
     # Most frequent first, ties broken alphabetically so the vocabulary is deterministic.
@@ -186,13 +206,27 @@ def _build_vocab(cfg: TokenizerConfig, lines: list[str]) -> VocabTokenizer:
     )
 
 
+SPACES = {"Cc", "Zl", "Zp"}  # control characters, line and paragraph separators
+DROPPED = "\u00ad"  # the soft hyphen: a hint where a word may break, inside the word
+
+
 def clean_source(line: str) -> str:
     """A source line as every model reads it, in training, translation and shortlists
-    alike: control and other non-printing characters (tab aside) made spaces, the ends
-    stripped."""
+    alike: control characters (tab aside) and line or paragraph separators made spaces,
+    soft hyphens dropped, the ends stripped. Format characters that carry meaning (the
+    zero-width joiner and non-joiner of Persian, Indic scripts and emoji, direction
+    marks) and other spaces stay as they are."""
     if line.isprintable():
         return line.strip()
-    return "".join(ch if ch == "\t" or ch.isprintable() else " " for ch in line).strip()
+    return "".join(_clean_char(ch) for ch in line).strip()
+
+
+def _clean_char(ch: str) -> str:
+    if ch.isprintable() or ch == "\t":
+        return ch
+    if ch in DROPPED:
+        return ""
+    return " " if unicodedata.category(ch) in SPACES else ch
 
 
 def train_tokenizers(
@@ -203,10 +237,12 @@ def train_tokenizers(
     the pieces its training text uses."""
     src_lines = [clean_source(line) for line in src_lines]
     fit = _train_spm if cfg.kind == "spm" else _build_vocab
+    if cfg.kind == "spm" and cfg.min_freq > 1:
+        log.warning("data.tokenizer.min_freq applies to char and word vocabularies, not spm")
     if cfg.joint:
         tok = fit(cfg, src_lines + tgt_lines)
         return tok, (TargetSubset.fit(tok, tgt_lines) if cfg.target_vocab == "train" else tok)
-    return fit(cfg, src_lines), fit(cfg, tgt_lines)
+    return fit(cfg, src_lines, "source"), fit(cfg, tgt_lines, "target")
 
 
 def from_state(state: dict, base: Tokenizer | None = None) -> Tokenizer:
