@@ -168,6 +168,32 @@ def test_shortlist_and_translate_commands(tmp_path, tiny_corpus, capsys):
     assert (run / "last.pt").read_bytes() == before
     assert main(["shortlist", ckpt, "--out", str(tmp_path / "nowhere" / "sl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # ... nor over another checkpoint or file of the run (it could no longer resume),
+    # nor over the parallel text it counts
+    tokenizer = next(run.glob("tokenizer.*")).name
+    for name in ("best.pt", "step-8.pt", "config.yaml", tokenizer, "metrics.jsonl"):
+        before = (run / name).read_bytes() if (run / name).exists() else None
+        assert main(["shortlist", ckpt, "--out", str(run / name)]) == 2
+        assert "is one of its run's own" in capsys.readouterr().err
+        assert ((run / name).read_bytes() if (run / name).exists() else None) == before
+    pair = ["--src", other + ".en", "--tgt", other + ".de"]
+    assert main(["shortlist", ckpt, *pair, "--out", other + ".en"]) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+
+
+def test_a_damaged_shortlist_is_named_and_top_is_at_most_the_vocabulary(tmp_path, capsys):
+    made = build([[4, 5], [6]], [[5, 6], [7]], src_vocab=8, tgt_vocab=9, top=10**9)
+    assert made.table.shape == (8, 9)  # not a billion columns of padding
+    for damage in ("ids", "frequent", "float"):
+        state = made.state()
+        if damage == "ids":
+            state["table"] = state["table"].clone().fill_(9999)
+        elif damage == "frequent":
+            state["frequent"] = torch.cat([state["frequent"], torch.tensor([70000])])
+        else:
+            state["table"] = state["table"].float()
+        with pytest.raises(CheckpointError, match="damaged"):
+            Shortlist.from_state(state)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -93,6 +93,14 @@ def output_file(
         raise DataError(f"{what} {out}: folder {out.parent} does not exist")
     if out.resolve() in {Path(p).resolve() for p in inputs}:
         raise DataError(f"{what} {out} is one of the inputs; choose another file")
+    from s2s.training.runfolder import run_file
+
+    kind = run_file(out)
+    if kind:
+        raise DataError(
+            f"{what} {out} is one of its run's own {kind}s (resuming, s2s average and "
+            "s2s compare read them): name another file"
+        )
     if suffixes and out.suffix.lower() not in suffixes:
         raise DataError(f"{what} {out} must end in {' or '.join(suffixes)}")
     return out

@@ -144,7 +144,8 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 
     if bool(args.src) != bool(args.tgt):
         raise S2SError("--src and --tgt go together (the parallel text to count over)")
-    out = output_file(args.out, inputs=(args.checkpoint,))
+    inputs = (args.checkpoint, *(path for path in (args.src, args.tgt) if path))
+    out = output_file(args.out, inputs=inputs)
     loaded = checkpoint.load_for_translation(args.checkpoint)
     data = loaded.config.data
     if args.src:
@@ -165,7 +166,7 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
     log.info(
         "shortlist of %d pairs: %d target pieces per source piece, %d always; %s",
         len(src),
-        args.top,
+        made.table.shape[1],
         len(made.frequent),
         args.out,
     )
@@ -173,15 +174,9 @@ def cmd_shortlist(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from s2s.training.runfolder import is_run_checkpoint
     from s2s.translation import checkpoint
 
     out = output_file(args.out, inputs=tuple(args.checkpoints))
-    if is_run_checkpoint(out):
-        raise S2SError(
-            f"--out {out} is one of its run's own checkpoints (training resumes from "
-            "last.pt and step-N.pt, compare reads best.pt): name another file"
-        )
     payload = checkpoint.average(args.checkpoints)
     checkpoint.save(out, payload)
     log.info("averaged %d checkpoints into %s", len(args.checkpoints), out)

@@ -71,9 +71,28 @@ class Shortlist:
             raise CheckpointError(
                 f"{name} has shortlist version {state.get('version')}; this s2s reads {VERSION}"
             )
-        return cls(
-            state["table"], state["frequent"], int(state["tgt_vocab"]), state.get("digest", "")
+        table, frequent, tgt_vocab = (
+            state.get("table"),
+            state.get("frequent"),
+            state.get("tgt_vocab"),
         )
+        damaged = not (
+            isinstance(tgt_vocab, int)
+            and isinstance(table, torch.Tensor)
+            and isinstance(frequent, torch.Tensor)
+            and table.dim() == 2
+            and frequent.dim() == 1
+            and not table.is_floating_point()
+            and not frequent.is_floating_point()
+            and bool(((table >= -1) & (table < tgt_vocab)).all())
+            and bool(((frequent >= 0) & (frequent < tgt_vocab)).all())
+        )
+        if damaged:
+            raise CheckpointError(
+                f"{name} is damaged: its tables are not target ids below its vocabulary "
+                "size (build it again with s2s shortlist)"
+            )
+        return cls(table, frequent.long(), tgt_vocab, state.get("digest", ""))
 
     def save(self, path: str | Path) -> None:
         from s2s.training.checkpoint import atomic_write
@@ -121,6 +140,7 @@ def build(
     go to the lower target id."""
     if top < 1 or frequent < 0:
         raise ValueError(f"top must be at least 1 and frequent at least 0 (got {top}, {frequent})")
+    top = min(top, tgt_vocab)  # no more pieces than there are: the rest would be padding
     keys, seen_src, seen_tgt = [], [], []
     for s, t in zip(src_ids, tgt_ids):
         s, t = torch.unique(torch.as_tensor(s)), torch.unique(torch.as_tensor(t))

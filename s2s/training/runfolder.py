@@ -245,13 +245,23 @@ def check_disk_space(out: Path, n_params: int, keep: int) -> None:
         )
 
 
-def is_run_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a run folder's own last.pt, best.pt or step-STEP.pt (what
-    resuming, ``s2s average`` and ``s2s compare`` read), whether it exists or not."""
+RUN_FILES = ("config.yaml", "metrics.jsonl", ".lock")
+
+
+def run_file(path: Path) -> str | None:
+    """What ``path`` is to the run folder it sits in, where it is one of that folder's
+    own files (what resuming, ``s2s average`` and ``s2s compare`` read: checkpoints,
+    the config, metrics, tokenizers, results), whether it exists or not; else None."""
     path = Path(path)
-    step = path.suffix == ".pt" and path.stem.removeprefix("step-").isdigit()
-    named = step and path.stem.startswith("step-") or path.name in ("last.pt", "best.pt")
-    return named and (path.parent / "config.yaml").is_file()
+    if not (path.parent / "config.yaml").is_file():
+        return None
+    name = path.name
+    step = path.suffix == ".pt" and name.startswith("step-") and path.stem[5:].isdigit()
+    if step or name in ("last.pt", "best.pt"):
+        return "checkpoint"
+    if name in RUN_FILES or name.startswith(("tokenizer.", "result.", "events.out.")):
+        return "file"
+    return None
 
 
 def step_checkpoints(out: Path) -> list[Path]:
