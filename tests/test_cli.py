@@ -403,6 +403,68 @@ def test_published_scoring_option(tmp_path, capsys):
     assert "BLEU = 100.00" not in capsys.readouterr().out
 
 
+def test_score_takes_several_references_and_sacrebleus_options(tmp_path, capsys, caplog):
+    import sacrebleu
+
+    from s2s.cli.translation import TOKENIZERS
+
+    assert set(TOKENIZERS) <= set(sacrebleu.BLEU.TOKENIZERS)
+    files = {}
+    for name, text in (
+        ("ref1", "Ein Mann fährt Rad .\nZwei Hunde spielen .\n"),
+        ("ref2", "Ein Mann fährt Fahrrad .\nZwei Hunde toben .\n"),
+        ("hyp", "Ein Mann fährt Fahrrad .\nZwei Hunde spielen .\n"),
+        ("zh_ref", "我们今天去公园散步了。\n"),
+        ("zh_hyp", "我们今天去公园散步了。\n"),
+    ):
+        files[name] = tmp_path / name
+        files[name].write_text(text, encoding="utf-8")
+    ref1, ref2, hyp = (str(files[n]) for n in ("ref1", "ref2", "hyp"))
+
+    def bleu(*argv) -> float:
+        assert main(["score", *argv]) == 0
+        out = capsys.readouterr().out
+        return float(out.split("BLEU = ")[1].split()[0]), out
+
+    one, _ = bleu("--ref", ref1, "--hyp", hyp)
+    both, out = bleu("--ref", ref1, ref2, "--hyp", hyp)  # each sentence matches one of them
+    assert both == 100.0 > one and "nrefs:2" in out
+    assert bleu("--ref", ref1, "--ref", ref2, "--hyp", hyp)[0] == both  # repeated: all kept
+    assert (
+        "tok:zh"
+        in bleu("--ref", str(files["zh_ref"]), "--hyp", str(files["zh_hyp"]), "--tokenize", "zh")[1]
+    )
+    assert "case:lc" in bleu("--ref", ref1, "--hyp", hyp, "--lowercase")[1]
+    assert "nw:2" in bleu("--ref", ref1, "--hyp", hyp, "--chrf-plus")[1]
+    # text tokenized on purpose is not taken for a forgotten detokenization (sacrebleu
+    # warns from 100 lines that end in " .")
+    tokenized = tmp_path / "tok"
+    tokenized.write_text("ein mann fährt rad .\n" * 100, encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        bleu("--ref", str(tokenized), "--hyp", str(tokenized), "--published")
+    assert "detokenize" not in caplog.text + capsys.readouterr().err
+    with caplog.at_level("WARNING"):  # where it is right, it stays
+        bleu("--ref", str(tokenized), "--hyp", str(tokenized))
+    assert "detokenize" in caplog.text + capsys.readouterr().err
+    assert main(["score", "--ref", ref1, "--hyp", hyp, "--published", "--lowercase"]) == 2
+
+
+def test_utf8_text_read_as_latin1_is_warned(tmp_path, caplog):
+    """latin-1 reads any bytes: UTF-8 text read that way garbles its accents silently."""
+    from s2s.data.files import read_lines
+
+    path = tmp_path / "ref.de"
+    path.write_text("Ein Mädchen läuft .\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert read_lines(path, "latin-1") == ["Ein MÃ¤dchen lÃ¤uft ."]
+    assert "is valid UTF-8 holding non-ASCII text" in caplog.text
+    caplog.clear()
+    path.write_text("Ein Mädchen läuft .\n", encoding="latin-1")
+    with caplog.at_level("WARNING"):
+        assert read_lines(path, "latin-1") == ["Ein Mädchen läuft ."]
+    assert "UTF-8" not in caplog.text
+
+
 # --------------------------------------------------------------------------- papercuts
 
 

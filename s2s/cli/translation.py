@@ -19,6 +19,21 @@ from s2s.cli.io import (
 from s2s.cli.progress import training_progress
 from s2s.errors import S2SError
 
+# sacrebleu's BLEU tokenizers (named here: importing sacrebleu would slow every command's
+# start; tests/test_cli.py checks the names against sacrebleu.BLEU.TOKENIZERS)
+TOKENIZERS = (
+    "13a",
+    "char",
+    "flores101",
+    "flores200",
+    "intl",
+    "ja-mecab",
+    "ko-mecab",
+    "none",
+    "spm",
+    "zh",
+)
+
 log = logging.getLogger("s2s")
 
 
@@ -187,9 +202,18 @@ def cmd_score(args: argparse.Namespace) -> int:
     from s2s.data.files import read_lines
     from s2s.translation.scores import score
 
-    refs = read_lines(args.ref, args.encoding)
+    refs = [read_lines(path, args.encoding) for path in args.ref]
     hyps = read_input(args.hyp, args.encoding)
-    result = score(hyps, refs, published=args.published)
+    if args.published and (args.tokenize or args.lowercase):
+        raise S2SError("--published sets the tokenizer (none) and lowercasing itself")
+    result = score(
+        hyps,
+        refs,
+        published=args.published,
+        tokenize=args.tokenize,
+        lowercase=args.lowercase,
+        chrf_word_order=2 if args.chrf_plus else 0,
+    )
     print(f"BLEU = {result.bleu:.2f}  {result.bleu_signature}")
     print(f"chrF = {result.chrf:.2f}  {result.chrf_signature}")
     print(result.bleu_text)
@@ -339,12 +363,26 @@ def add_average(sub) -> None:
 
 def add_score(sub) -> None:
     p = sub.add_parser("score", help="BLEU and chrF with sacrebleu")
-    p.add_argument("--ref", required=True, help="reference file (plain or .gz)")
+    p.add_argument(
+        "--ref",
+        required=True,
+        nargs="+",
+        action="extend",
+        help="reference file(s) (plain or .gz); several: multi-reference BLEU and chrF",
+    )
     p.add_argument("--hyp", help="hypothesis file (default: standard input)")
     p.add_argument(
         "--published",
         action="store_true",
         help="lowercase, --tokenize none: for pre-tokenized text as papers score it",
     )
+    p.add_argument(
+        "--tokenize",
+        choices=TOKENIZERS,
+        help="sacrebleu's BLEU tokenizer (default 13a; zh, ja-mecab or ko-mecab for Chinese, "
+        "Japanese or Korean; the mecab ones need their packages)",
+    )
+    p.add_argument("--lowercase", action="store_true", help="case-insensitive BLEU and chrF")
+    p.add_argument("--chrf-plus", action="store_true", help="chrF++ (word bigrams too)")
     p.add_argument("--encoding", type=encoding_name, default="utf-8")
     p.set_defaults(func=cmd_score)

@@ -47,6 +47,13 @@ def split_lines(raw: bytes, encoding: str, name: str) -> list[str]:
             f"{name} line {line}: bytes that are not valid {encoding} "
             "(set data.encoding or --encoding, e.g. latin-1)"
         ) from None
+    if _utf8_read_otherwise(raw, encoding):
+        log.warning(
+            "%s is read as %s but is valid UTF-8 holding non-ASCII text: if it is UTF-8, "
+            "its accented letters come out garbled (set data.encoding or --encoding)",
+            name,
+            encoding,
+        )
     lines = text.removeprefix("\ufeff").split("\n")  # a byte-order mark is no text
     if lines and lines[-1] == "":
         lines.pop()
@@ -81,6 +88,18 @@ def _wide_encoding(raw: bytes, encoding: str) -> str | None:
     if len(head) >= 8 and head.count(0) > NUL_SHARE * len(head):
         return "utf-16 or utf-32"
     return None
+
+
+def _utf8_read_otherwise(raw: bytes, encoding: str) -> bool:
+    """Whether non-ASCII UTF-8 text is read in another encoding (latin-1 reads any
+    bytes; real latin-1 text with accents is almost never valid UTF-8)."""
+    if codecs.lookup(encoding).name.startswith("utf-") or raw.isascii():
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _wide_evidence(raw: bytes) -> str:

@@ -26,21 +26,34 @@ class Scores:
         }
 
 
-def score(hyps: list[str], refs: list[str], *, published: bool = False) -> Scores:
+def score(
+    hyps: list[str],
+    refs: list[str] | list[list[str]],
+    *,
+    published: bool = False,
+    tokenize: str | None = None,
+    lowercase: bool = False,
+    chrf_word_order: int = 0,
+) -> Scores:
     """Cased BLEU with 13a tokenization by default; ``published=True`` lowercases and
-    scores already-tokenized text with ``tokenize='none'`` (how papers report Multi30k)."""
-    if len(hyps) != len(refs):
-        raise DataError(f"hypotheses have {len(hyps)} lines but references have {len(refs)}")
-    if not refs:
+    scores already-tokenized text with ``tokenize='none'`` (how papers report Multi30k).
+    ``refs``: one reference per hypothesis, or several such lists (multi-reference
+    BLEU and chrF); ``tokenize`` one of sacrebleu's tokenizers (``zh``, ``ja-mecab``,
+    ``intl``, ...); ``chrf_word_order`` 2 gives chrF++."""
+    sets = refs if refs and isinstance(refs[0], list) else [refs]
+    for ref in sets:
+        if len(hyps) != len(ref):
+            raise DataError(f"hypotheses have {len(hyps)} lines but references have {len(ref)}")
+    if not sets[0]:
         raise DataError("no lines to score: the references and hypotheses are empty")
-    if published:
-        bleu = sacrebleu.BLEU(lowercase=True, tokenize="none")
-        chrf = sacrebleu.CHRF(lowercase=True)
+    if published:  # tokenized on purpose: sacrebleu's "forgot to detokenize?" is wrong here
+        bleu = sacrebleu.BLEU(lowercase=True, tokenize="none", force=True)
+        chrf = sacrebleu.CHRF(lowercase=True, word_order=chrf_word_order)
     else:
-        bleu = sacrebleu.BLEU()
-        chrf = sacrebleu.CHRF()
-    b = bleu.corpus_score(hyps, [refs])
-    c = chrf.corpus_score(hyps, [refs])
+        bleu = sacrebleu.BLEU(lowercase=lowercase, tokenize=tokenize)
+        chrf = sacrebleu.CHRF(lowercase=lowercase, word_order=chrf_word_order)
+    b = bleu.corpus_score(hyps, sets)
+    c = chrf.corpus_score(hyps, sets)
     return Scores(
         bleu=b.score,
         chrf=c.score,
