@@ -75,6 +75,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except RuntimeError as err:
+        if not _peer_stopped(err):
+            raise
+        print(
+            f"s2s: error: rank {os.environ.get('RANK')}: another process of this run stopped "
+            "(its error is above)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _peer_stopped(err: RuntimeError) -> bool:
+    """Whether ``err`` is a data-parallel process losing a peer (one that stopped on an
+    error of its own, reported there), not an error of this process."""
+    world = os.environ.get("WORLD_SIZE", "")
+    if not world.isdigit() or int(world) < 2:
+        return False
+    from torch.distributed import DistBackendError
+
+    return isinstance(err, DistBackendError) or "Connection closed by peer" in str(err)
 
 
 def command() -> None:

@@ -15,15 +15,18 @@ Without those variables (or with ``WORLD_SIZE=1``) every function here is a no-o
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-from s2s.errors import ConfigError
+from s2s.errors import ConfigError, S2SError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,36 @@ def start(ctx: Context, device: torch.device) -> torch.device:
 
         # other ranks wait in a collective while rank 0 alone trains the tokenizer or
         # validates: allow that an hour (NCCL's default is ten minutes)
-        dist.init_process_group(
-            "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=60)
-        )
+        try:
+            dist.init_process_group(
+                "nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=60)
+            )
+        except ValueError as err:  # WORLD_SIZE and RANK set by hand, no rendezvous
+            raise ConfigError(
+                f"WORLD_SIZE={ctx.world} and RANK={ctx.rank} are set, but the processes "
+                f"cannot meet ({str(err).splitlines()[0]}): start data-parallel runs with "
+                "torchrun, or unset them"
+            ) from None
     return device
+
+
+def on_main(ctx: Context, work: Callable[[], Any]) -> Any:
+    """``work()`` run on rank 0 alone, its result on every rank. Bad input it finds
+    (an ``S2SError``) stops every rank with one line, instead of leaving the others
+    waiting until rank 0's exit breaks their connection with a traceback."""
+    if not ctx.active:
+        return work()
+    result, error = None, None
+    if ctx.main:
+        try:
+            result = work()
+        except S2SError as err:
+            error = err
+    result, message = broadcast(ctx, (result, None if error is None else str(error)))
+    if message is not None:
+        stop(ctx, clean=False)
+        raise error if error is not None else S2SError(f"rank 0 stopped: {message}")
+    return result
 
 
 def stop(ctx: Context, clean: bool = True) -> None:
@@ -147,6 +176,30 @@ def wrap(ctx: Context, module: torch.nn.Module, device: torch.device):
         device_ids=[device] if device.type == "cuda" else None,
         broadcast_buffers=False,
         find_unused_parameters=True,
+    )
+
+
+def warn_batch_change(then: tuple[int, int], now: tuple[int, int]) -> None:
+    """Where a resumed run has another number of processes or accumulated batches
+    (``then``, ``now``: (processes, train.accumulate)) than its last.pt: what changes."""
+    (world_was, acc_was), (world, acc) = then, now
+    if (world_was, acc_was) == (world, acc):
+        return
+    was, size = world_was * acc_was, world * acc
+    effect = f"the effective batch stays {size} x data.batch_size"
+    if was != size:
+        effect = f"the effective batch is now {size} x data.batch_size, was {was}"
+        if was % world == 0:
+            effect += f" (train.accumulate={was // world} keeps it)"
+    log.warning(
+        "last.pt was saved by %d process(es) accumulating %d batch(es) an update, this run "
+        "has %d accumulating %d: %s%s",
+        world_was,
+        acc_was,
+        world,
+        acc,
+        effect,
+        "; dropout streams start afresh" if world_was != world else "",
     )
 
 

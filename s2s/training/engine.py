@@ -71,11 +71,8 @@ class Engine:
         runtime.return_large_blocks()
         self.trim_heap = runtime.HeapTrimmer()
         runtime.cap_kernel_cache()
-        resume = distributed.broadcast(
-            self.dist,
-            prepare_run_dir(task.cfg, self.out, force, parse=task.parse)
-            if self.dist.main
-            else None,
+        resume = distributed.on_main(
+            self.dist, lambda: prepare_run_dir(task.cfg, self.out, force, parse=task.parse)
         )
         torch.manual_seed(s.seed)
         payload = checkpoint.load(self.out / "last.pt") if resume else None
@@ -140,7 +137,7 @@ class Engine:
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             why = "it holds no optimizer state" if "optimizer" not in payload else err
             raise S2SError(f"cannot resume from {self.out / 'last.pt'}: {why}") from None
-        self._restore_rng(payload["rng"])
+        self._restore_rng(payload["rng"], payload.get("config", {}).get("train", {}))
         if not self.progress.plateau_lr:
             self.progress.plateau_lr = self.progress.lr or self.settings.lr
         self._set_lr(self.progress.lr or self.settings.lr)
@@ -153,22 +150,18 @@ class Engine:
             p.batch_in_epoch,
         )
 
-    def _restore_rng(self, saved: dict) -> None:
-        ranks = saved.get("ranks", [])
-        if len(ranks) == self.dist.world:
+    def _restore_rng(self, saved: dict, was: dict) -> None:
+        ranks, world = saved.get("ranks", []), self.dist.world
+        if len(ranks) == world:
             checkpoint.restore_rng(ranks[self.dist.rank], self.device)
-            return
-        checkpoint.restore_rng(saved, self.device)
-        if self.dist.active:  # saved by another number of processes: new streams
-            fresh = (self.settings.seed, self.dist.rank, self.progress.step)
-            torch.manual_seed(hash(fresh) % 2**63)
-            log.warning(
-                "last.pt was saved by %d process(es), this run has %d: dropout streams "
-                "start afresh and the effective batch is now %d x data.batch_size",
-                max(1, len(ranks)),
-                self.dist.world,
-                self.dist.world * self.settings.accumulate,
-            )
+        else:
+            checkpoint.restore_rng(saved, self.device)
+            if self.dist.active:  # saved by another number of processes: new streams
+                fresh = (self.settings.seed, self.dist.rank, self.progress.step)
+                torch.manual_seed(hash(fresh) % 2**63)
+        if self.dist.main:
+            then = (max(1, len(ranks)), was.get("accumulate", 1))
+            distributed.warn_batch_change(then, (world, self.settings.accumulate))
 
     def save(self, name: str) -> None:
         """Rank 0 writes. ``last.pt`` is a collective: it holds every rank's RNG state,

@@ -38,9 +38,11 @@ def resolve_device(name: str, what: str = "train.device") -> torch.device:
 
 # Keys that may change between sessions of one run: stopping limits (e.g. to train
 # longer), how many step checkpoints are kept, and where and how the arithmetic runs
-# (resume a CPU run on a GPU, or in mixed precision).
+# (resume a CPU run on a GPU, or in mixed precision, or with another number of
+# processes, whose effective batch train.accumulate can keep: a warning says which).
 LIMIT_KEYS = frozenset(
     {
+        "train.accumulate",
         "train.device",
         "train.threads",
         "train.precision",
