@@ -69,6 +69,31 @@ def test_gradcheck_catches_a_wrong_gradient(monkeypatch):
     assert max(gradcheck(cfg).values()) > 1e-3
 
 
+def test_gradcheck_checks_the_chunked_loss_and_label_smoothing(monkeypatch):
+    """Training-sized batches take the output layer's hand-written backward (and the
+    default config smooths its labels): a toy batch through the plain way alone, with
+    no smoothing, passed with that backward broken."""
+    from s2s.nn import fused
+
+    real = fused._loss_and_grad
+
+    def too_small(logits, target, label_smoothing, in_place=False):
+        loss, grad = real(logits, target, label_smoothing, in_place)
+        return loss, 0.1 * grad
+
+    cfg = config.from_dict({"data": {"train": "x"}, "train": {"label_smoothing": 0.1}})
+    assert max(gradcheck(cfg).values()) < 1e-5
+    monkeypatch.setattr(fused, "_loss_and_grad", too_small)
+    assert max(gradcheck(cfg).values()) > 1e-3
+    monkeypatch.setattr(fused, "_loss_and_grad", real)
+
+    def smoothing_ignored(logits, target, label_smoothing, in_place=False):
+        return real(logits, target, 0.0, in_place)
+
+    monkeypatch.setattr(fused, "_loss_and_grad", smoothing_ignored)
+    assert max(gradcheck(cfg).values()) > 1e-3
+
+
 def test_gradcheck_command(capsys):
     from conftest import ROOT
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -27,6 +28,7 @@ from s2s.data.corpus import Batch, Corpus, collate, encode_corpus
 from s2s.data.files import load_split
 from s2s.data.tokenize import train_tokenizers
 from s2s.errors import DataError, S2SError
+from s2s.nn import fused
 from s2s.nn.seq2seq import Seq2Seq, build_model
 from s2s.training.optim import make_optimizer
 from s2s.training.runfolder import resolve_device
@@ -129,10 +131,24 @@ def toy_batch(vocab: int, generator: torch.Generator) -> Batch:
     )
 
 
+@contextlib.contextmanager
+def chunked_loss(chunk: int = 2):
+    """The output layer and loss CHUNK rows at a time, by their own backward (the path
+    of training-sized batches, ``s2s.nn.fused``), also for a toy batch."""
+    saved = fused.PLAIN_ROWS, fused.CHUNK
+    fused.PLAIN_ROWS, fused.CHUNK = 0, chunk
+    try:
+        yield
+    finally:
+        fused.PLAIN_ROWS, fused.CHUNK = saved
+
+
 def gradcheck(cfg: Config, *, vocab: int = 9, eps: float = 1e-4, seed: int = 0) -> dict:
     """Relative difference ||g_autograd - g_numeric|| / (||g_autograd|| + ||g_numeric||)
-    per parameter, with central differences (f(w + eps) - f(w - eps)) / 2 eps."""
-    small = tiny_copy(cfg)
+    per parameter, with central differences (f(w + eps) - f(w - eps)) / 2 eps; the loss
+    with the config's label smoothing, its gradient both ways training takes it (the
+    whole logits, and a few rows at a time), the larger difference of the two."""
+    small, smoothing = tiny_copy(cfg), cfg.train.label_smoothing
     torch.manual_seed(seed)
     model: Seq2Seq = build_model(small.model, src_vocab=vocab, tgt_vocab=vocab).double()
     model.eval()  # no dropout (all off anyway); gradients work the same
@@ -140,9 +156,12 @@ def gradcheck(cfg: Config, *, vocab: int = 9, eps: float = 1e-4, seed: int = 0) 
         for param in model.parameters():  # that no gradient is too small to compare
             param.uniform_(-0.5, 0.5)
     batch = toy_batch(vocab, torch.Generator().manual_seed(seed))
-    loss = batch_loss(model, batch)
-    model.zero_grad()
-    loss.backward()
+    grads = []
+    for way in (contextlib.nullcontext(), chunked_loss()):
+        model.zero_grad()
+        with way:
+            batch_loss(model, batch, smoothing).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
     result = {}
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -151,15 +170,18 @@ def gradcheck(cfg: Config, *, vocab: int = 9, eps: float = 1e-4, seed: int = 0) 
             for i in range(flat.numel()):
                 keep = float(flat[i])
                 flat[i] = keep + eps
-                up = float(batch_loss(model, batch))
+                up = float(batch_loss(model, batch, smoothing))
                 flat[i] = keep - eps
-                down = float(batch_loss(model, batch))
+                down = float(batch_loss(model, batch, smoothing))
                 flat[i] = keep
                 grad[i] = (up - down) / (2 * eps)
-            auto = param.grad if param.grad is not None else torch.zeros_like(param)
-            denom = max(float(auto.norm() + numeric.norm()), 1e-7)
-            result[name] = float((auto - numeric).norm()) / denom
+            result[name] = max(_difference(g[name], numeric) for g in grads)
     return result
+
+
+def _difference(auto: torch.Tensor | None, numeric: torch.Tensor) -> float:
+    auto = auto if auto is not None else torch.zeros_like(numeric)
+    return float((auto - numeric).norm()) / max(float(auto.norm() + numeric.norm()), 1e-7)
 
 
 def gradcheck_variants(cfg: Config, every: bool) -> list[tuple[str, str, dict]]:
