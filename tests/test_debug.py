@@ -26,6 +26,25 @@ def test_overfit_reports_failure_when_the_model_cannot_learn(tmp_path, capsys, t
     assert code == 1 and "did NOT reach" in capsys.readouterr().out
 
 
+def test_overfit_reads_the_corpus_as_training_does(tmp_path, capsys, tiny_corpus):
+    """It drops or truncates over-long pairs as data.long_pairs says, over the whole
+    corpus (it looked at the first 4 x --sentences pairs only, and always dropped)."""
+    cfg = tiny_config_dict(tiny_corpus)
+    lines = [("a b c d e f g h", "x y z w v u t s")] * 40 + [("a b", "x y")] * 8
+    train = write_corpus(tmp_path / "long", "train", lines)
+    cfg["data"].update(train=train, max_len=3)
+    path = write_config(tmp_path / "c.yaml", cfg)
+    argv = ["-q", "debug", "overfit", str(path), "--sentences", "8", "--steps", "2"]
+    assert main(argv) in (0, 1), capsys.readouterr().err  # 8 short pairs, after 40 long ones
+    cfg["data"].update(max_len=2, long_pairs="truncate")
+    path = write_config(tmp_path / "c.yaml", cfg)
+    assert main([*argv[:-4], "--sentences", "48", "--steps", "2"]) in (0, 1)
+    cfg["data"]["long_pairs"] = "drop"
+    path = write_config(tmp_path / "c.yaml", cfg)
+    assert main([*argv[:-4], "--sentences", "48", "--steps", "2"]) == 2
+    assert "need 48 usable training pairs, found 8" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_gradcheck_every_cell_and_attention(cell, attention):

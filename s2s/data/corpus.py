@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from s2s.config import DataConfig
-from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer, clean_source
+from s2s.data.tokenize import BOS, EOS, PAD, Tokenizer, clean_source, train_tokenizers
+from s2s.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,17 @@ class Corpus:
     def costs(self) -> list[int]:
         """Padded cost per pair: the longer of the source and the target + 1."""
         return [max(s, t + 1) for s, t in zip(self.src.lengths(), self.tgt.lengths())]
+
+
+def fit_tokenizers(cfg: DataConfig, pairs) -> tuple[Tokenizer, Tokenizer]:
+    """Tokenizers trained on the training pairs whose two sides both hold text."""
+    keep = [
+        i for i, (s, t) in enumerate(zip(pairs["src"], pairs["tgt"])) if s.strip() and t.strip()
+    ]
+    if not keep:
+        raise DataError(f"training set has only empty lines: {cfg.train}")
+    sub = pairs.select(keep)
+    return train_tokenizers(cfg.tokenizer, list(sub["src"]), list(sub["tgt"]))
 
 
 def encode_corpus(

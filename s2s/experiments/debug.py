@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 
 from s2s.config import Config
-from s2s.data.corpus import Batch, Corpus, collate, encode_corpus
+from s2s.data.corpus import Batch, Corpus, collate, encode_corpus, fit_tokenizers
 from s2s.data.files import load_split
-from s2s.data.tokenize import train_tokenizers
 from s2s.errors import DataError, S2SError
 from s2s.nn import fused
 from s2s.nn.seq2seq import Seq2Seq, build_model
@@ -46,15 +45,13 @@ def _without_regularisation(cfg: Config) -> Config:
     return dataclasses.replace(cfg, model=model, train=train)
 
 
-def _tokenized(cfg: Config, limit: int | None = None):
-    """Tokenizers trained on the training side and (the first ``limit`` pairs of) the
-    training corpus as ids."""
+def _tokenized(cfg: Config):
+    """Tokenizers trained on the training side and the training corpus as ids, its
+    empty and over-long pairs handled as training handles them (``data.long_pairs``)."""
     data = load_split(cfg.data, "train")
     if len(data) == 0:
         raise DataError(f"training set is empty: {cfg.data.train}")
-    src_tok, tgt_tok = train_tokenizers(cfg.data.tokenizer, list(data["src"]), list(data["tgt"]))
-    if limit is not None:
-        data = data.select(range(min(len(data), limit)))
+    src_tok, tgt_tok = fit_tokenizers(cfg.data, data)
     corpus = encode_corpus(
         data,
         src_tok,
@@ -62,6 +59,7 @@ def _tokenized(cfg: Config, limit: int | None = None):
         reverse_source=cfg.data.reverse_source,
         max_len=cfg.data.max_len,
         drop_empty=True,
+        long_pairs=cfg.data.long_pairs,
         name="train",
     )
     return corpus, src_tok, tgt_tok
@@ -78,7 +76,7 @@ def overfit(cfg: Config, *, sentences: int = 32, steps: int = 500, target: float
     ``target`` or ``steps`` updates are done (dropout and label smoothing off)."""
     cfg = _without_regularisation(cfg)
     torch.manual_seed(cfg.train.seed)
-    corpus, src_tok, tgt_tok = _tokenized(cfg, 4 * sentences)
+    corpus, src_tok, tgt_tok = _tokenized(cfg)
     if len(corpus) < sentences:
         raise DataError(f"need {sentences} usable training pairs, found {len(corpus)}")
     device = resolve_device(cfg.train.device)

@@ -16,9 +16,9 @@ import torch
 
 from s2s import config as config_mod
 from s2s.config import Config
-from s2s.data.corpus import collate, encode_corpus, epoch_batches, round_up
+from s2s.data.corpus import collate, encode_corpus, epoch_batches, fit_tokenizers, round_up
 from s2s.data.files import lines_sha1, load_split
-from s2s.data.tokenize import SPECIALS, save_tokenizers, train_tokenizers
+from s2s.data.tokenize import SPECIALS, save_tokenizers
 from s2s.decoding.translate import translate_lines
 from s2s.errors import ConfigError, DataError
 from s2s.nn.fused import TokenLoss
@@ -102,15 +102,7 @@ class TranslationTask:
         if not dist.main:  # rank 0 trains them
             states = distributed.broadcast(dist, None)
             return checkpoint.tokenizers_of({"tokenizers": states})
-        keep = [
-            i
-            for i, (s, g) in enumerate(zip(train_ds["src"], train_ds["tgt"]))
-            if s.strip() and g.strip()
-        ]
-        if not keep:
-            raise DataError(f"training set has only empty lines: {cfg.data.train}")
-        sub = train_ds.select(keep)
-        src_tok, tgt_tok = train_tokenizers(cfg.data.tokenizer, list(sub["src"]), list(sub["tgt"]))
+        src_tok, tgt_tok = fit_tokenizers(cfg.data, train_ds)
         save_tokenizers(src_tok, tgt_tok, run.out)
         distributed.broadcast(dist, checkpoint.tokenizer_states(src_tok, tgt_tok))
         return src_tok, tgt_tok
