@@ -51,6 +51,9 @@ def test_translate_options_out_of_range_are_refused_by_name(capsys, option, valu
         (["charlm", "probe", "x.pt", "--pos", "p", "--neg", "n", "--encoding", "no"], "--encoding"),
         (["shortlist", "x.pt", "--out", "sl", "--encoding", "utf-9"], "--encoding"),
         (["charlm", "sample", "x.pt", "--temperature", "-1"], "--temperature"),
+        (["charlm", "sample", "x.pt", "--seed", "99999999999999999999999"], "--seed"),
+        (["charlm", "probe", "x.pt", "--pos", "p", "--neg", "n", "--seed", "-1"], "--seed"),
+        (["charlm", "probe", "x.pt", "--pos", "p", "--neg", "n", "--seed", "4294967296"], "--seed"),
         (["shortlist", "x.pt", "--out", "sl", "--top", "0"], "--top"),
         (["shortlist", "x.pt", "--out", "sl", "--frequent", "-1"], "--frequent"),
         (

@@ -48,8 +48,10 @@ def test_mixed_precision_computes_in_half_and_keeps_float32_weights(
     assert all(v.dtype == torch.float32 for v in payload["model"].values() if v.is_floating_point())
 
 
-def test_fp16_overflow_skips_the_update_and_halves_the_loss_scale(tmp_path, tiny_corpus):
-    trainer = make_trainer(tmp_path, tiny_corpus, precision="fp16", max_steps=2, log_every=1)
+def test_fp16_overflow_skips_the_update_and_halves_the_loss_scale(tmp_path, tiny_corpus, caplog):
+    with caplog.at_level("WARNING"):
+        trainer = make_trainer(tmp_path, tiny_corpus, precision="fp16", max_steps=2, log_every=1)
+    assert "train.precision=fp16 on the CPU: it runs, but is meant for GPUs" in caplog.text
     # a scale so large that the scaled loss overflows float32: gradients are inf
     trainer.updater.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
     start = trainer.model.decoder.output.bias.detach().clone()

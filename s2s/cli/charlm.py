@@ -165,7 +165,7 @@ def _add_train_sample(actions) -> None:
     c.add_argument("--prime", default="", help="text to read first")
     c.add_argument("--length", type=int, default=300, help="units to generate")
     c.add_argument("--temperature", type=at_least(0.0, float), default=0.8, help="0 = argmax")
-    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--seed", type=at_least(0, highest=2**63 - 1), default=1)
     c.set_defaults(func=cmd_charlm)
 
 
@@ -188,7 +188,9 @@ def _add_probe(actions) -> None:
         "--encoding", type=encoding_name, help="char units: the files' encoding (bytes need none)"
     )
     c.add_argument("--folds", type=int, default=10)
-    c.add_argument("--seed", type=int, default=0, help="seeds the fold split")
+    c.add_argument(  # scikit-learn's seeds are 32-bit
+        "--seed", type=at_least(0, highest=2**32 - 1), default=0, help="seeds the fold split"
+    )
     c.add_argument(
         "--features",
         default="mean",

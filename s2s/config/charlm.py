@@ -81,7 +81,7 @@ class LMTrainConfig:
     device: str = choice("auto", DEVICES)
     threads: int = non_negative(0)
     # bf16: autocast (recurrent layers too where the CPU/GPU has bf16 kernels); auto:
-    # bf16 where the hardware has it, else fp32; fp16: GPU only, with loss scaling
+    # bf16 where the hardware has it, else fp32; fp16: for GPUs, with loss scaling
     precision: str = choice("fp32", PRECISIONS)
     max_steps: int = positive(2000)
     max_minutes: float = non_negative(0.0)

@@ -181,7 +181,9 @@ class TrainConfig:
     # Mixed precision: forward and backward passes under torch.autocast in bfloat16 or
     # float16; weights, optimizer state and checkpoints stay float32, the softmax and
     # loss are float32. fp16 adds dynamic loss scaling: a step whose gradients overflow
-    # is skipped and the scale halved. Validation and translation run in float32.
+    # is skipped and the scale halved; meant for GPUs (on a CPU it runs, with a warning).
+    # Validation runs in float32; s2s translate decodes with a bf16 copy of the model
+    # where the hardware has bf16 (its --precision auto).
     # auto: bf16 where the hardware has it (a GPU with bf16, a CPU listing avx512_bf16
     # or AMX), else fp32; read at run time, so one config runs best on either.
     precision: str = choice("fp32", PRECISIONS)

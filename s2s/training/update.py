@@ -78,6 +78,11 @@ class Updater:
         self.precision = resolve_precision(settings.precision, device)
         if settings.precision == "auto":
             log.info("train.precision=auto: %s on %s", self.precision, device)
+        if self.precision == "fp16" and device.type == "cpu":
+            log.warning(
+                "train.precision=fp16 on the CPU: it runs, but is meant for GPUs (on most "
+                "CPUs slower than fp32); bf16 or auto is the CPU's mixed precision"
+            )
         self.amp_dtype = AMP_DTYPES[self.precision]
         # fp16 needs loss scaling (its range is narrow); bf16 has float32's range
         self.scaler = None
