@@ -2,6 +2,7 @@
 features and the logistic-regression probe."""
 
 import dataclasses
+import gzip
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +23,7 @@ from s2s.charlm.probe import (
 )
 from s2s.cli import main
 from s2s.data.units import Units
-from s2s.errors import ConfigError, S2SError
+from s2s.errors import ConfigError, DataError, S2SError
 from s2s.nn.charlm import build_lm
 
 
@@ -324,6 +325,13 @@ def test_pretraining_on_the_users_own_latin1_files_from_the_cli(tmp_path, capsys
     tail = joined[int(len(joined) * 0.8) :]
     assert b"bon" in tail and b"nul" in tail and joined.count(b"\n") == 160
     assert read_texts((str(pos), str(neg)), "stream", seed=1).startswith(pos.read_bytes())
+    # a UTF-8 byte-order mark is no text; gzip is known by its bytes; UTF-16 has no
+    # byte \n of its own to split lines at
+    marked = tmp_path / "marked"
+    marked.write_bytes(gzip.compress(b"\xef\xbb\xbfabc\n"))
+    assert read_texts((str(marked),), "stream", seed=1) == b"abc\n"
+    with pytest.raises(DataError, match="utf-16 text does not use alone"):
+        read_texts((str(marked),), "lines", seed=1, encoding="utf-16")
     # char units read the files in data.encoding: a wrong one names the file
     args = ["-q", "charlm", "train", str(tmp_path / "lm.yaml"), "model.unit=char"]
     assert main(args + ["--text", str(pos), "--out", str(tmp_path / "utf8")]) == 2

@@ -97,7 +97,7 @@ class LMTask:
                 "s2s charlm train runs in one process: data-parallel TBPTT is not supported"
             )
         self.run = run
-        raw = read_texts(d.text, d.documents, t.seed)
+        raw = read_texts(d.text, d.documents, t.seed, d.encoding)
         if d.limit:
             raw = cut(raw, d.limit, d.encoding if cfg.model.unit == "char" else None)
         self.data_sha1 = hashlib.sha1(raw).hexdigest()

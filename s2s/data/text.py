@@ -4,11 +4,14 @@ truncated backpropagation through time reads."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import zlib
 from pathlib import Path
 
 import torch
 
+from s2s.data.files import GZIP_MAGIC
 from s2s.errors import DataError
 
 
@@ -19,12 +22,12 @@ def read_raw(path: str | Path) -> bytes:
     if not path.is_file():
         raise DataError(f"text file not found: {path}")
     raw = path.read_bytes()
-    if path.suffix == ".gz":
+    if path.suffix == ".gz" or raw.startswith(GZIP_MAGIC):
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise DataError(f"{path} is not a valid gzip file: {err}") from None
-    return raw
+    return raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark is no text
 
 
 def nonempty_lines(raw: bytes) -> list[bytes]:
@@ -33,10 +36,19 @@ def nonempty_lines(raw: bytes) -> list[bytes]:
     return [line for line in lines if line.strip()]
 
 
-def read_texts(paths: tuple[str, ...] | list[str], documents: str, seed: int) -> bytes:
+def read_texts(
+    paths: tuple[str, ...] | list[str], documents: str, seed: int, encoding: str = "utf-8"
+) -> bytes:
     """The files as one text. ``stream``: one after the other (a newline between them
     where a file lacks its last one); ``lines``: their non-empty lines as documents,
-    shuffled with ``seed`` (so that held-out text is a sample of all files), one a line."""
+    shuffled with ``seed`` (so that held-out text is a sample of all files), one a line,
+    split at the byte \\n (which UTF-16 and UTF-32 text, ``encoding``, does not use)."""
+    if documents == "lines" and codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        raise DataError(
+            f"data.documents: lines splits text at the byte \\n, which {encoding} text "
+            "does not use alone: convert it to UTF-8 (iconv -f utf-16 -t utf-8), or use "
+            "data.documents: stream"
+        )
     raws = [read_raw(p) for p in paths]
     if documents == "stream":
         return b"".join(
