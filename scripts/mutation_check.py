@@ -82,6 +82,7 @@ EV, PB, TF, OB = (
 )
 EG, UP, PR = "s2s/training/engine.py", "s2s/training/update.py", "s2s/training/progress.py"
 RE = "s2s/experiments/report.py"
+FI, RF, IO = "s2s/data/files.py", "s2s/training/runfolder.py", "s2s/cli/io.py"
 UNIT = "test_formulas.py test_model.py test_cells.py"
 KEYS = "test_config_keys.py"
 
@@ -740,7 +741,7 @@ MUTANTS = [
     m(
         "data-train-limit-ignored",
         "data.train_limit",
-        DA,
+        FI,
         '    limit = {"train": cfg.train_limit, "valid": cfg.valid_limit}.get(split, 0)',
         '    limit = {"valid": cfg.valid_limit}.get(split, 0)',
         f"test_data.py {KEYS}",
@@ -886,8 +887,8 @@ MUTANTS = [
         "trainer-resume-rng-lost",
         "resume restores the RNG",
         EG,
-        "        checkpoint.restore_rng(saved, self.device)\n        if self.dist.active",
-        "        if self.dist.active",
+        "            checkpoint.restore_rng(saved, self.device)\n            if self.dist.active",
+        "            if self.dist.active",
         "test_cli.py test_reliability.py",
     ),
     m(
@@ -1082,8 +1083,8 @@ MUTANTS = [
         "score-published-cased",
         "published scoring lowercases",
         EV,
-        'bleu = sacrebleu.BLEU(lowercase=True, tokenize="none")',
-        'bleu = sacrebleu.BLEU(tokenize="none")',
+        'bleu = sacrebleu.BLEU(lowercase=True, tokenize="none", force=True)',
+        'bleu = sacrebleu.BLEU(tokenize="none", force=True)',
         "test_cli.py",
     ),
     # ------------------------------------------------------------------ twenty-ninth session
@@ -1119,6 +1120,55 @@ MUTANTS = [
         "            continue\n",
         "            raise\n",
         "test_compare.py",
+    ),
+    # ------------------------------------------------------------------ thirtieth session
+    m(
+        "files-wide-text-read-as-latin1",
+        "UTF-16 text read in another encoding is refused",
+        FI,
+        "    wide = _wide_encoding(raw, encoding)\n",
+        "    wide = None\n",
+        "test_files.py",
+    ),
+    m(
+        "files-gzip-by-suffix",
+        "gzip known by its bytes",
+        FI,
+        "        if raw.startswith(GZIP_MAGIC):",
+        '        if path.suffix == ".gz":',
+        "test_files.py",
+    ),
+    m(
+        "tokenize-unk-dropped",
+        "char and word outputs keep <unk>",
+        TO,
+        "if i == UNK or i >= len(SPECIALS)",
+        "if i >= len(SPECIALS)",
+        "test_data.py",
+    ),
+    m(
+        "runfolder-own-files-unprotected",
+        "no command writes over a run's own files",
+        IO,
+        "    if kind:\n",
+        "    if False:\n",
+        "test_shortlist.py test_bad_options.py",
+    ),
+    m(
+        "score-first-reference-only",
+        "several references",
+        EV,
+        "    sets = refs if refs and isinstance(refs[0], list) else [refs]",
+        "    sets = [refs[-1]] if refs and isinstance(refs[0], list) else [refs]",
+        "test_cli.py",
+    ),
+    m(
+        "debug-gradcheck-plain-only",
+        "gradcheck through the chunked loss",
+        DB,
+        "    for way in (contextlib.nullcontext(), chunked_loss()):",
+        "    for way in (contextlib.nullcontext(),):",
+        "test_debug.py",
     ),
 ]
 

@@ -95,3 +95,13 @@ def test_a_split_that_falls_back_to_the_hub_beside_local_ones_is_warned(
         assert load_split(cfg, "valid")["src"] == ["b"]
     assert "data.valid names unset S2S_DTA" in caplog.text
     assert "while data.train is read from local files" in caplog.text
+
+
+def test_one_language_on_both_sides_is_warned(tmp_path, caplog):
+    (tmp_path / "train.en").write_text("a dog\n", encoding="utf-8")
+    cfg = config.from_dict(
+        {"data": {"train": str(tmp_path / "train"), "src_lang": "en", "tgt_lang": "en"}}
+    ).data
+    with caplog.at_level("WARNING"):
+        assert load_split(cfg, "train")["tgt"] == ["a dog"]
+    assert "data.src_lang and data.tgt_lang are both 'en'" in caplog.text

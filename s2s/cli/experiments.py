@@ -60,8 +60,9 @@ def _source(args: argparse.Namespace, debug) -> int:
     if not ok:
         print(
             f"source check FAILED: under {args.margin:.0%}; the model hardly uses its "
-            "source (a decoder that acts as a language model: misaligned training pairs, "
-            "or a decoder started from a char LM; try model.word_dropout)"
+            "source (a decoder that acts as a language model: too few updates yet, "
+            "misaligned training pairs, or a decoder started from a char LM; try "
+            "model.word_dropout)"
         )
     return 0 if ok else 1
 

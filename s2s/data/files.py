@@ -190,6 +190,13 @@ def load_split(cfg: DataConfig, split: str) -> Pairs:
     prefix = getattr(cfg, split)
     if not prefix:
         raise DataError(f"data.{split} is not set")
+    if cfg.src_lang == cfg.tgt_lang:  # a model that copies: rarely what was meant
+        log.warning(
+            "data.src_lang and data.tgt_lang are both '%s': data.%s's source and target "
+            "are the same text",
+            cfg.src_lang,
+            split,
+        )
     missing = unset_variables(prefix)
     if missing:
         if not cfg.hub:

@@ -8,6 +8,7 @@ space and keep step checkpoints. The engine uses them.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -247,9 +248,6 @@ def check_disk_space(out: Path, n_params: int, keep: int) -> None:
         )
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", ".lock")
-
-
 def run_file(path: Path) -> str | None:
     """What ``path`` is to the run folder it sits in, where it is one of that folder's
     own files (what resuming, ``s2s average`` and ``s2s compare`` read: checkpoints,
@@ -261,7 +259,8 @@ def run_file(path: Path) -> str | None:
     step = path.suffix == ".pt" and name.startswith("step-") and path.stem[5:].isdigit()
     if step or name in ("last.pt", "best.pt"):
         return "checkpoint"
-    if name in RUN_FILES or name.startswith(("tokenizer.", "result.", "events.out.")):
+    kept = (p for p in RUN_FILES if p != "*.hyp")  # translations may go beside them
+    if name == runlock.NAME or any(fnmatch.fnmatchcase(name, p) for p in kept):
         return "file"
     return None
 
