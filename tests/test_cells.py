@@ -1,6 +1,7 @@
 """Step-loop cells (peephole, layer-normalised, variational dropout), skip stacking,
 and every initialiser."""
 
+import dataclasses
 import math
 
 import pytest
@@ -222,6 +223,40 @@ def test_variational_dropout_keeps_one_mask_across_time():
     rnn.eval()
     rnn(torch.zeros(1, 6, 2))
     assert all(bool((h[0, :] != 0).all()) for h in seen[1:])
+
+
+@pytest.mark.parametrize("loop", ["input_feeding", "scheduled"])
+def test_a_decoder_run_one_position_a_call_keeps_one_mask_per_sequence(loop, monkeypatch):
+    """Input feeding and sequential scheduled sampling call the decoder's stack once per
+    position: each call drew a new mask, per-step dropout on h, not Gal & Ghahramani's."""
+    from s2s.nn import cells
+    from s2s.nn.seq2seq import build_model
+
+    cfg = model_cfg(attention="additive", recurrent_dropout=0.5)
+    cfg = dataclasses.replace(
+        cfg, decoder=dataclasses.replace(cfg.decoder, cell="peephole_lstm", input_feeding=True)
+    )
+    model = build_model(cfg, src_vocab=V, tgt_vocab=V).train()
+    batch = toy_batch()
+    enc = model.encode(batch.src, batch.src_lengths)
+    layer = model.decoder.rnn.layers[0]
+    masks = []
+    real = cells.LoopRNN._mask
+
+    def spy(self, direction, ones):
+        mask = real(self, direction, ones)
+        if self is layer:
+            masks.append(mask)
+        return mask
+
+    monkeypatch.setattr(cells.LoopRNN, "_mask", spy)
+    if loop == "input_feeding":
+        model.decoder(batch.tgt_in, enc)
+    else:
+        model.decoder.scheduled(batch.tgt_in, enc, teacher_prob=0.5)
+    assert len(masks) == batch.tgt_in.shape[1] > 1
+    assert all(m is masks[0] for m in masks) and bool((masks[0] == 0).any())
+    assert layer.held is None  # released after the sequence
 
 
 @pytest.mark.parametrize("cell", LOOP_CELLS)

@@ -15,6 +15,8 @@ Gal & Ghahramani 2016).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -139,6 +141,21 @@ class LoopCell(nn.Module):
         return torch.sigmoid(o) * torch.tanh(shown), c_new
 
 
+@contextlib.contextmanager
+def one_mask_per_sequence(module: nn.Module):
+    """Within it, each ``LoopRNN`` inside ``module`` keeps the recurrent-dropout masks it
+    draws: a decoder that runs its stack one position per call (input feeding,
+    sequential scheduled sampling) applies one mask per sequence, as in one call."""
+    layers = [m for m in module.modules() if isinstance(m, LoopRNN)]
+    for layer in layers:
+        layer.held = {}
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.held = None
+
+
 class LoopRNN(nn.Module):
     """A single recurrent layer run as a Python step loop, with the call signature of a
     batch-first single-layer ``nn.LSTM`` / ``nn.GRU``: padded or packed input, state
@@ -158,12 +175,25 @@ class LoopRNN(nn.Module):
         self.cell = cell
         self.hidden_size = hidden_size
         self.recurrent_dropout = recurrent_dropout
+        self.held: dict[int, torch.Tensor] | None = None  # masks kept across calls
         self.directions = nn.ModuleList(
             LoopCell(
                 cell=cell, input_size=input_size, hidden_size=hidden_size, activation=activation
             )
             for _ in range(2 if bidirectional else 1)
         )
+
+    def _mask(self, direction: int, ones: torch.Tensor) -> torch.Tensor | None:
+        """Gal & Ghahramani 2016: one dropout mask on h per sequence, all its steps (kept
+        across calls inside ``one_mask_per_sequence``); None when none applies."""
+        if not (self.training and self.recurrent_dropout > 0):
+            return None
+        held = self.held if self.held is not None else {}
+        mask = held.get(direction)
+        if mask is None or mask.shape != ones.shape:
+            keep = 1.0 - self.recurrent_dropout
+            mask = held[direction] = torch.bernoulli(ones * keep) / keep
+        return mask
 
     def forward(self, x: Sequence, state: LayerState | None = None):
         packed = isinstance(x, PackedSequence)
@@ -184,11 +214,7 @@ class LoopRNN(nn.Module):
             else:
                 h = (state[0] if lstm else state)[d]
                 c = state[1][d] if lstm else None
-            # Gal & Ghahramani 2016: one dropout mask on h per sequence, all steps.
-            mask = None
-            if self.training and self.recurrent_dropout > 0:
-                keep = 1.0 - self.recurrent_dropout
-                mask = torch.bernoulli(padded.new_full((batch, self.hidden_size), keep)) / keep
+            mask = self._mask(d, padded.new_full((batch, self.hidden_size), 1.0))
             order = torch.arange(steps, device=padded.device).expand(batch, steps)
             if d == 1:  # the backward direction reads each sequence from its real end
                 order = torch.where(order < lengths[:, None], lengths[:, None] - 1 - order, order)

@@ -19,7 +19,7 @@ from torch import nn
 
 from s2s.nn import feeding
 from s2s.nn.attention import Attention
-from s2s.nn.cells import LayerState, RecurrentStack, is_lstm
+from s2s.nn.cells import LayerState, RecurrentStack, is_lstm, one_mask_per_sequence
 from s2s.nn.dropout import Dropout
 from s2s.nn.encoder import EncoderOutput
 from s2s.nn.fused import pad_rows
@@ -247,14 +247,15 @@ class Decoder(nn.Module):
         state = self.init_state(enc)
         outs, fed = [], []
         prev = tgt_in[:, 0]
-        for t in range(tgt_in.shape[1]):
-            if t > 0:
-                with torch.no_grad():
-                    guess = _guess(self.output(outs[-1].squeeze(1)), sample)
-                prev = torch.where(use_gold[:, t], tgt_in[:, t], guess)
-            fed.append(prev)
-            att_vec, _, state = self._advance(prev, state, enc)  # (batch, 1, out)
-            outs.append(att_vec)
+        with one_mask_per_sequence(self.rnn):
+            for t in range(tgt_in.shape[1]):
+                if t > 0:
+                    with torch.no_grad():
+                        guess = _guess(self.output(outs[-1].squeeze(1)), sample)
+                    prev = torch.where(use_gold[:, t], tgt_in[:, t], guess)
+                fed.append(prev)
+                att_vec, _, state = self._advance(prev, state, enc)  # (batch, 1, out)
+                outs.append(att_vec)
         return self.dropout(torch.cat(outs, dim=1)), torch.stack(fed, dim=1)
 
     def scheduled_parallel(
@@ -305,12 +306,13 @@ class Decoder(nn.Module):
             feed = state.feed
             hidden = state.hidden
             emb_all = self.embedding_dropout(self.embedding(tgt_in))
-            for t in range(tgt_in.shape[1]):
-                inp = torch.cat([emb_all[:, t : t + 1], feed.unsqueeze(1)], dim=-1)
-                top, hidden = self.rnn(inp, hidden)
-                att_vec, _ = self.attend(top, enc)
-                feed = att_vec.squeeze(1)
-                outs.append(att_vec)
+            with one_mask_per_sequence(self.rnn):
+                for t in range(tgt_in.shape[1]):
+                    inp = torch.cat([emb_all[:, t : t + 1], feed.unsqueeze(1)], dim=-1)
+                    top, hidden = self.rnn(inp, hidden)
+                    att_vec, _ = self.attend(top, enc)
+                    feed = att_vec.squeeze(1)
+                    outs.append(att_vec)
             return self.dropout(torch.cat(outs, dim=1))
         emb = self.embedding_dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         top, _ = self.rnn(emb, state.hidden)  # (batch, tgt_len, hidden)
