@@ -268,6 +268,9 @@ def test_hard_alignment_counts_positions_of_the_original_source():
     assert hard_alignment(weights, 4, reverse_source=False) == "1-0 0-1"
     # fed reversed, position 0 of the model's input is the original's last token
     assert hard_alignment(weights, 4, reverse_source=True) == "1-0 2-1"
+    # an output cut at the length limit has no EOS row: its last token keeps its link
+    assert hard_alignment(weights[:2], 4, reverse_source=False) == "1-0"  # taken for EOS
+    assert hard_alignment(weights[:2], 4, reverse_source=False, tgt_len=2) == "1-0 0-1"
 
 
 # --------------------------------------------------------------------------- search

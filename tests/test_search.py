@@ -280,6 +280,36 @@ def test_min_length_forbids_eos_before_that_many_tokens(min_len, best):
     assert nb.scores[0][0] == pytest.approx(math.log(p_eos[min_len]), abs=1e-5)
 
 
+def test_min_length_holds_without_a_beam_too():
+    """--min-length without --beam went to greedy search, which ignored it."""
+    from s2s.decoding.translate import _search
+
+    src = torch.ones(1, 3, dtype=torch.long)
+    options = dict(nbest=1, alpha=0.0, normalize=False, alignments=False, scores=True)
+    found = _search(
+        BigramStub(SHORT),
+        src,
+        torch.full((1,), 3),
+        torch.tensor([10]),
+        beam=None,
+        min_len=2,
+        row_step=1,
+        **options,
+    )
+    assert found[0][0][0] == [A, A]
+    plain = _search(
+        BigramStub(SHORT),
+        src,
+        torch.full((1,), 3),
+        torch.tensor([10]),
+        beam=None,
+        min_len=0,
+        row_step=1,
+        **options,
+    )
+    assert plain[0][0][0] == []
+
+
 def test_beam_one_equals_greedy_on_the_stubs():
     for probs in (TRAP, SHORT):
         stub = BigramStub(probs)

@@ -33,16 +33,20 @@ class Translation:
     alignment: str = ""  # "SRC-TGT" pairs over subword positions (see hard_alignment)
 
 
-def hard_alignment(weights: torch.Tensor, src_len: int, reverse_source: bool) -> str:
-    """Attention weights (tgt_len incl. EOS, padded src_len) -> Pharaoh-style pairs
-    "i-j": of the source tokens, target token j attends most to token i. Positions
-    count subword tokens from 0 in the original source order; EOS on either side is
-    left out."""
+def hard_alignment(
+    weights: torch.Tensor, src_len: int, reverse_source: bool, tgt_len: int | None = None
+) -> str:
+    """Attention weights (a row per target token, and one for EOS where the output
+    ended with it; padded src_len) -> Pharaoh-style pairs "i-j": of the source tokens,
+    target token j attends most to token i. Positions count subword tokens from 0 in
+    the original source order; EOS on either side is left out. ``tgt_len``: the output's
+    tokens (None: all rows but the last, taken for EOS)."""
     pairs = []
     n_src = src_len - 1  # the source EOS
     if n_src <= 0:
         return ""
-    for j, row in enumerate(weights[:-1]):
+    rows = weights[:-1] if tgt_len is None else weights[:tgt_len]  # no EOS row at the cap
+    for j, row in enumerate(rows):
         i = int(row[:n_src].argmax())
         if reverse_source:
             i = n_src - 1 - i
@@ -120,7 +124,10 @@ def _translations(found, tgt_tok: Tokenizer, seqs, reverse_source: bool) -> list
         start += len(nbest)
         result = Translation(texts=texts, scores=found[1][k])
         if found[2] is not None:
-            result.alignment = hard_alignment(found[2][k][0], len(seqs[k]), reverse_source)
+            tokens = len(nbest[0])
+            result.alignment = hard_alignment(
+                found[2][k][0], len(seqs[k]), reverse_source, tgt_len=tokens
+            )
         out.append(result)
     return out
 
@@ -193,7 +200,7 @@ def _search(
 ):
     """One batch's search: per sentence, the n-best tokens and scores, and their
     attention (None unless ``alignments``). Greedy unless beam search is asked for."""
-    if beam is None and nbest == 1 and not alignments:
+    if beam is None and nbest == 1 and not alignments and not min_len:  # else beam 1
         hyp = greedy(
             model,
             src,
