@@ -372,6 +372,19 @@ def test_orthogonal_recurrent_per_gate():
     assert float(model.encoder.rnn.layers[0].weight_ih_l0.abs().max()) <= 1 / 8
 
 
+def test_an_mlstms_matrices_without_gates_are_initialised_whole():
+    """W_mx and W_mh have no gates: split in four, xavier's bound was that of a quarter
+    of the matrix (1.6 times the variance), and W_mh was never made orthogonal."""
+    model = init_model(cell="mlstm", scheme="xavier_uniform")
+    cell = model.encoder.rnn.layers[0].directions[0]
+    bound = math.sqrt(6 / (32 + 32))  # W_mh: (32, 32)
+    assert 0.95 * bound < float(cell.weight_mh.abs().max()) <= bound
+    bound = math.sqrt(6 / (32 + 64))  # W_mx: (32, 64)
+    assert 0.95 * bound < float(cell.weight_mx.abs().max()) <= bound
+    mh = init_model(cell="mlstm", recurrent="orthogonal").encoder.rnn.layers[0].directions[0]
+    assert torch.allclose(mh.weight_mh @ mh.weight_mh.t(), torch.eye(32), atol=1e-5)
+
+
 def test_identity_recurrent_init_for_relu_rnn():
     model = init_model(cell="rnn", recurrent="identity")
     rnn = model.encoder.rnn.layers[0]

@@ -99,8 +99,11 @@ def _init_recurrent(module: nn.Module, gates: int, init_cfg) -> None:
     for name, param in module.named_parameters(recurse=False):
         if param.dim() < 2:
             continue
-        hh = name.startswith("weight_hh")
-        for block in param.chunk(gates, dim=0):
+        # the gates' matrices are initialised a gate at a time; an mLSTM's W_mx and W_mh
+        # (no gates) whole, W_mh as the recurrent matrix it is
+        stacked = name.startswith(("weight_ih", "weight_hh"))
+        hh = name.startswith(("weight_hh", "weight_mh"))
+        for block in param.chunk(gates if stacked else 1, dim=0):
             if hh and init_cfg.recurrent == "orthogonal":
                 orthogonal_(block)
             elif hh and init_cfg.recurrent == "identity":
