@@ -123,10 +123,41 @@ def test_the_engine_trains_a_task_it_knows_nothing_about(tmp_path):
     assert best["progress"]["best"] == result["best_mse"]  # lower is better: the minimum
 
 
-def test_resume_continues_exactly(tmp_path):
+class Scripted(Regression):
+    """Validation scores as given, in turn: the best is not the last."""
+
+    def __init__(self, cfg: ToyConfig, scores: list[float]):
+        super().__init__(cfg)
+        self.scores = list(scores)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, dict]:
+        mse = self.scores.pop(0)
+        return mse, {"mse": mse}
+
+
+def test_best_pt_holds_the_best_validations_weights_not_the_last(tmp_path):
+    engine = Engine(Scripted(toy(max_steps=30), [1.0, 0.5, 2.0]), tmp_path / "run")
+    weights = {}
+    engine.on_step = lambda r: weights.__setitem__(
+        engine.progress.step, engine.model[1].weight.detach().clone()
+    )
+    engine.run()
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert best["progress"]["step"] == 20 and best["progress"]["best"] == 0.5
+    assert torch.equal(best["model"]["1.weight"], weights[20])
+    assert not torch.equal(best["model"]["1.weight"], last["model"]["1.weight"])
+
+
+def test_resume_continues_exactly(tmp_path, caplog):
     Engine(Regression(toy()), tmp_path / "straight").run()
     Engine(Regression(toy(max_steps=15)), tmp_path / "split").run()
-    Engine(Regression(toy()), tmp_path / "split").run()  # max_steps may rise on resume
+    with caplog.at_level("INFO"):
+        resumed = Regression(toy())
+        Engine(resumed, tmp_path / "split").run()  # max_steps may rise on resume
+    assert "at step 15" in caplog.text and "resumed from" in caplog.text
+    assert len(resumed.seen) == 40 - 15  # it did not start over
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     for key in a["model"]:

@@ -1,5 +1,7 @@
 """Training tricks: each option changes what it says it changes."""
 
+import json
+
 import pytest
 import torch
 from conftest import tiny_config_dict
@@ -257,6 +259,23 @@ def test_plateau_stops_at_min_lr(tmp_path, tiny_corpus):
     cfg["train"]["lr_decay"] = 0.5
     result = Trainer(config.from_dict(cfg), tmp_path / "run").run()
     assert "min_lr" in result["reason"] and result["step"] < 200
+
+
+def test_plateau_decays_by_lr_decay_at_each_stall_down_to_min_lr(tmp_path, tiny_corpus):
+    """Starting at min_lr (above) never decays: here each validation without a gain
+    multiplies the rate by lr_decay (0.1, not the default 0.5) until the floor."""
+    cfg = tiny_config_dict(
+        tiny_corpus, max_steps=50, valid_every=1, log_every=1, lr=1e-2, min_lr=1e-5, patience=1
+    )
+    cfg["train"]["lr_decay"] = 0.1
+    trainer = Trainer(config.from_dict(cfg), tmp_path / "run")
+    trainer.task.evaluate = lambda: (5.0, {"bleu": 5.0, "loss": 1.0, "ppl": 2.7, "chrf": 9.0})
+    result = trainer.run()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    lrs = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "train"]
+    assert sorted(set(lrs), reverse=True) == pytest.approx([1e-2, 1e-3, 1e-4, 1e-5])
+    # step 1 sets the best; 2, 3, 4 stall and decay; 5 stalls at the floor and stops
+    assert "min_lr" in result["reason"] and result["step"] == 5
 
 
 # --------------------------------------------------------------------------- one update
@@ -576,6 +595,28 @@ def test_ema_is_the_moving_average_used_for_translation(tmp_path, tiny_corpus):
     for name, expected, raw in zip(names, ema, raws[-1]):
         assert torch.allclose(payload["model"][name], expected, atol=1e-6), name
         assert torch.equal(payload["train_model"][name], raw), name
+
+
+def test_validation_scores_the_moving_average(tmp_path, tiny_corpus):
+    """The weights validation (and so best.pt's choice) sees are the average, not the
+    raw training weights, which are back in place afterwards."""
+    trainer = make_trainer(
+        tmp_path, tiny_corpus, ema_decay=0.5, max_steps=3, valid_every=3, save_every=3
+    )
+    seen = []
+    real = trainer.task.evaluate
+
+    def spy():
+        seen.append([p.detach().clone() for p in trainer.updater.unique_params()])
+        seen.append([e.clone() for e in trainer.updater.ema])
+        return real()
+
+    trainer.task.evaluate = spy
+    trainer.run()
+    during, ema = seen[0], seen[1]
+    assert all(torch.equal(a, b) for a, b in zip(during, ema))
+    after = [p.detach() for p in trainer.updater.unique_params()]
+    assert not all(torch.equal(a, b) for a, b in zip(after, ema))
 
 
 def test_ema_resumes_exactly(tmp_path, tiny_corpus):
