@@ -660,3 +660,42 @@ def test_dropout_options_act_in_training_only(key):
     c = plain(batch.src, batch.src_lengths, batch.tgt_in)
     d = plain(batch.src, batch.src_lengths, batch.tgt_in)
     assert torch.equal(c, d)  # with both at 0, training mode is deterministic
+
+
+def test_validation_bleu_and_loss_are_those_computed_apart(tmp_path, tiny_corpus):
+    """What picks best.pt and drives the plateau and early stopping: BLEU of the greedy
+    translations against the references line by line, and the cross-entropy summed over
+    every target token (EOS included) divided by their count, one sentence at a time."""
+    import math
+
+    import sacrebleu
+    import torch.nn.functional as F
+
+    from s2s.data.corpus import collate
+    from s2s.decoding.translate import translate_lines
+
+    trainer = make_trainer(tmp_path, tiny_corpus, max_steps=8, valid_every=100)
+    trainer.run()
+    task, model = trainer.task, trainer.model.eval()
+    bleu, fields = task.evaluate()
+    hyps = translate_lines(model, task.src_tok, task.tgt_tok, task.valid_src, reverse_source=False)
+    assert bleu == sacrebleu.corpus_bleu(hyps, [task.valid_ref]).score == fields["bleu"]
+    # a tiny model's BLEU may be 0 either way: translations equal to their references
+    # line by line must score 100
+    import s2s.translation.task as task_module
+
+    real = task_module.translate_lines
+    task_module.translate_lines = lambda *a, **k: list(task.valid_ref)
+    try:
+        assert task.evaluate()[0] == pytest.approx(100.0)
+    finally:
+        task_module.translate_lines = real
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for i in range(len(task.valid_corpus)):
+            batch = collate(task.valid_corpus, [i])
+            logits = model.logits(model(batch.src, batch.src_lengths, batch.tgt_in))
+            total += float(F.cross_entropy(logits[0], batch.tgt_out[0], reduction="sum"))
+            tokens += batch.tgt_out.numel()
+    assert fields["loss"] == pytest.approx(total / tokens, rel=1e-5)
+    assert fields["ppl"] == pytest.approx(math.exp(fields["loss"]))
