@@ -662,6 +662,46 @@ def test_dropout_options_act_in_training_only(key):
     assert torch.equal(c, d)  # with both at 0, training mode is deterministic
 
 
+def test_every_dropout_site_drops_at_its_configured_rate():
+    """Two training passes that differ show that some dropout acts, not that each does:
+    each site (embeddings on both sides, between stacked layers on both sides, the
+    attentional vector) is run and zeroes about its rate of its input."""
+    from s2s.nn.dropout import Dropout
+
+    model = build_model(
+        model_cfg(
+            dropout=0.5,
+            embedding_dropout=0.25,
+            encoder={"layers": 2, "hidden_size": 32},
+            decoder={"layers": 2, "hidden_size": 32},
+            embedding_size=32,
+        ),
+        src_vocab=V,
+        tgt_vocab=V,
+    ).train()
+    seen = {}
+    for name, module in model.named_modules():
+        if isinstance(module, Dropout):
+            module.register_forward_hook(
+                lambda m, args, out, name=name: seen.setdefault(name, []).append(
+                    float(((out == 0) & (args[0] != 0)).sum() / (args[0] != 0).sum())
+                )
+            )
+    batch = toy_batch()
+    for _ in range(20):
+        model(batch.src, batch.src_lengths, batch.tgt_in)
+    want = {
+        "encoder.embedding_dropout": 0.25,
+        "decoder.embedding_dropout": 0.25,
+        "encoder.rnn.dropout": 0.5,
+        "decoder.rnn.dropout": 0.5,
+        "decoder.dropout": 0.5,
+    }
+    assert set(seen) == set(want)
+    for name, rate in want.items():
+        assert sum(seen[name]) / len(seen[name]) == pytest.approx(rate, abs=0.05), name
+
+
 def test_validation_bleu_and_loss_are_those_computed_apart(tmp_path, tiny_corpus):
     """What picks best.pt and drives the plateau and early stopping: BLEU of the greedy
     translations against the references line by line, and the cross-entropy summed over
