@@ -322,12 +322,23 @@ ODD = [
 ]
 
 
-def test_translate_survives_odd_lines(trained, capsys, monkeypatch):
+def test_translate_survives_odd_lines(trained, capsys, monkeypatch, caplog):
     import io
+
+    from s2s.decoding import translate as translate_module
 
     data = ("\n".join(ODD) + "\n").encode("utf-8")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    widths = []
+    real = translate_module._search
+    monkeypatch.setattr(
+        translate_module,
+        "_search",
+        lambda m, src, *a, **k: widths.append(src.shape[1]) or real(m, src, *a, **k),
+    )
     assert main(["-q", "translate", str(trained)]) == 0
+    assert max(widths) <= 251  # the 2,000-token line cut to 250 tokens and its EOS
+    assert "1 source line(s) longer than 250 tokens cut" in caplog.text
     out = capsys.readouterr().out
     assert out.count("\n") == len(ODD)
     lines = out.split("\n")

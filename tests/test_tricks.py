@@ -220,20 +220,18 @@ def test_sampling_config_is_checked():
     "options, kind",
     [
         ({}, torch.optim.Adam),
-        ({"optimizer": "adamw", "weight_decay": 0.01}, torch.optim.AdamW),
+        ({"optimizer": "adamw"}, torch.optim.AdamW),
         ({"optimizer": "sgd", "momentum": 0.9, "nesterov": True}, torch.optim.SGD),
     ],
 )
 def test_optimizer_choice(options, kind):
-    cfg = config.from_dict({"data": {"train": "x"}, "train": {"lr": 0.1, **options}})
-    opt = make_optimizer(tiny(), cfg.train)
+    cfg = {"data": {"train": "x"}, "train": {"lr": 0.1, "weight_decay": 0.01, **options}}
+    opt = make_optimizer(tiny(), config.from_dict(cfg).train)
     assert type(opt) is kind
     group = opt.param_groups[0]
-    assert group["lr"] == 0.1
+    assert group["lr"] == 0.1 and group["weight_decay"] == 0.01  # every optimizer's
     if kind is torch.optim.SGD:
         assert group["momentum"] == 0.9 and group["nesterov"] is True
-    if kind is torch.optim.AdamW:
-        assert group["weight_decay"] == 0.01
 
 
 def test_trainer_follows_the_lr_schedule(tmp_path, tiny_corpus):
