@@ -383,7 +383,7 @@ def test_a_nan_loss_skips_the_update_and_training_goes_on(tmp_path, tiny_corpus,
 
     def flaky(model, batch, *args, **kw):
         loss = real(model, batch, *args, **kw)
-        calls.append(1)
+        calls.append([p.detach().clone() for p in model.parameters()])  # before the update
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(train_mod, "batch_loss", flaky)
@@ -400,8 +400,11 @@ def test_a_nan_loss_skips_the_update_and_training_goes_on(tmp_path, tiny_corpus,
     bad = [r for r in records if r["kind"] == "bad_step"]
     assert [r["step"] for r in bad] == [3] and bad[0]["where"] == "the loss"
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
-    # the skipped update changed nothing; the learning rate was cut
+    # the skipped update changed nothing (not even Adam's moments on zeroed gradients:
+    # the next loss sees the weights the NaN loss saw); the learning rate was cut
     assert 3 not in [s for s, _ in weights]
+    assert all(torch.equal(a, b) for a, b in zip(calls[2], calls[3]))
+    assert not all(torch.equal(a, b) for a, b in zip(calls[1], calls[2]))  # others do
     assert trainer.progress.plateau_lr == pytest.approx(1e-3 * 0.5)
 
 
