@@ -433,3 +433,40 @@ def test_a_killed_process_not_yet_collected_holds_no_lock():
         child.kill()
         child.wait()
     assert not runlock._alive(os.getpid() + 10**7)  # no such process
+
+
+def test_config_metrics_and_translations_are_written_atomically(tmp_path, tiny_corpus, monkeypatch):
+    """config.yaml (new and rewritten on resume), a trimmed metrics.jsonl and
+    translate --output go through atomic_write, as checkpoints do: a kill mid-write
+    leaves the old file, never half of one."""
+    from test_cli import write_config
+
+    from s2s.training import checkpoint as checkpoint_module
+    from s2s.training import runfolder
+
+    written = []
+    real = checkpoint_module.atomic_write
+
+    def spy(path, write):
+        written.append(os.path.basename(path))
+        return real(path, write)
+
+    monkeypatch.setattr(runfolder, "atomic_write", spy)
+    monkeypatch.setattr(checkpoint_module, "atomic_write", spy)
+    cfg = tiny_config_dict(tiny_corpus, max_steps=2, save_every=2, valid_every=2)
+    out = tmp_path / "run"
+    assert (
+        main(["-q", "train", str(write_config(tmp_path / "a.yaml", cfg)), "--out", str(out)]) == 0
+    )
+    assert {"config.yaml", "last.pt", "best.pt"} <= set(written)
+    written.clear()
+    cfg["train"]["max_steps"] = 3  # a raised limit: config.yaml rewritten, metrics trimmed
+    assert (
+        main(["-q", "train", str(write_config(tmp_path / "b.yaml", cfg)), "--out", str(out)]) == 0
+    )
+    assert {"config.yaml", "metrics.jsonl"} <= set(written)
+    src = tmp_path / "in.en"
+    src.write_text("a dog runs .\n", encoding="utf-8")
+    output = ["--input", str(src), "--output", str(tmp_path / "out.de")]
+    assert main(["-q", "translate", str(out / "last.pt"), *output]) == 0
+    assert "out.de" in written
