@@ -1170,6 +1170,48 @@ MUTANTS = [
         "    for way in (contextlib.nullcontext(),):",
         "test_debug.py",
     ),
+    m(
+        "engine-best-every-validation",
+        "best.pt only on an improvement",
+        EG,
+        '        if improved:\n            self.save("best.pt")',
+        '        if True:\n            self.save("best.pt")',
+        "test_engine.py",
+    ),
+    m(
+        "engine-validates-raw-weights",
+        "validation scores the moving average",
+        EG,
+        "            with self.updater.averaged_weights():\n                score, fields",
+        "            with torch.no_grad():\n                score, fields",
+        "test_tricks.py",
+    ),
+    m(
+        "engine-plateau-halves",
+        "plateau decay by train.lr_decay",
+        EG,
+        "p.plateau_lr * s.lr_decay)",
+        "p.plateau_lr * 0.5)",
+        "test_tricks.py",
+    ),
+    m(
+        "encoder-no-embedding-dropout",
+        "the encoder's embedding dropout",
+        E,
+        "        self.embedding_dropout = Dropout(embedding_dropout)",
+        "        self.embedding_dropout = Dropout(0.0)",
+        "test_tricks.py",
+    ),
+    m(
+        "cells-mask-per-step",
+        "one recurrent-dropout mask per sequence in the decoder's loops",
+        D,
+        "            with one_mask_per_sequence(self.rnn):\n"
+        "                for t in range(tgt_in.shape[1]):\n                    inp",
+        "            if True:\n                for t in range(tgt_in.shape[1]):\n"
+        "                    inp",
+        "test_cells.py",
+    ),
 ]
 
 
