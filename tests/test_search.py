@@ -284,30 +284,18 @@ def test_min_length_holds_without_a_beam_too():
     """--min-length without --beam went to greedy search, which ignored it."""
     from s2s.decoding.translate import _search
 
-    src = torch.ones(1, 3, dtype=torch.long)
-    options = dict(nbest=1, alpha=0.0, normalize=False, alignments=False, scores=True)
-    found = _search(
-        BigramStub(SHORT),
-        src,
+    src, lengths, limit = (
+        torch.ones(1, 3, dtype=torch.long),
         torch.full((1,), 3),
         torch.tensor([10]),
-        beam=None,
-        min_len=2,
-        row_step=1,
-        **options,
     )
-    assert found[0][0][0] == [A, A]
-    plain = _search(
-        BigramStub(SHORT),
-        src,
-        torch.full((1,), 3),
-        torch.tensor([10]),
-        beam=None,
-        min_len=0,
-        row_step=1,
-        **options,
-    )
-    assert plain[0][0][0] == []
+    options = dict(beam=None, nbest=1, alpha=0.0, normalize=False, alignments=False)
+    options.update(scores=True, row_step=1)
+    best = [
+        _search(BigramStub(SHORT), src, lengths, limit, min_len=n, **options)[0][0][0]
+        for n in (2, 0)
+    ]
+    assert best == [[A, A], []]
 
 
 def test_beam_one_equals_greedy_on_the_stubs():
