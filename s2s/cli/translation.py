@@ -202,10 +202,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     from s2s.data.files import read_lines
     from s2s.translation.scores import score
 
-    refs = [read_lines(path, args.encoding) for path in args.ref]
-    hyps = read_input(args.hyp, args.encoding)
     if args.published and (args.tokenize or args.lowercase):
         raise S2SError("--published sets the tokenizer (none) and lowercasing itself")
+    refs = [read_lines(path, args.encoding) for path in args.ref]
+    hyps = read_input(args.hyp, args.encoding)
     result = score(
         hyps,
         refs,
