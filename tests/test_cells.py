@@ -243,8 +243,8 @@ def test_a_decoder_run_one_position_a_call_keeps_one_mask_per_sequence(loop, mon
     masks = []
     real = cells.LoopRNN._mask
 
-    def spy(self, direction, ones):
-        mask = real(self, direction, ones)
+    def spy(self, direction, like, batch):
+        mask = real(self, direction, like, batch)
         if self is layer:
             masks.append(mask)
         return mask

@@ -183,16 +183,18 @@ class LoopRNN(nn.Module):
             for _ in range(2 if bidirectional else 1)
         )
 
-    def _mask(self, direction: int, ones: torch.Tensor) -> torch.Tensor | None:
+    def _mask(self, direction: int, like: torch.Tensor, batch: int) -> torch.Tensor | None:
         """Gal & Ghahramani 2016: one dropout mask on h per sequence, all its steps (kept
-        across calls inside ``one_mask_per_sequence``); None when none applies."""
+        across calls inside ``one_mask_per_sequence``); None when none applies (nothing
+        is allocated then: the decoder's loops call this once per position)."""
         if not (self.training and self.recurrent_dropout > 0):
             return None
         held = self.held if self.held is not None else {}
         mask = held.get(direction)
-        if mask is None or mask.shape != ones.shape:
+        if mask is None or mask.shape != (batch, self.hidden_size):
             keep = 1.0 - self.recurrent_dropout
-            mask = held[direction] = torch.bernoulli(ones * keep) / keep
+            probs = like.new_full((batch, self.hidden_size), keep)
+            mask = held[direction] = torch.bernoulli(probs) / keep
         return mask
 
     def forward(self, x: Sequence, state: LayerState | None = None):
@@ -214,7 +216,7 @@ class LoopRNN(nn.Module):
             else:
                 h = (state[0] if lstm else state)[d]
                 c = state[1][d] if lstm else None
-            mask = self._mask(d, padded.new_full((batch, self.hidden_size), 1.0))
+            mask = self._mask(d, padded, batch)
             order = torch.arange(steps, device=padded.device).expand(batch, steps)
             if d == 1:  # the backward direction reads each sequence from its real end
                 order = torch.where(order < lengths[:, None], lengths[:, None] - 1 - order, order)
