@@ -83,6 +83,7 @@ EV, PB, TF, OB = (
 EG, UP, PR = "s2s/training/engine.py", "s2s/training/update.py", "s2s/training/progress.py"
 RE = "s2s/experiments/report.py"
 FI, RF, IO = "s2s/data/files.py", "s2s/training/runfolder.py", "s2s/cli/io.py"
+SA = "s2s/nn/sampled.py"
 UNIT = "test_formulas.py test_model.py test_cells.py"
 KEYS = "test_config_keys.py"
 
@@ -1211,6 +1212,38 @@ MUTANTS = [
         "            if True:\n                for t in range(tgt_in.shape[1]):\n"
         "                    inp",
         "test_cells.py",
+    ),
+    m(
+        "sampled-no-correction",
+        "the sampled softmax's drawn columns stand for the rest",
+        SA,
+        "    offset[n:] = math.log((vocab_size - n) / (k - n))\n",
+        "",
+        "test_sampled.py",
+    ),
+    m(
+        "sampled-first-columns",
+        "the sampled softmax's columns drawn at random",
+        SA,
+        "others[torch.randperm(others.numel(), device=device)[: k - n]]",
+        "others[: k - n]",
+        "test_sampled.py",
+    ),
+    m(
+        "sampled-in-validation",
+        "validation over the whole vocabulary",
+        OB,
+        "        train = sampled and model.training\n",
+        "        train = sampled\n",
+        "test_sampled.py",
+    ),
+    m(
+        "sampled-not-passed",
+        "train.sampled_softmax reaches the loss",
+        TT,
+        "            sampled=t.sampled_softmax,\n",
+        "",
+        KEYS,
     ),
 ]
 

@@ -560,6 +560,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "train.update_ratio_band": P([1e-9, 1e-8], warnings, train__diagnostics_every=1),
         "train.histograms_every": P(1, event_bytes),
         "train.label_smoothing": P(0.1, losses),
+        "train.sampled_softmax": P(4, losses),
         "train.scheduled_sampling.decay": P(
             "exponential", losses, train__scheduled_sampling__k=0.5
         ),

@@ -226,6 +226,10 @@ class TrainConfig:
     update_ratio_band: tuple[float, float] = positive((1e-4, 1e-2))
     histograms_every: int = non_negative(0)
     label_smoothing: float = fraction(0.0)
+    # Sampled softmax (Jean et al. 2015; s2s/nn/sampled.py): in training, the output layer
+    # and loss over this many columns, the batch's target pieces and others drawn at
+    # random, corrected for the draw; validation and decoding use them all. 0 = off.
+    sampled_softmax: int = non_negative(0)
     scheduled_sampling: SamplingConfig = field(default_factory=SamplingConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     log_every: int = positive(100)

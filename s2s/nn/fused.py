@@ -184,31 +184,35 @@ def _hooked(module: torch.nn.Module) -> bool:
 
 def linear_cross_entropy(
     rows: torch.Tensor,
-    output: torch.nn.Linear,
+    output: torch.nn.Linear | tuple[torch.Tensor, torch.Tensor | None],
     target: torch.Tensor,
     label_smoothing: float = 0.0,
     token_loss: TokenLoss | None = None,
 ) -> torch.Tensor:
-    """``token_loss(output(rows), target, label_smoothing)`` (targets below 0 ignored).
-    Over more than PLAIN_ROWS rows, CHUNK rows at a time, so that the whole logits are
-    never held (docs/speed.md, memory): with gradients wanted, ``_LinearCrossEntropy``
-    (compiled where ``token_loss`` is); without, the chunks' losses alone. Not in fp16
-    autocast, nor while a forward hook watches ``output``."""
+    """``token_loss(output(rows), target, label_smoothing)`` (targets below 0 ignored);
+    ``output`` a linear layer or its (weight, bias) (some of its columns:
+    ``s2s.nn.sampled``). Over more than PLAIN_ROWS rows, CHUNK rows at a time, so that
+    the whole logits are never held (docs/speed.md, memory): with gradients wanted,
+    ``_LinearCrossEntropy`` (compiled where ``token_loss`` is); without, the chunks'
+    losses alone. Not in fp16 autocast, nor while a forward hook watches ``output``."""
     token_loss = token_loss or TokenLoss("never")
     dtype = autocast_dtype(rows.device.type) or rows.dtype
-    if rows.shape[0] <= PLAIN_ROWS or dtype == torch.float16 or _hooked(output):
+    if isinstance(output, torch.nn.Module):
+        weight, bias, hooked = output.weight, output.bias, _hooked(output)
+    else:
+        (weight, bias), hooked = output, False
+        output = functools.partial(F.linear, weight=weight, bias=bias)
+    if rows.shape[0] <= PLAIN_ROWS or dtype == torch.float16 or hooked:
         # fp16: the plain way's gradient carries the loss scale (no underflow); hooks on
         # the output layer (activation histograms) see its whole output as before
         return token_loss(output(rows), target, label_smoothing)
-    params = [p for p in (output.weight, output.bias) if p is not None]
+    params = [p for p in (weight, bias) if p is not None]
     if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in params)):
         fn = (
             _compiled_loss_and_grad()
             if token_loss.compiled
             else functools.partial(_loss_and_grad, in_place=True)
         )
-        return _LinearCrossEntropy.apply(
-            rows, output.weight, output.bias, target, label_smoothing, fn, dtype
-        )
+        return _LinearCrossEntropy.apply(rows, weight, bias, target, label_smoothing, fn, dtype)
     chunks = zip(rows.split(CHUNK), target.split(CHUNK))
     return sum(token_loss(output(r), t, label_smoothing) for r, t in chunks)

@@ -12,6 +12,7 @@ import torch
 from s2s.data.corpus import Batch, Corpus, collate, length_batches
 from s2s.data.tokenize import PAD
 from s2s.nn.fused import TokenLoss, linear_cross_entropy, pad_rows
+from s2s.nn.sampled import column_layer, sample_columns
 from s2s.nn.seq2seq import Seq2Seq
 
 EAGER = TokenLoss("never")
@@ -37,10 +38,13 @@ def batch_loss(
     temperature: float = 1.0,
     distill_weight: float = 0.0,
     token_loss: TokenLoss = EAGER,
+    sampled: int = 0,
 ) -> torch.Tensor:
     """Summed cross-entropy over the target tokens of a batch (padding excluded); with a
     ``teacher``, mixed with the cross-entropy to its softened distribution.
-    ``token_loss``: eager or compiled (``s2s.nn.fused``), the same value."""
+    ``token_loss``: eager or compiled (``s2s.nn.fused``), the same value. ``sampled``:
+    in training, the output layer over that many of its columns (``s2s.nn.sampled``;
+    0 = all of them)."""
     features = model(
         batch.src,
         batch.src_lengths,
@@ -54,7 +58,12 @@ def batch_loss(
     distilling = teacher is not None and distill_weight > 0.0
     if not distilling:  # the output layer and loss a chunk of rows at a time
         rows, target = bucket_rows(rows, target)
-        return linear_cross_entropy(rows, model.decoder.output, target, label_smoothing, token_loss)
+        output = model.decoder.output
+        train = sampled and model.training
+        columns = sample_columns(target, output.out_features, sampled) if train else None
+        if columns is not None:
+            output, target = column_layer(output, columns), columns.target
+        return linear_cross_entropy(rows, output, target, label_smoothing, token_loss)
     logits = model.logits(rows)
     loss = token_loss(logits, target, label_smoothing)  # the softmax in float32
     if logits.dtype in (torch.float16, torch.bfloat16):
