@@ -20,6 +20,9 @@
 # CPU has it; 3750b5f and OpenNMT-py: fp32), at batches of 64 and of 256 sentences
 # (DECODE_BATCHES), each command DECODE_RUNS times (default 3, as the start-up); the table
 # keeps each side's fastest.
+# s2s-same-sampled and s2s-rnn-sampled: the same two s2s shapes with the sampled softmax
+# (train.sampled_softmax: 2,048 columns for the 2,560-token batches, 1,024 for the
+# 64-sentence ones; scripts/bench_sampled.sh compares its BLEU over 3 seeds).
 # s2s also trains each shape in fp32 (BLEU reference for its bf16 runs; FP32=0 skips it).
 # Training runs validate once, at the end; tokens/s is non-pad target tokens (EOS
 # included) over training seconds without validation, counted from each toolkit's log.
@@ -97,7 +100,9 @@ onmt_train() {  # NAME TEMPLATE
 s2s_train s2s-default
 onmt_train onmt-default opennmt_multi30k.yaml
 s2s_train s2s-same "${SAME_SHAPE[@]}"
+s2s_train s2s-same-sampled "${SAME_SHAPE[@]}" train.sampled_softmax=2048
 s2s_train s2s-rnn "${RNN_SHAPE[@]}"
+s2s_train s2s-rnn-sampled "${RNN_SHAPE[@]}" train.sampled_softmax=1024
 onmt_train onmt-rnn opennmt_multi30k_rnn.yaml
 if [ "${FP32:-1}" = 1 ]; then
     s2s_train s2s-default-fp32 train.precision=fp32
@@ -181,7 +186,10 @@ env -u PYTHONPATH "$old/bin/python" "$here/scripts/old_checkpoint.py" "$out/s2s-
     "$out/old-default.pt"
 decode old-default old "$out/old-default.pt"
 decode onmt-default onmt "$out/onmt-default/model/model_step_$updates.pt"
+decode s2s-same s2s "$out/s2s-same/best.pt"
+decode s2s-same-sampled s2s "$out/s2s-same-sampled/best.pt"
 decode s2s-rnn s2s "$out/s2s-rnn/best.pt"
+decode s2s-rnn-sampled s2s "$out/s2s-rnn-sampled/best.pt"
 decode onmt-rnn onmt "$out/onmt-rnn/model/model_step_$updates.pt"
 [ "${FP32:-1}" = 1 ] && decode s2s-default-fp32 s2s "$out/s2s-default-fp32/best.pt"
 [ "${FP32:-1}" = 1 ] && decode s2s-rnn-fp32 s2s "$out/s2s-rnn-fp32/best.pt"

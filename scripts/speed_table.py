@@ -115,8 +115,10 @@ def main() -> None:
         "s2s-default",
         "s2s-default-fp32",
         "s2s-same",
+        "s2s-same-sampled",
         "onmt-default",
         "s2s-rnn",
+        "s2s-rnn-sampled",
         "s2s-rnn-fp32",
         "onmt-rnn",
         "old-default",
@@ -180,7 +182,9 @@ def main() -> None:
     pairs = (
         ("default", "s2s-default", "onmt-default"),
         ("default in OpenNMT-py's dimensions (s2s-same)", "s2s-same", "onmt-default"),
+        ("s2s-same, sampled softmax", "s2s-same-sampled", "onmt-default"),
         ("rnn", "s2s-rnn", "onmt-rnn"),
+        ("rnn, sampled softmax", "s2s-rnn-sampled", "onmt-rnn"),
     )
     for shape, ours, theirs in pairs:
         s2s, onmt = train_time.get(ours), train_time.get(theirs)
