@@ -561,6 +561,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "train.histograms_every": P(1, event_bytes),
         "train.label_smoothing": P(0.1, losses),
         "train.sampled_softmax": P(4, losses),
+        "train.sampled_softmax_until": P(1, losses, train__sampled_softmax=4),
         "train.scheduled_sampling.decay": P(
             "exponential", losses, train__scheduled_sampling__k=0.5
         ),

@@ -229,7 +229,9 @@ class TrainConfig:
     # Sampled softmax (Jean et al. 2015; s2s/nn/sampled.py): in training, the output layer
     # and loss over this many columns, the batch's target pieces and others drawn at
     # random, corrected for the draw; validation and decoding use them all. 0 = off.
+    # sampled_softmax_until: from this update on, the whole output layer (0 = never).
     sampled_softmax: int = non_negative(0)
+    sampled_softmax_until: int = non_negative(0)
     scheduled_sampling: SamplingConfig = field(default_factory=SamplingConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     log_every: int = positive(100)

@@ -184,7 +184,7 @@ class TranslationTask:
             temperature=t.distill.temperature,
             distill_weight=t.distill.weight,
             token_loss=self.token_loss,
-            sampled=t.sampled_softmax,
+            sampled=0 if 0 < t.sampled_softmax_until <= step else t.sampled_softmax,
         )
 
     def train_fields(self, step: int, loss: float) -> dict:
