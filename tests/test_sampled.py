@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from test_model import V, model_cfg, toy_batch
 
+from s2s import config
+from s2s.errors import ConfigError
 from s2s.nn.fused import linear_cross_entropy
 from s2s.nn.sampled import column_layer, sample_columns
 from s2s.nn.seq2seq import build_model
@@ -110,3 +112,13 @@ def test_batch_loss_samples_in_training_only():
     used = model.decoder.output.weight.grad.abs().sum(1) > 0
     assert used.sum() == 15  # only the 15 columns' rows were trained (13 targets, 2 drawn)
     assert used[batch.tgt_out[batch.tgt_out > 0]].all()
+
+
+def test_settings_that_cannot_act_together_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {train: x/train}\n")
+    assert config.load(path, ["train.sampled_softmax=512"]).train.sampled_softmax == 512
+    with pytest.raises(ConfigError, match="distillation needs the teacher's whole"):
+        config.load(path, ["train.sampled_softmax=512", "train.distill.teacher=t.pt"])
+    with pytest.raises(ConfigError, match="sampled_softmax_until is set but"):
+        config.load(path, ["train.sampled_softmax_until=100"])

@@ -290,6 +290,13 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"train.lr_multipliers.{prefix} must be >= 0")
     if t.min_lr > t.lr:
         raise ConfigError(f"train.min_lr ({t.min_lr}) is above train.lr ({t.lr})")
+    if t.sampled_softmax and t.distill.teacher and t.distill.weight > 0:
+        raise ConfigError(
+            "train.sampled_softmax and train.distill.teacher together: distillation needs "
+            "the teacher's whole distribution; set one of them to off"
+        )
+    if t.sampled_softmax_until and not t.sampled_softmax:
+        raise ConfigError("train.sampled_softmax_until is set but train.sampled_softmax is 0")
     low, high = t.update_ratio_band
     if low > high:
         raise ConfigError(f"train.update_ratio_band: {low} is above {high}")
