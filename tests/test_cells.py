@@ -358,6 +358,21 @@ def test_normal_002_also_for_embeddings():
     assert float(model.encoder.embedding.weight[1:].std()) == pytest.approx(0.02, rel=0.05)
 
 
+def test_uniform_range_for_weights_embeddings_and_gates():
+    # OpenNMT-py's param_init: U(-range, range) for every weight matrix and embedding
+    model = init_model(scheme="uniform", range=0.05)
+    for w in (
+        model.decoder.combine.weight,
+        model.encoder.embedding.weight[1:],
+        model.encoder.rnn.layers[0].weight_hh_l0,
+    ):
+        assert 0.049 < float(w.abs().max()) <= 0.05
+        assert float(w.std()) == pytest.approx(0.05 / math.sqrt(3), rel=0.05)
+    assert float(model.encoder.embedding.weight[0].abs().max()) == 0.0  # padding row
+    forget = model.encoder.rnn.layers[0].bias_ih_l0.chunk(4)[1]
+    assert torch.all(forget == 1.0)  # the forget-gate bias as configured
+
+
 def test_scaled_init():
     model = init_model(scheme="scaled", scale=0.5)
     w = model.decoder.combine.weight  # fan_in = hidden + encoder size = 64 + 64

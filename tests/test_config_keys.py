@@ -426,6 +426,7 @@ INIT = {
     "distribution": P("uniform", None, scheme="variance_scaling"),
     "scale": P(1.0, None, scheme="variance_scaling"),
     "std": P(0.1, None, scheme="normal"),
+    "range": P(0.05, None, scheme="uniform"),
     "recurrent": P("orthogonal", None),
     "forget_bias": P(0.0, None),
 }

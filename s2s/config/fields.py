@@ -22,6 +22,7 @@ INIT_SCHEMES = (
     "variance_scaling",
     "normal",
     "scaled",
+    "uniform",
 )
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
 DISTRIBUTIONS = ("uniform", "normal")
@@ -108,12 +109,15 @@ class InitConfig:
     # Weight matrices (s2s/nn/init.py): fan_in_uniform U(+-1/sqrt(fan_in)); xavier_* (Glorot
     # & Bengio 2010); variance_scaling: var = scale / fan (mode), uniform or normal
     # (scale 2, fan_in = He et al. 2015); normal: N(0, std); scaled:
-    # N(0, (scale / sqrt(fan_in))^2). Recurrent kernels are initialised per gate.
+    # N(0, (scale / sqrt(fan_in))^2); uniform: U(+-range) for weights and embeddings alike
+    # (OpenNMT-py's param_init, Joey NMT's uniform initializer). Recurrent kernels are
+    # initialised per gate.
     scheme: str = choice("fan_in_uniform", INIT_SCHEMES)
     mode: str = choice("fan_in", FAN_MODES)
     distribution: str = choice("normal", DISTRIBUTIONS)
     scale: float = positive(2.0)
     std: float = positive(0.02)
+    range: float = positive(0.1)  # of the uniform scheme
     # Recurrent (hidden-to-hidden) matrices: as the scheme, orthogonal per gate (Saxe et
     # al. 2014), or identity with zero biases (IRNN, Le et al. 2015; for ReLU RNNs).
     recurrent: str = choice("same", RECURRENT_INITS)

@@ -5,7 +5,8 @@ fan_in is the input width of the matrix (the last dimension), and zeroes biases.
 embedding is a lookup: one row is read per token, so its fan_in is 1 and its rows are
 drawn from U(-1, 1). (Reading it as a V-wide linear map gives rows near zero that
 rare tokens take thousands of updates to grow out of: training stalls.) Embeddings
-keep U(-1, 1) under every scheme except ``normal`` (N(0, std)).
+keep U(-1, 1) under every scheme except ``normal`` (N(0, std)) and ``uniform``
+(U(-range, range) for every weight and embedding, OpenNMT-py's ``param_init``).
 
 Recurrent kernels stack their gates (LSTM: i, f, g, o; GRU: r, z, n), so every
 scheme is applied to each gate's block on its own: fan_out is the hidden size, not
@@ -66,6 +67,8 @@ def init_matrix_(weight: torch.Tensor, *, scheme: str, init_cfg) -> None:
         weight.normal_(0.0, init_cfg.std)
     elif scheme == "scaled":
         weight.normal_(0.0, init_cfg.scale / math.sqrt(weight.shape[-1]))
+    elif scheme == "uniform":
+        weight.uniform_(-init_cfg.range, init_cfg.range)
     else:
         raise ValueError(f"unknown init scheme '{scheme}'; valid: {', '.join(INIT_SCHEMES)}")
 
@@ -88,7 +91,7 @@ def set_forget_bias_(lstm: nn.Module, value: float) -> None:
 def _blockwise_same(init_cfg) -> bool:
     """Schemes that depend only on fan_in (the last dimension) give the same
     distribution per gate as for the whole stacked matrix: no second pass."""
-    fan_in_only = init_cfg.scheme in ("fan_in_uniform", "normal", "scaled") or (
+    fan_in_only = init_cfg.scheme in ("fan_in_uniform", "normal", "scaled", "uniform") or (
         init_cfg.scheme == "variance_scaling" and init_cfg.mode == "fan_in"
     )
     return fan_in_only and init_cfg.recurrent == "same"
@@ -130,6 +133,8 @@ def initialize(model: nn.Module, init_cfg) -> None:
         if isinstance(module, nn.Embedding):
             if init_cfg.scheme == "normal":
                 module.weight.normal_(0.0, init_cfg.std)
+            elif init_cfg.scheme == "uniform":
+                module.weight.uniform_(-init_cfg.range, init_cfg.range)
             else:
                 module.weight.uniform_(-1.0, 1.0)  # fan_in of a lookup is 1
             if module.padding_idx is not None:
