@@ -89,8 +89,9 @@ def set_forget_bias_(lstm: nn.Module, value: float) -> None:
 
 
 def _blockwise_same(init_cfg) -> bool:
-    """Schemes that depend only on fan_in (the last dimension) give the same
-    distribution per gate as for the whole stacked matrix: no second pass."""
+    """Schemes that depend only on fan_in (the last dimension), or on no dimension at
+    all, give the same distribution per gate as for the whole stacked matrix: no second
+    pass."""
     fan_in_only = init_cfg.scheme in ("fan_in_uniform", "normal", "scaled", "uniform") or (
         init_cfg.scheme == "variance_scaling" and init_cfg.mode == "fan_in"
     )
