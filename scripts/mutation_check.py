@@ -329,8 +329,8 @@ MUTANTS = [
         "build-bridge-ignored",
         "model.bridge",
         MO,
-        "        bridge=cfg.bridge,",
-        "        bridge=True,",
+        '        bridge=cfg.bridge_type if cfg.bridge else "none",',
+        '        bridge="dense",',
         KEYS,
     ),
     m(

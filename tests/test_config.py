@@ -83,6 +83,20 @@ def test_contradiction_dot_attention_sizes():
     assert ok.model.multiplicative_form == "dot"
 
 
+def test_copied_bridge_needs_a_bridge_and_equal_state_sizes():
+    def model(**kw):
+        return {**base(), "model": {"bridge_type": "copy", **kw}}
+
+    with pytest.raises(ConfigError, match=r"encoder's state size \(16: .* \(8\); use 'dense'"):
+        config.from_dict(model(encoder={"hidden_size": 8}, decoder={"hidden_size": 8}))
+    with pytest.raises(ConfigError, match="'copy' needs model.bridge true"):
+        config.from_dict(
+            model(bridge=False, encoder={"hidden_size": 4}, decoder={"hidden_size": 8})
+        )
+    ok = config.from_dict(model(encoder={"hidden_size": 4}, decoder={"hidden_size": 8}))
+    assert ok.model.bridge_type == "copy"
+
+
 def test_overrides_are_typed_and_validated(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: {train: x/train}\n")

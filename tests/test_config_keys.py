@@ -496,6 +496,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "model.multiplicative_form": P("dot", structure),
         "model.attention_size": P(12, structure, model__attention="additive"),
         "model.bridge": P(False, structure),
+        "model.bridge_type": P("copy", forward),
         "model.dropout": P(0.3, training_noise),
         "model.embedding_dropout": P(0.3, training_noise),
         "model.recurrent_dropout": P(0.3, training_noise),

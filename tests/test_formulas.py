@@ -243,6 +243,45 @@ def test_bridge_is_tanh_of_a_linear_map_of_the_encoder_summary(cell):
                 torch.testing.assert_close(got[0], part)
 
 
+@pytest.mark.parametrize(
+    "enc_cell, dec_cell, enc_layers", [("lstm", "lstm", 2), ("lstm", "gru", 2), ("gru", "lstm", 1)]
+)
+def test_copied_bridge_starts_each_decoder_layer_from_the_encoders_own_final_state(
+    enc_cell, dec_cell, enc_layers
+):
+    """OpenNMT-py's start (model.bridge_type copy): decoder layer i begins at encoder layer
+    i's final h (and c), both directions joined, each sentence's state after its own last
+    token, as the encoder run on that sentence alone ends; where the layer counts differ,
+    every decoder layer takes the top encoder layer's; an LSTM decoder after a GRU starts
+    its c at zero. No bridge parameters."""
+    from test_model import toy_batch
+
+    model = small_model(
+        bridge_type="copy",
+        encoder={"cell": enc_cell, "layers": enc_layers, "hidden_size": 5},
+        decoder={"cell": dec_cell, "layers": 2},
+    )
+    assert model.decoder.bridge is None
+    batch = toy_batch()
+    with torch.no_grad():
+        state = model.init_state(model.encode(batch.src, batch.src_lengths))
+        for i, n in enumerate(batch.src_lengths.tolist()):
+            x = model.encoder.embedding(batch.src[i : i + 1, :n])
+            ends = []  # per encoder layer: (h, c) or (h,), directions joined
+            for rnn in model.encoder.rnn.layers:
+                x, final = rnn(x)
+                kinds = final if isinstance(final, tuple) else (final,)
+                ends.append([torch.cat([k[0, 0], k[1, 0]]) for k in kinds])
+            for layer in range(2):
+                want = ends[layer if enc_layers == 2 else -1]
+                got = state.hidden[layer]
+                got_h = got[0] if dec_cell == "lstm" else got
+                torch.testing.assert_close(got_h[0, i], want[0])
+                if dec_cell == "lstm":
+                    c = want[1] if enc_cell == "lstm" else torch.zeros(10)
+                    torch.testing.assert_close(got[1][0, i], c)
+
+
 def test_attentional_vector_is_tanh_of_w_c_h_and_context():
     """Luong et al. 2015, eq. 5: h~ = tanh(W_c [h; c]), c the attention-weighted keys."""
     from test_model import toy_batch

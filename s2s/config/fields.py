@@ -14,6 +14,7 @@ CELLS = ("lstm", "gru", "rnn", "peephole_lstm", "layernorm_lstm", "layernorm_gru
 ACTIVATIONS = ("tanh", "relu")
 STACKINGS = ("none", "residual", "dense", "skip")
 ATTENTIONS = ("none", "additive", "multiplicative")
+BRIDGE_TYPES = ("dense", "copy")
 MULTIPLICATIVE_FORMS = ("general", "dot")
 INIT_SCHEMES = (
     "fan_in_uniform",

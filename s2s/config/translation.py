@@ -10,6 +10,7 @@ from s2s.config.fields import (
     ACTIVATIONS,
     ATTENTIONS,
     BATCH_UNITS,
+    BRIDGE_TYPES,
     CELLS,
     COMPILE_MODES,
     DEVICES,
@@ -74,7 +75,10 @@ class ModelConfig:
     attention: str = choice("multiplicative", ATTENTIONS)
     multiplicative_form: str = choice("general", MULTIPLICATIVE_FORMS)
     attention_size: int = positive(256)  # hidden size of the additive scorer
-    bridge: bool = True  # decoder state from the encoder's final state
+    bridge: bool = True  # decoder state from the encoder's final state (else zeros)
+    # ... through a tanh layer (Joey NMT's bridge), or copied as it is, layer by layer
+    # (OpenNMT-py's default, Joey NMT's "last"; needs equal state sizes)
+    bridge_type: str = choice("dense", BRIDGE_TYPES)
     dropout: float = fraction(0.3)  # between layers and on the attentional vector
     embedding_dropout: float = fraction(0.3)
     # Variational dropout on the recurrent state h: one mask per sequence (Gal &
@@ -313,6 +317,14 @@ def _check_model(m, d) -> None:
                 f"model.{side}.cell is '{rnn.cell}'"
             )
     enc_size = m.encoder.hidden_size * (2 if m.encoder.bidirectional else 1)
+    if m.bridge_type == "copy" and not m.bridge:
+        raise ConfigError("model.bridge_type 'copy' needs model.bridge true (false: zeros)")
+    if m.bridge and m.bridge_type == "copy" and enc_size != m.decoder.hidden_size:
+        raise ConfigError(
+            f"model.bridge_type 'copy' needs the encoder's state size ({enc_size}: "
+            "model.encoder.hidden_size, doubled when bidirectional) equal to "
+            f"model.decoder.hidden_size ({m.decoder.hidden_size}); use 'dense'"
+        )
     if (
         m.attention == "multiplicative"
         and m.multiplicative_form == "dot"

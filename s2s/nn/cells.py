@@ -267,11 +267,15 @@ def _float_state(state):
 
 
 def run_layer(
-    rnn: nn.Module, inp: Sequence, state, lengths: torch.Tensor | None = None
+    rnn: nn.Module,
+    inp: Sequence,
+    state,
+    lengths: torch.Tensor | None = None,
+    full_state: bool = False,
 ) -> tuple[Sequence, LayerState]:
     """One recurrent layer, in the dtype ``recurrent_dtype`` picks under autocast
     (``s2s.nn.precision``: bf16 where the kernel and the CPU pay for it, else float32).
-    With ``lengths`` (right-padded input): ``by_length``."""
+    With ``lengths`` (right-padded input): ``by_length`` (``full_state``: its)."""
     data = _data(inp)
     device = data.device.type
     autocast = autocast_dtype(device)
@@ -280,13 +284,15 @@ def run_layer(
         device,
         autocast,
         fused=fused,
-        packed=isinstance(inp, PackedSequence) or (lengths is not None and not fused),
+        packed=isinstance(inp, PackedSequence)
+        or (lengths is not None and (not fused or full_state)),
         cpu_bf16=cpu_has_bf16(),
     )
     if dtype == torch.float32:
         with torch.autocast(device, enabled=False):
-            return by_length(rnn, _with_data(inp, data.float()), _float_state(state), lengths)
-    return by_length(rnn, inp, state, lengths)
+            inp, state = _with_data(inp, data.float()), _float_state(state)
+            return by_length(rnn, inp, state, lengths, full_state)
+    return by_length(rnn, inp, state, lengths, full_state)
 
 
 class RecurrentStack(nn.Module):
@@ -340,10 +346,12 @@ class RecurrentStack(nn.Module):
         state: list[LayerState] | None = None,
         lengths: torch.Tensor | None = None,
         every: list | None = None,
+        full_state: bool = False,
     ) -> tuple[Sequence, list[LayerState]]:
         """x: (batch, time, input) or a PackedSequence of it; with ``lengths``, x is
-        right-padded and runs as ``by_length`` says. ``every``: a list that receives
-        each layer's output o_l (as x), bottom first."""
+        right-padded and runs as ``by_length`` says (``full_state``: an LSTM's final c
+        too). ``every``: a list that receives each layer's output o_l (as x), bottom
+        first."""
         finals: list[LayerState] = []
         inputs = None  # dense: x_2 + ... + x_l
         outputs = None  # skip: o_1 + ... + o_l
@@ -352,7 +360,8 @@ class RecurrentStack(nn.Module):
             rnn_in = _with_data(inp, self.dropout(_data(inp))) if i > 0 else inp
             if self.stacking == "skip" and i > 0:  # the input reaches every layer
                 rnn_in = _with_data(rnn_in, torch.cat([_data(rnn_in), _data(x)], dim=-1))
-            out, final = run_layer(rnn, rnn_in, None if state is None else state[i], lengths)
+            layer_state = None if state is None else state[i]
+            out, final = run_layer(rnn, rnn_in, layer_state, lengths, full_state)
             finals.append(final)
             o = _data(out)
             if self.stacking == "residual" and i > 0:

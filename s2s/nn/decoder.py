@@ -24,6 +24,8 @@ from s2s.nn.dropout import Dropout
 from s2s.nn.encoder import EncoderOutput
 from s2s.nn.fused import pad_rows
 
+BRIDGES = ("dense", "copy", "none")  # how the decoder's first state is made
+
 
 def _reorder_layer(state: LayerState, index: torch.Tensor) -> LayerState:
     if isinstance(state, tuple):
@@ -109,7 +111,7 @@ class Decoder(nn.Module):
         encoder_size: int,
         attention: Attention | None,
         input_feeding: bool,
-        bridge: bool,
+        bridge: str,
         dropout: float,
         embedding_dropout: float,
         tie_embeddings: bool,
@@ -145,10 +147,19 @@ class Decoder(nn.Module):
             self.combine = None
         self.dropout = Dropout(dropout)
         n_states = 2 if is_lstm(cell) else 1
-        # Bridge: decoder state from the encoder summary, one linear map per state kind.
+        if bridge not in BRIDGES:
+            raise ValueError(f"bridge {bridge!r}: expected one of {', '.join(BRIDGES)}")
+        if bridge == "copy" and encoder_size != hidden_size:
+            raise ValueError(
+                f"a copied bridge needs the encoder's state size ({encoder_size}) to equal "
+                f"the decoder's hidden size ({hidden_size})"
+            )
+        # Bridge "dense": decoder state from the encoder summary, one linear map per state
+        # kind; "copy": the encoder's final states as they are; "none": zeros.
+        self.copy_bridge = bridge == "copy"
         self.bridge = (
             nn.ModuleList(nn.Linear(encoder_size, layers * hidden_size) for _ in range(n_states))
-            if bridge
+            if bridge == "dense"
             else None
         )
         self.output = nn.Linear(self.out_size, vocab_size)
@@ -167,7 +178,9 @@ class Decoder(nn.Module):
 
     def init_state(self, enc: EncoderOutput) -> DecoderState:
         batch = enc.final.shape[0]
-        if self.bridge is None:
+        if self.copy_bridge:
+            parts = self._copied_states(enc)
+        elif self.bridge is None:
             zeros = enc.final.new_zeros(self.layers, batch, self.hidden_size)
             parts = [zeros] * (2 if is_lstm(self.cell) else 1)
         else:
@@ -183,6 +196,20 @@ class Decoder(nn.Module):
             hidden.append(tuple(layer) if is_lstm(self.cell) else layer[0])
         feed = enc.final.new_zeros(batch, self.out_size) if self.input_feeding else None
         return DecoderState(hidden=hidden, feed=feed)
+
+    def _copied_states(self, enc: EncoderOutput) -> list[torch.Tensor]:
+        """OpenNMT-py's default start (Joey NMT's "last"): decoder layer i takes encoder
+        layer i's final h (and c), directions concatenated; where the layer counts differ,
+        every decoder layer takes the encoder's top layer. An LSTM decoder after a cell
+        without c starts its c at zero. Each part (layers, batch, hidden)."""
+        states = enc.final_states  # (batch, enc_layers, kinds, hidden)
+        top = states.shape[1] - 1
+        index = list(range(self.layers)) if top + 1 == self.layers else [top] * self.layers
+        h = states[:, index, 0].transpose(0, 1)
+        if not is_lstm(self.cell):
+            return [h]
+        c = states[:, index, 1].transpose(0, 1) if states.shape[2] == 2 else torch.zeros_like(h)
+        return [h, c]
 
     # ------------------------------------------------------------------ compute
     def attend(

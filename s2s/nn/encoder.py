@@ -21,6 +21,9 @@ class EncoderOutput:
     mask: torch.Tensor  # (batch, src_len) bool, True at real tokens
     final: torch.Tensor  # (batch, enc_size): top layer's final state, directions concatenated
     prepared: torch.Tensor | None = None  # attention keys after Attention.prepare
+    # every layer's final state(s), directions concatenated: (batch, layers, kinds,
+    # enc_size), kinds 2 (h, c) for LSTM cells, else 1 (h); the copied bridge reads it
+    final_states: torch.Tensor | None = None
 
     def reorder(self, index: torch.Tensor) -> "EncoderOutput":
         """Select / repeat batch rows, e.g. to expand sentences into beams."""
@@ -31,6 +34,7 @@ class EncoderOutput:
             mask=pick(self.mask),
             final=pick(self.final),
             prepared=pick(self.prepared),
+            final_states=pick(self.final_states),
         )
 
 
@@ -50,8 +54,12 @@ class Encoder(nn.Module):
         activation: str = "tanh",
         padding_idx: int = 0,
         recurrent_dropout: float = 0.0,
+        full_state: bool = False,
     ):
+        """``full_state``: keep an LSTM's final c (``EncoderOutput.final_states``) for a
+        copied bridge; fused LSTMs then run packed, which costs time."""
         super().__init__()
+        self.full_state = full_state
         self.embedding = nn.Embedding(vocab_size, embedding_size, padding_idx=padding_idx)
         self.embedding_dropout = Dropout(embedding_dropout)
         self.rnn = RecurrentStack(
@@ -70,12 +78,20 @@ class Encoder(nn.Module):
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """src: (batch, src_len) token ids; src_lengths: (batch,), every length >= 1."""
         emb = self.embedding_dropout(self.embedding(src))  # (batch, src_len, emb)
-        states, finals = self.rnn(emb, lengths=src_lengths)  # zero at padding
-        top = finals[-1]
-        h = top[0] if isinstance(top, tuple) else top  # (directions, batch, hidden)
-        final = torch.cat(list(h), dim=-1)  # (batch, enc_size)
+        states, finals = self.rnn(emb, lengths=src_lengths, full_state=self.full_state)
+        final_states = torch.stack(
+            [
+                torch.stack(
+                    [torch.cat(list(k), dim=-1) for k in (f if isinstance(f, tuple) else (f,))],
+                    dim=1,
+                )  # (batch, kinds, enc_size): each kind (directions, batch, hidden) joined
+                for f in finals
+            ],
+            dim=1,
+        )
+        final = final_states[:, -1, 0]  # (batch, enc_size): the top layer's h
         mask = (
             torch.arange(src.shape[1], device=src.device)[None, :]
             < src_lengths.to(src.device)[:, None]
         )
-        return EncoderOutput(states=states, mask=mask, final=final)
+        return EncoderOutput(states=states, mask=mask, final=final, final_states=final_states)

@@ -20,17 +20,24 @@ LayerState = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 FUSED = (nn.LSTM, nn.GRU, nn.RNN)
 
 
-def by_length(rnn: nn.Module, x: Sequence, state, lengths: torch.Tensor | None):
+def by_length(
+    rnn: nn.Module,
+    x: Sequence,
+    state,
+    lengths: torch.Tensor | None,
+    full_state: bool = False,
+):
     """``rnn`` over x; with ``lengths``, x is right-padded and the result is as if it
     were packed: the output is zero at padding and the final state is each sequence's
     own. Fused layers run padded (oneDNN has no packed kernel, and runs padded input in
     bf16), the backward direction over each sequence reversed within its length; their
-    final state is h alone (the encoder reads no more). Step-loop layers run packed."""
+    final state is h alone, unless ``full_state`` (an LSTM's c too, for a copied
+    bridge): then they run packed. Step-loop layers run packed."""
     if lengths is None:
         if _one_plain_step(rnn, x, state):
             return step_cell(rnn, x, state)
         return rnn(x, state)
-    if not isinstance(rnn, FUSED):
+    if not isinstance(rnn, FUSED) or full_state:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, final = rnn(packed, state)
         return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], final

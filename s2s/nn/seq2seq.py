@@ -12,6 +12,7 @@ from torch import nn
 from s2s.config import ModelConfig
 from s2s.data.tokenize import UNK
 from s2s.nn.attention import make_attention
+from s2s.nn.cells import is_lstm
 from s2s.nn.decoder import Decoder, DecoderState, StepOutput
 from s2s.nn.dropout import drop_words
 from s2s.nn.encoder import Encoder, EncoderOutput
@@ -86,6 +87,9 @@ def build_model(
         activation=e.activation,
         padding_idx=pad_id,
         recurrent_dropout=cfg.recurrent_dropout,
+        full_state=(
+            cfg.bridge and cfg.bridge_type == "copy" and is_lstm(d.cell) and is_lstm(e.cell)
+        ),
     )
     attention = make_attention(
         kind=cfg.attention,
@@ -104,7 +108,7 @@ def build_model(
         encoder_size=encoder.output_size,
         attention=attention,
         input_feeding=d.input_feeding,
-        bridge=cfg.bridge,
+        bridge=cfg.bridge_type if cfg.bridge else "none",
         dropout=cfg.dropout,
         embedding_dropout=cfg.embedding_dropout,
         tie_embeddings=cfg.tie_target_embeddings,
