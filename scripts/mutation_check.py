@@ -320,8 +320,8 @@ MUTANTS = [
         "decoder-combine-no-tanh",
         "h~ = tanh(W_c [h; c])",
         D,
-        "return torch.tanh(self.combine(torch.cat([top, context], dim=-1))), weights",
-        "return self.combine(torch.cat([top, context], dim=-1)), weights",
+        "return (torch.tanh(att_vec) if self.attentional_tanh else att_vec), weights",
+        "return att_vec, weights",
         f"{UNIT} test_debug.py",
     ),
     # ------------------------------------------------------------------ model builder

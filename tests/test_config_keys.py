@@ -495,6 +495,7 @@ def translation_probes(env: Env) -> dict[str, Probe]:
         "model.attention": P("additive", structure),
         "model.multiplicative_form": P("dot", structure),
         "model.attention_size": P(12, structure, model__attention="additive"),
+        "model.attentional_vector": P("linear", forward),
         "model.bridge": P(False, structure),
         "model.bridge_type": P("copy", forward),
         "model.dropout": P(0.3, training_noise),

@@ -22,6 +22,12 @@ SHAPES = {
         decoder={"hidden_size": 10, "input_feeding": True},
     ),
     "tied, bridge": dict(attention="additive", tie_target_embeddings=True, bridge=True),
+    "linear h~, copied bridge": dict(
+        attention="additive",
+        attentional_vector="linear",
+        bridge_type="copy",
+        encoder={"hidden_size": 5},
+    ),
 }
 
 

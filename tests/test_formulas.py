@@ -282,11 +282,13 @@ def test_copied_bridge_starts_each_decoder_layer_from_the_encoders_own_final_sta
                     torch.testing.assert_close(got[1][0, i], c)
 
 
-def test_attentional_vector_is_tanh_of_w_c_h_and_context():
-    """Luong et al. 2015, eq. 5: h~ = tanh(W_c [h; c]), c the attention-weighted keys."""
+@pytest.mark.parametrize("form", ["tanh", "linear"])
+def test_attentional_vector_is_tanh_of_w_c_h_and_context(form):
+    """Luong et al. 2015, eq. 5: h~ = tanh(W_c [h; c]), c the attention-weighted keys;
+    model.attentional_vector linear: W_c [h; c] alone (OpenNMT-py's mlp attention)."""
     from test_model import toy_batch
 
-    model = small_model(attention="additive")
+    model = small_model(attention="additive", attentional_vector=form)
     batch = toy_batch()
     with torch.no_grad():
         enc = model.encode(batch.src, batch.src_lengths)
@@ -294,8 +296,8 @@ def test_attentional_vector_is_tanh_of_w_c_h_and_context():
         got, weights = model.decoder.attend(top, enc)
         context = torch.bmm(weights, enc.states)
         combine = model.decoder.combine
-        expected = torch.tanh(torch.cat([top, context], -1) @ combine.weight.t() + combine.bias)
-    torch.testing.assert_close(got, expected)
+        expected = torch.cat([top, context], -1) @ combine.weight.t() + combine.bias
+    torch.testing.assert_close(got, torch.tanh(expected) if form == "tanh" else expected)
     assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]))
 
 

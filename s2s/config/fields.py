@@ -15,6 +15,7 @@ ACTIVATIONS = ("tanh", "relu")
 STACKINGS = ("none", "residual", "dense", "skip")
 ATTENTIONS = ("none", "additive", "multiplicative")
 BRIDGE_TYPES = ("dense", "copy")
+ATTENTIONAL_VECTORS = ("tanh", "linear")
 MULTIPLICATIVE_FORMS = ("general", "dot")
 INIT_SCHEMES = (
     "fan_in_uniform",

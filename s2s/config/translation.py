@@ -8,6 +8,7 @@ from pathlib import Path
 
 from s2s.config.fields import (
     ACTIVATIONS,
+    ATTENTIONAL_VECTORS,
     ATTENTIONS,
     BATCH_UNITS,
     BRIDGE_TYPES,
@@ -75,6 +76,9 @@ class ModelConfig:
     attention: str = choice("multiplicative", ATTENTIONS)
     multiplicative_form: str = choice("general", MULTIPLICATIVE_FORMS)
     attention_size: int = positive(256)  # hidden size of the additive scorer
+    # The attentional vector h~ from the decoder state h and the context c: tanh(W [h; c]
+    # + b) (Luong et al. 2015, eq. 5), or linear: W [h; c] + b (OpenNMT-py's mlp attention)
+    attentional_vector: str = choice("tanh", ATTENTIONAL_VECTORS)
     bridge: bool = True  # decoder state from the encoder's final state (else zeros)
     # ... through a tanh layer (Joey NMT's bridge), or copied as it is, layer by layer
     # (OpenNMT-py's default, Joey NMT's "last"; needs equal state sizes)

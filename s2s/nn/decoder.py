@@ -118,9 +118,11 @@ class Decoder(nn.Module):
         activation: str = "tanh",
         padding_idx: int = 0,
         recurrent_dropout: float = 0.0,
+        attentional_tanh: bool = True,
     ):
         super().__init__()
         self.cell = cell
+        self.attentional_tanh = attentional_tanh  # h~ = tanh(W_c [h; c] + b), else linear
         self.layers = layers
         self.hidden_size = hidden_size
         self.input_feeding = input_feeding
@@ -232,7 +234,8 @@ class Decoder(nn.Module):
             query = top.reshape(enc.states.shape[0], -1, top.shape[-1])
             context, weights = self.attention(query, enc.states, prepared, enc.mask)
             context, weights = context.view(rows, length, -1), weights.view(rows, length, -1)
-        return torch.tanh(self.combine(torch.cat([top, context], dim=-1))), weights
+        att_vec = self.combine(torch.cat([top, context], dim=-1))
+        return (torch.tanh(att_vec) if self.attentional_tanh else att_vec), weights
 
     def _advance(self, prev: torch.Tensor, state: DecoderState, enc: EncoderOutput):
         """One step short of the output layer: prev (batch,) -> h~ (batch, 1, out), the

@@ -52,26 +52,28 @@ def _lstm(pre_t, feed, h, c, w_rec):
     return torch.sigmoid(o) * torch.tanh(c), c
 
 
-def _mix(scores, neg, keys, h, w_c, b_c):
-    """Masked softmax over the source, context, h~ = tanh(W_c [h; context] + b_c)."""
+def _mix(scores, neg, keys, h, w_c, b_c, tanh):
+    """Masked softmax over the source, context, h~ = tanh(W_c [h; context] + b_c) (without
+    the tanh where ``tanh`` is false: ``model.attentional_vector`` linear)."""
     weights = torch.softmax(scores.float() + neg, -1).to(keys.dtype)
     context = torch.bmm(weights.unsqueeze(1), keys).squeeze(1)
-    return torch.tanh(torch.addmm(b_c, torch.cat([h, context], -1), w_c.t()))
+    att_vec = torch.addmm(b_c, torch.cat([h, context], -1), w_c.t())
+    return torch.tanh(att_vec) if tanh else att_vec
 
 
-def additive_step(pre_t, feed, h, c, w_rec, prepared, keys, neg, w_c, b_c, w_q, w_v):
+def additive_step(pre_t, feed, h, c, w_rec, prepared, keys, neg, w_c, b_c, tanh, w_q, w_v):
     """One position with additive attention: returns h~, h, c."""
     h, c = _lstm(pre_t, feed, h, c, w_rec)
     q = (h @ w_q.t()).unsqueeze(1)  # (batch, 1, attention)
     scores = (torch.tanh(q + prepared) @ w_v.t()).squeeze(-1)  # (batch, src_len)
-    return _mix(scores, neg, keys, h, w_c, b_c), h, c
+    return _mix(scores, neg, keys, h, w_c, b_c, tanh), h, c
 
 
-def multiplicative_step(pre_t, feed, h, c, w_rec, prepared, keys, neg, w_c, b_c):
+def multiplicative_step(pre_t, feed, h, c, w_rec, prepared, keys, neg, w_c, b_c, tanh):
     """One position with multiplicative attention (prepared = W k, or k for "dot")."""
     h, c = _lstm(pre_t, feed, h, c, w_rec)
     scores = torch.bmm(prepared, h.unsqueeze(-1)).squeeze(-1)
-    return _mix(scores, neg, keys, h, w_c, b_c), h, c
+    return _mix(scores, neg, keys, h, w_c, b_c, tanh), h, c
 
 
 @functools.cache
@@ -102,7 +104,7 @@ def teacher_forced(
     prepared = cast(enc.prepared if enc.prepared is not None else att.prepare(enc.states))
     neg = torch.zeros(enc.mask.shape, device=tgt_in.device).masked_fill(~enc.mask, float("-inf"))
     fixed = [w_rec, prepared, cast(enc.states), neg]
-    fixed += [cast(decoder.combine.weight), cast(decoder.combine.bias)]
+    fixed += [cast(decoder.combine.weight), cast(decoder.combine.bias), decoder.attentional_tanh]
     if isinstance(att, AdditiveAttention):
         step = additive_step
         fixed += [cast(att.query_proj.weight), cast(att.v.weight)]

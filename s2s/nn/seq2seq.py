@@ -108,6 +108,7 @@ def build_model(
         encoder_size=encoder.output_size,
         attention=attention,
         input_feeding=d.input_feeding,
+        attentional_tanh=cfg.attentional_vector == "tanh",
         bridge=cfg.bridge_type if cfg.bridge else "none",
         dropout=cfg.dropout,
         embedding_dropout=cfg.embedding_dropout,
