@@ -56,6 +56,7 @@ SHAPES = {
         "train.loss_norm=sentences",
         "train.scheduled_sampling.decay=constant",
         "train.scheduled_sampling.k=1.0",
+        "model.attentional_vector=linear",
     ],
 }
 # operator families, by name (first match wins)
