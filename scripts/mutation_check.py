@@ -272,8 +272,8 @@ MUTANTS = [
         "encoder-final-forward-only",
         "final state of both directions",
         E,
-        "final = torch.cat(list(h), dim=-1)  # (batch, enc_size)",
-        "final = torch.cat([h[0]] * len(h), dim=-1)",
+        "[torch.cat(list(k), dim=-1) for k in (f if isinstance(f, tuple) else (f,))]",
+        "[torch.cat([k[0]] * len(k), dim=-1) for k in (f if isinstance(f, tuple) else (f,))]",
         UNIT,
     ),
     m(
@@ -323,6 +323,22 @@ MUTANTS = [
         "return (torch.tanh(att_vec) if self.attentional_tanh else att_vec), weights",
         "return att_vec, weights",
         f"{UNIT} test_debug.py",
+    ),
+    m(
+        "decoder-copied-bridge-no-cell",
+        "the copied bridge's c",
+        D,
+        "c = states[:, index, 1].transpose(0, 1) if states.shape[2] == 2 else torch.zeros_like(h)",
+        "c = torch.zeros_like(h)",
+        "test_formulas.py",
+    ),
+    m(
+        "feeding-linear-vector-ignored",
+        "model.attentional_vector linear in the compiled input-feeding step",
+        "s2s/nn/feeding.py",
+        "    return torch.tanh(att_vec) if tanh else att_vec\n",
+        "    return torch.tanh(att_vec)\n",
+        "test_feeding.py",
     ),
     # ------------------------------------------------------------------ model builder
     m(
