@@ -98,6 +98,25 @@ class StepOutput:
         return self.head(self.features)
 
 
+def _dense_bridge(
+    bridge: str, cell: str, encoder_size: int, hidden_size: int, layers: int
+) -> nn.ModuleList | None:
+    """Bridge "dense": the decoder's state from the encoder summary, one linear map per
+    state kind (h, and c for an LSTM); "copy": the encoder's final states as they are (no
+    parameters, sizes equal); "none": zeros. The dense maps, else None."""
+    if bridge not in BRIDGES:
+        raise ValueError(f"bridge {bridge!r}: expected one of {', '.join(BRIDGES)}")
+    if bridge == "copy" and encoder_size != hidden_size:
+        raise ValueError(
+            f"a copied bridge needs the encoder's state size ({encoder_size}) to equal "
+            f"the decoder's hidden size ({hidden_size})"
+        )
+    if bridge != "dense":
+        return None
+    n_states = 2 if is_lstm(cell) else 1
+    return nn.ModuleList(nn.Linear(encoder_size, layers * hidden_size) for _ in range(n_states))
+
+
 class Decoder(nn.Module):
     def __init__(
         self,
@@ -148,22 +167,8 @@ class Decoder(nn.Module):
         else:
             self.combine = None
         self.dropout = Dropout(dropout)
-        n_states = 2 if is_lstm(cell) else 1
-        if bridge not in BRIDGES:
-            raise ValueError(f"bridge {bridge!r}: expected one of {', '.join(BRIDGES)}")
-        if bridge == "copy" and encoder_size != hidden_size:
-            raise ValueError(
-                f"a copied bridge needs the encoder's state size ({encoder_size}) to equal "
-                f"the decoder's hidden size ({hidden_size})"
-            )
-        # Bridge "dense": decoder state from the encoder summary, one linear map per state
-        # kind; "copy": the encoder's final states as they are; "none": zeros.
         self.copy_bridge = bridge == "copy"
-        self.bridge = (
-            nn.ModuleList(nn.Linear(encoder_size, layers * hidden_size) for _ in range(n_states))
-            if bridge == "dense"
-            else None
-        )
+        self.bridge = _dense_bridge(bridge, cell, encoder_size, hidden_size, layers)
         self.output = nn.Linear(self.out_size, vocab_size)
         if tie_embeddings:
             self.output.weight = self.embedding.weight  # Press & Wolf 2017
