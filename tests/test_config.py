@@ -260,3 +260,20 @@ def test_every_shipped_config_loads(path):
         assert all(cfg.data.text)
     else:
         assert config.load(path).data.train
+
+
+def test_the_rnn_preset_is_the_speed_tables_rnn_shape():
+    """configs/multi30k_en_de_rnn.yaml is the model and batching that scripts/bench_speed.sh
+    times against OpenNMT-py's RNN recipe (its RNN_SHAPE on the default config); only its
+    schedule and OpenNMT-py's forget-gate bias of 0 differ."""
+    import re
+    import shlex
+
+    root = Path(__file__).parent.parent
+    script = (root / "scripts" / "bench_speed.sh").read_text()
+    shape = shlex.split(re.search(r"^RNN_SHAPE=\((.*?)\)", script, re.S | re.M).group(1))
+    benched = config.load(root / "configs" / "multi30k_en_de.yaml", shape)
+    preset = config.load(root / "configs" / "multi30k_en_de_rnn.yaml")
+    schedule = {"train.max_steps", "train.decay_start", "train.valid_every", "train.save_every"}
+    assert set(config.diff(benched, preset)) == schedule | {"model.init.forget_bias"}
+    assert preset.model.init.forget_bias == 0.0
