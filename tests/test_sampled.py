@@ -114,6 +114,38 @@ def test_batch_loss_samples_in_training_only():
     assert used[batch.tgt_out[batch.tgt_out > 0]].all()
 
 
+def _smoothing_part(model, batch, sampled, seed):
+    """The label-smoothing part of a batch's loss (eps = 0.5 minus eps = 0, the same draw)
+    and its gradient on the output layer's weight."""
+    model.zero_grad()
+    parts = []
+    for eps, sign in ((0.5, 1.0), (0.0, -1.0)):
+        torch.manual_seed(seed)
+        loss = sign * batch_loss(model, batch, eps, sampled=sampled)
+        loss.backward()
+        parts.append(loss.detach())
+    return parts[0] + parts[1], model.decoder.output.weight.grad.clone()
+
+
+def test_label_smoothing_over_the_columns_estimates_the_whole_vocabularys():
+    """Over many draws, the sampled loss's smoothing part and its gradient average to the
+    whole output layer's: drawn columns weigh for the pieces they stand for. A plain mean
+    over the columns (the batch's 13 targets and 2 drawn) misses both."""
+    torch.manual_seed(5)
+    model = build_model(model_cfg(tie_target_embeddings=False), src_vocab=V, tgt_vocab=V)
+    batch = toy_batch()
+    with torch.no_grad():  # pieces of unequal prior, so that the columns drawn matter
+        model.decoder.output.bias.normal_(0.0, 1.0)
+    model.train()  # no dropout in model_cfg: only the draw differs between calls
+    whole, whole_grad = _smoothing_part(model, batch, 0, 0)
+    draws = [_smoothing_part(model, batch, 15, seed) for seed in range(600)]
+    values = torch.stack([d[0] for d in draws])
+    mean_grad = torch.stack([d[1] for d in draws]).mean(0)
+    assert float(values.std()) > 1.0  # the draws do differ
+    assert abs(float(values.mean() - whole)) < 4 * float(values.std()) / 600**0.5
+    assert torch.allclose(mean_grad, whole_grad, atol=0.05 * float(whole_grad.abs().max()))
+
+
 def test_settings_that_cannot_act_together_are_refused(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data: {train: x/train}\n")

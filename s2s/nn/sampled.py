@@ -29,11 +29,14 @@ COLUMN_STEP = 128  # the subset's size rounded up to a multiple of this (a few s
 class Columns:
     """The columns of one update: ``ids`` into the vocabulary (the batch's targets
     first), ``target`` renumbered into them (negative entries kept: ignored), and
-    ``offset``, the constant added to each column's logit."""
+    ``offset``, the constant added to each column's logit, and ``smoothing``, each
+    column's share of label smoothing's mass (1 / V for a kept column, the pieces a drawn
+    one stands for over V: they sum to 1)."""
 
     ids: torch.Tensor
     target: torch.Tensor
     offset: torch.Tensor
+    smoothing: torch.Tensor
 
 
 def sample_columns(target: torch.Tensor, vocab_size: int, size: int) -> Columns | None:
@@ -60,7 +63,9 @@ def sample_columns(target: torch.Tensor, vocab_size: int, size: int) -> Columns 
     renumbered = torch.where(target >= 0, where[target.clamp(min=0)], target)
     offset = torch.zeros(k, device=device)
     offset[n:] = math.log((vocab_size - n) / (k - n))
-    return Columns(ids, renumbered, offset)
+    smoothing = torch.full((k,), 1.0 / vocab_size, device=device)
+    smoothing[n:] = (vocab_size - n) / ((k - n) * vocab_size)
+    return Columns(ids, renumbered, offset, smoothing)
 
 
 def column_layer(output: torch.nn.Linear, columns: Columns) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,3 +76,26 @@ def column_layer(output: torch.nn.Linear, columns: Columns) -> tuple[torch.Tenso
     if output.bias is None:
         return weight, offset
     return weight, output.bias.index_select(0, columns.ids) + offset
+
+
+def smoothing_correction(
+    rows: torch.Tensor,
+    target: torch.Tensor,
+    layer: tuple[torch.Tensor, torch.Tensor],
+    columns: Columns,
+) -> torch.Tensor:
+    """What turns the token loss's label smoothing over ``columns`` (the plain mean of
+    -log p over them) into the estimate of the whole vocabulary's: summed over the rows
+    whose target is kept (>= 0), sum_j (1 / K - s_j) z_j + sum_j s_j o_j, where z are the
+    rows' logits through ``layer`` (offsets included), s the columns' ``smoothing``
+    shares and o their offsets. It is linear in the logits, so two products of a vector
+    give it and its gradients; multiplied by the label smoothing, it is added to the loss."""
+    weight, bias = layer
+    share = 1.0 / columns.ids.numel() - columns.smoothing
+    with torch.autocast(rows.device.type, enabled=False):
+        kept = (target >= 0).unsqueeze(1)
+        summed = torch.where(kept, rows.float(), 0.0).sum(0)
+        count = kept.sum()
+        value = summed @ (weight.float().t() @ share)
+        value = value + count * (bias.float() @ share + columns.smoothing @ columns.offset)
+    return value

@@ -12,7 +12,7 @@ import torch
 from s2s.data.corpus import Batch, Corpus, collate, length_batches
 from s2s.data.tokenize import PAD
 from s2s.nn.fused import TokenLoss, linear_cross_entropy, pad_rows
-from s2s.nn.sampled import column_layer, sample_columns
+from s2s.nn.sampled import column_layer, sample_columns, smoothing_correction
 from s2s.nn.seq2seq import Seq2Seq
 
 EAGER = TokenLoss("never")
@@ -61,9 +61,13 @@ def batch_loss(
         output = model.decoder.output
         train = sampled and model.training
         columns = sample_columns(target, output.out_features, sampled) if train else None
-        if columns is not None:
-            output, target = column_layer(output, columns), columns.target
-        return linear_cross_entropy(rows, output, target, label_smoothing, token_loss)
+        if columns is None:
+            return linear_cross_entropy(rows, output, target, label_smoothing, token_loss)
+        layer, target = column_layer(output, columns), columns.target
+        loss = linear_cross_entropy(rows, layer, target, label_smoothing, token_loss)
+        if label_smoothing:
+            loss = loss + label_smoothing * smoothing_correction(rows, target, layer, columns)
+        return loss
     logits = model.logits(rows)
     loss = token_loss(logits, target, label_smoothing)  # the softmax in float32
     if logits.dtype in (torch.float16, torch.bfloat16):
