@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: OpenNMT-py 3.5.1 trains the counterpart of
 # configs/multi30k_en_de.yaml (scripts/opennmt_multi30k.yaml) on the same Multi30k en->de
-# files with the same SentencePiece model as an s2s run, then decodes test_2016_flickr
-# greedily and scores it with the same sacrebleu command as scripts/test_bleu.sh.
+# files with the same SentencePiece model as an s2s run, scores every kept checkpoint's
+# greedy validation BLEU, then decodes test_2016_flickr with the best of them (as s2s
+# keeps best.pt) greedily and with beam 5, scored by the same sacrebleu command as
+# scripts/test_bleu.sh.
 #
 # Usage: scripts/bench_opennmt.sh WORK SPM_MODEL [UPDATES]
+# TEMPLATE: another OpenNMT-py template in scripts/ (opennmt_multi30k_rnn.yaml: the
+# counterpart of configs/multi30k_en_de_rnn.yaml); VALID_EVERY: validation and checkpoint
+# interval (400); EXTRA: lines appended to the config (a learning-rate decay, say).
 # OpenNMT-py is installed into $ONMT_VENV (default .venv-onmt) on first use: it pins
 # torch<2.3, so it goes in with --no-deps next to torch 2.13.0 (CPU).
 set -euo pipefail
@@ -20,7 +25,8 @@ prepare_multi30k "$work"
 work=$(realpath "$work")
 sed -e "s#@WORK@#$work#g" -e "s#@SPM@#$spm#g" -e "s#@UPDATES@#$updates#g" \
     -e "s#@VALID@#${VALID_EVERY:-400}#g" -e "s#@LOG@#${LOG_EVERY:-50}#g" \
-    "$here/scripts/opennmt_multi30k.yaml" > "$work/config.yaml"
+    "$here/scripts/${TEMPLATE:-opennmt_multi30k.yaml}" > "$work/config.yaml"
+[ -z "${EXTRA:-}" ] || printf '%s\n' "$EXTRA" >> "$work/config.yaml"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1  # 3.5.1's checkpoints hold an argparse.Namespace
 log=$work/train.log
@@ -38,23 +44,30 @@ text = open(sys.argv[1]).read()
 # "SRC/TGT tok/s" per report window (since the previous report)
 tps = sorted(float(x) for x in re.findall(r"\d+/\s*(\d+) tok/s", text))
 steps = re.findall(r"Step\s+(\d+)/", text)
-print(f"steps {steps[-1] if steps else '?'}  target tokens_per_s median {tps[len(tps) // 2]:.0f}")
+median = f"{tps[len(tps) // 2]:.0f}" if tps else "? (no report)"
+print(f"steps {steps[-1] if steps else '?'}  target tokens_per_s median {median}")
 PY
 # validation BLEU of every kept checkpoint (OpenNMT-py validates by perplexity only)
+best=$last best_bleu=-1
 for ckpt in $(ls -v "$work"/model/model_step_*.pt); do
     step=${ckpt##*_step_}
     step=${step%.pt}
     "$venv/bin/onmt_translate" -model "$ckpt" -src "$work/data/val.en" -output "$work/hyp.val.$step" \
         -beam_size 1 -batch_size 64 -batch_type sents -max_length 100 -transforms sentencepiece \
         -src_subword_model "$spm" -tgt_subword_model "$spm" > "$work/val.log" 2>&1
-    echo "step $step valid BLEU $("$venv/bin/python" -m sacrebleu "$work/data/val.de" \
-        -i "$work/hyp.val.$step" -m bleu -b -w 2)"
+    bleu=$("$venv/bin/python" -m sacrebleu "$work/data/val.de" -i "$work/hyp.val.$step" -m bleu -b -w 2)
+    echo "step $step valid BLEU $bleu"
+    if awk "BEGIN {exit !($bleu > $best_bleu)}"; then best=$ckpt best_bleu=$bleu; fi
 done
-start=$(date +%s.%N)
-"$venv/bin/onmt_translate" -model "$last" -src "$work/data/test_2016_flickr.en" \
-    -output "$work/hyp.test" -beam_size 1 -batch_size 64 -batch_type sents -max_length 100 \
-    -transforms sentencepiece -src_subword_model "$spm" -tgt_subword_model "$spm" \
-    > "$work/test.log" 2>&1 || { tail -30 "$work/test.log"; exit 1; }
-end=$(date +%s.%N)
-echo "onmt_translate (model loading and test decoding) $(awk "BEGIN {printf \"%.1f\", $end - $start}") s"
-score_test "$venv/bin/python" "$work/hyp.test" "$work/data/test_2016_flickr.de"
+echo "test with $(basename "$best") (best validation BLEU $best_bleu)"
+for beam in 1 5; do
+    start=$(date +%s.%N)
+    "$venv/bin/onmt_translate" -model "$best" -src "$work/data/test_2016_flickr.en" \
+        -output "$work/hyp.test.beam$beam" -beam_size $beam -batch_size 64 -batch_type sents \
+        -max_length 100 -transforms sentencepiece -src_subword_model "$spm" \
+        -tgt_subword_model "$spm" > "$work/test.log" 2>&1 || { tail -30 "$work/test.log"; exit 1; }
+    end=$(date +%s.%N)
+    echo "beam $beam: onmt_translate (model loading and test decoding)" \
+        "$(awk "BEGIN {printf \"%.1f\", $end - $start}") s"
+    score_test "$venv/bin/python" "$work/hyp.test.beam$beam" "$work/data/test_2016_flickr.de"
+done
