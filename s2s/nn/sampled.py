@@ -28,7 +28,7 @@ COLUMN_STEP = 128  # the subset's size rounded up to a multiple of this (a few s
 @dataclass(frozen=True)
 class Columns:
     """The columns of one update: ``ids`` into the vocabulary (the batch's targets
-    first), ``target`` renumbered into them (negative entries kept: ignored), and
+    first), ``target`` renumbered into them (negative entries kept: ignored),
     ``offset``, the constant added to each column's logit, and ``smoothing``, each
     column's share of label smoothing's mass (1 / V for a kept column, the pieces a drawn
     one stands for over V: they sum to 1)."""
