@@ -4,7 +4,7 @@
 
    PyTorch does this in several passes (a float32 copy, the log-softmax written out, a
    top-k over segments), each an operator with its own dispatch: over a beam batch that
-   was about a third of beam search's time on a 2-core CPU (docs/speed.md, thirty-sixth
+   was 29% of beam search's time on a 2-core CPU (docs/speed.md, thirty-sixth
    session). Built and loaded by s2s.runtime.native (after torch, so that OpenMP here is
    torch's own thread pool); s2s.decoding.ranking falls back to PyTorch where it cannot be
    built and checks it against PyTorch once per process. */

@@ -75,7 +75,9 @@ def load(source: Path) -> ctypes.CDLL | None:
             _build(cc, source, target)
         return ctypes.CDLL(str(target))
     except (OSError, subprocess.SubprocessError) as err:
-        log.info("%s not built (%s): PyTorch's path is used", source.name, err)
+        said = (getattr(err, "stderr", None) or b"").decode(errors="replace").strip()
+        detail = f"{err}: {said.splitlines()[0]}" if said else str(err)
+        log.info("%s not built (%s): PyTorch's path is used", source.name, detail)
         return None
 
 
