@@ -482,6 +482,22 @@ MUTANTS = [
         "test_search.py",
     ),
     m(
+        "rank-kernel-skips-segments",
+        "the C ranking kernel scans every segment whose maximum can enter the top k",
+        "s2s/decoding/rank.c",
+        "if (n == k && !(segmax[s] > top[k - 1])) continue;",
+        "if (n == k) continue;",
+        "test_native.py",
+    ),
+    m(
+        "rank-kernel-exp-off",
+        "the C ranking kernel's exp (its log-normaliser)",
+        "s2s/decoding/rank.c",
+        "p = p * r + 5.0000001201e-1f;",
+        "p = p * r + 5.01e-1f;",
+        "test_native.py",
+    ),
+    m(
         "ranking-last-columns-misplaced",
         "top-k by segments: the last, shorter segment",
         "s2s/decoding/ranking.py",
