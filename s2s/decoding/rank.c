@@ -40,7 +40,7 @@ static inline float exp_nonpositive(float x) {
 typedef struct {
     const void *x;
     int bf16, normalise;
-    int64_t cols, stride, k, blocked;
+    int64_t cols, segments, stride, k, blocked;
     float *values;
     int64_t *ids;
 } job_t;
@@ -50,7 +50,7 @@ typedef struct {
 static float load_row(const job_t *job, int64_t row, float *buf, float *segmax) {
     const uint16_t *in16 = (const uint16_t *)job->x + row * job->stride;
     const float *in32 = (const float *)job->x + row * job->stride;
-    int64_t cols = job->cols, segments = (cols + SEGMENT - 1) / SEGMENT;
+    int64_t cols = job->cols, segments = job->segments;
     float m = -INFINITY;
     for (int64_t s = 0; s < segments; s++) {
         int64_t a = s * SEGMENT, b = a + SEGMENT < cols ? a + SEGMENT : cols;
@@ -83,7 +83,7 @@ static float load_row(const job_t *job, int64_t row, float *buf, float *segmax) 
    column is one of at most k). */
 static int64_t best_columns(const job_t *job, const float *buf, const float *segmax,
                             float *top, int64_t *idx) {
-    int64_t cols = job->cols, k = job->k, segments = (cols + SEGMENT - 1) / SEGMENT, n = 0;
+    int64_t cols = job->cols, k = job->k, segments = job->segments, n = 0;
     for (int64_t s = 0; s < segments; s++) {
         if (n == k && !(segmax[s] > top[k - 1])) continue;
         int64_t a = s * SEGMENT, b = a + SEGMENT < cols ? a + SEGMENT : cols;
@@ -103,7 +103,7 @@ static int64_t best_columns(const job_t *job, const float *buf, const float *seg
 }
 
 static void rank_rows(const job_t *job, int64_t begin, int64_t end) {
-    int64_t cols = job->cols, k = job->k, segments = (cols + SEGMENT - 1) / SEGMENT;
+    int64_t cols = job->cols, k = job->k, segments = job->segments;
     float *buf = malloc(sizeof(float) * (size_t)(cols + segments + k));
     int64_t *idx = malloc(sizeof(int64_t) * (size_t)k);
     if (buf == NULL || idx == NULL) abort();
@@ -142,7 +142,8 @@ int s2s_top_columns(const void *x, int bf16, int normalise, int64_t rows, int64_
                     int64_t stride, int64_t k, int64_t blocked, float *values, int64_t *ids,
                     int threads) {
     if (k < 1 || k > cols || rows < 0 || stride < cols) return 1;
-    job_t job = {x, bf16, normalise, cols, stride, k, blocked, values, ids};
+    job_t job = {x, bf16, normalise, cols, (cols + SEGMENT - 1) / SEGMENT, stride, k, blocked,
+                 values, ids};
     if (threads > rows) threads = rows > 0 ? (int)rows : 1;
     if (threads < 1) threads = 1;
 #pragma omp parallel num_threads(threads)
