@@ -7,8 +7,9 @@ over ROWS x VOCAB logits (default 1,900 x 8,000: one default batch). Then the st
 training runs it (float32 weights, bf16 autocast where the CPU has it, compiled loss,
 the allocator and kernel cache as a run sets them): output layer and loss over all rows
 at once against ``linear_cross_entropy``'s chunks, alternating ROUNDS times, with the
-resident memory each adds at its peak (VmHWM after malloc_trim and a reset). Median of
-10 after warm-up, 2 threads.
+resident memory each adds at its peak (VmHWM after malloc_trim and a reset); the
+chunks with the C loss kernel (``s2s/nn/xent.c``) and without it. Median of 10 after
+warm-up, 2 threads.
 
 Usage: scripts/bench_loss.py [--rows 1900] [--vocab 8000] [--rounds 3]
 """
@@ -21,6 +22,7 @@ import time
 
 import torch
 
+from s2s.nn import xent
 from s2s.nn.fused import TokenLoss, linear_cross_entropy
 from s2s.runtime import cap_kernel_cache, cpu_has_bf16, return_large_blocks
 
@@ -46,12 +48,27 @@ def whole_against_chunked(rows: int, vocab: int, loss: TokenLoss, rounds: int) -
     h = torch.randn(rows, 256, requires_grad=True)
     target = torch.randint(vocab, (rows,))
     kind = "bf16" if cpu_has_bf16() else "float32"
+    real = xent._kernel
+
+    def chunked(native: bool):
+        def step():
+            xent._kernel = real if native else (lambda: None)
+            try:
+                linear_cross_entropy(h, layer, target, 0.1, loss).backward()
+            finally:
+                xent._kernel = real
+
+        return step
+
     steps = {
         "whole": lambda: loss(layer(h), target, 0.1).backward(),
-        "chunked": lambda: linear_cross_entropy(h, layer, target, 0.1, loss).backward(),
+        "chunked": chunked(False),
+        "chunked+C": chunked(True),  # the C loss kernel (s2s/nn/xent.c), where built
     }
     for _ in range(rounds):
         for name, step in steps.items():
+            if name == "chunked+C" and real() is None:
+                continue
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "bf16"):
                 ms = median_ms(step)
                 mb = transient_mb(step)
@@ -97,6 +114,10 @@ def main() -> None:
         for name, loss in (("eager", eager), ("compiled", compiled)):
             ms = median_ms(lambda loss=loss, x=x: loss(x, target, 0.1).backward())
             print(f"loss fwd+bwd  {kind:9s} {name:9s} {ms:7.1f} ms")
+        if xent.usable(x.device, dtype):  # the loss and its gradient in one kernel call
+            out = torch.empty_like(x)
+            ms = median_ms(lambda x=x, out=out: xent.loss_and_grad_into(x, target, 0.1, out))
+            print(f"loss fwd+bwd  {kind:9s} {'C kernel':9s} {ms:7.1f} ms")
         y = x.detach()
         for name, pick in (("argmax", lambda y=y: y.argmax(-1)), ("max().indices", None)):
             pick = pick or (lambda y=y: y.max(-1).indices)

@@ -187,6 +187,60 @@ def test_clipping_by_norm_rescales_the_gradient_to_the_limit(tmp_path, tiny_corp
         torch.testing.assert_close(delta[name], -g * (0.01 / norm), atol=1e-7, rtol=1e-4)
 
 
+@pytest.mark.parametrize("limit", [0.0, 0.5, 2.0, 1e6])
+def test_clipping_by_norm_equals_pytorchs_and_leaves_unclipped_gradients_alone(limit):
+    """Updater._clip_norm: the gradients clip_grad_norm_ leaves, bit for bit, and the
+    same norm; no multiplication where the factor would be 1 (or clipping is off)."""
+    import types
+
+    from s2s.training.update import Updater
+
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(5, 3, generator=gen) * 0.3, torch.randn(7, generator=gen) * 0.3]
+    mine = [nn.Parameter(torch.zeros_like(g)) for g in grads]
+    theirs = [nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, q, g in zip(mine, theirs, grads):
+        p.grad, q.grad = g.clone(), g.clone()
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    written = []  # the gradients some operator wrote into
+
+    class Writes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func._schema.is_mutable:
+                written.extend(a for a in torch.utils._pytree.tree_leaves(args))
+            return func(*args, **(kwargs or {}))
+
+    updater = types.SimpleNamespace(s=types.SimpleNamespace(clip_grad_norm=limit))
+    with Writes():
+        total, norm = Updater._clip_norm(updater, mine, torch.tensor(3.5, dtype=torch.float64))
+    want = torch.nn.utils.clip_grad_norm_(theirs, limit or float("inf"))
+    assert total == 3.5 and norm == pytest.approx(float(want), rel=1e-6) and norm > 0.5
+    for p, q in zip(mine, theirs):
+        assert torch.equal(p.grad, q.grad)
+    touched = [any(w is p.grad for w in written) for p in mine]
+    if limit == 0 or limit > norm:  # not clipped: not touched
+        assert touched == [False, False]
+    else:
+        assert touched == [True, True]
+        assert sum(float(p.grad.pow(2).sum()) for p in mine) == pytest.approx(limit**2, rel=1e-5)
+
+
+def test_clipping_by_norm_keeps_non_finite_gradients_for_the_guard():
+    import types
+
+    from s2s.training.update import Updater
+
+    p, q = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2))
+    updater = types.SimpleNamespace(s=types.SimpleNamespace(clip_grad_norm=0.1))
+    for bad in (float("inf"), float("nan")):
+        p.grad, q.grad = torch.tensor([1.0, bad, 2.0]), torch.tensor([3.0, 4.0])
+        _, norm = Updater._clip_norm(updater, [p, q], torch.tensor(1.0))
+        assert not math.isfinite(norm)
+        # not scaled (by 0 for an infinite norm: inf * 0 would be NaN, 3 and 4 zeros)
+        assert q.grad.tolist() == [3.0, 4.0] and p.grad[0] == 1.0
+
+
 def test_clipping_by_value_clamps_each_entry(tmp_path, tiny_corpus):
     grads, delta = gradients_and_update(tmp_path, tiny_corpus, "value", clip_grad_value=1e-3)
     assert max(float(g.abs().max()) for g in grads.values()) > 1e-3

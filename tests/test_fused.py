@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import s2s.nn.fused as fused
 from s2s.errors import ConfigError
+from s2s.nn import xent
 from s2s.nn.fused import TokenLoss
 from s2s.runtime import compile_unavailable
 
@@ -123,6 +124,7 @@ def test_the_chunked_loss_never_holds_the_whole_logits(monkeypatch):
     layer = torch.nn.Linear(6, 50)
     x = torch.randn(40, 6, requires_grad=True)
     target = torch.randint(50, (40,))
+    xent.usable(x.device, x.dtype)  # the native kernel's check (once per process) first
     with Sizes():
         fused.linear_cross_entropy(x, layer, target, 0.1).backward()
     assert max(sizes) <= 8 * 50  # a chunk of logits at most, never 40 x 50
@@ -139,6 +141,7 @@ def test_the_chunked_loss_in_bf16_and_compiled_is_close_to_float32(monkeypatch):
 
     monkeypatch.setattr(fused, "CHUNK", 16)
     monkeypatch.setattr(fused, "PLAIN_ROWS", 16)
+    monkeypatch.setattr(xent, "_kernel", lambda: None)  # the compiled PyTorch form
     torch.manual_seed(0)
     layer = torch.nn.Linear(32, 64)
     x = torch.randn(40, 32, requires_grad=True)

@@ -141,12 +141,7 @@ _ARGS += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 
 def _built_kernel():
     """``s2s_top_columns`` of rank.c as built, unchecked; None where it is not built."""
-    lib = native.load(Path(__file__).with_name("rank.c"))
-    if lib is None:
-        return None
-    kernel = lib.s2s_top_columns
-    kernel.restype, kernel.argtypes = ctypes.c_int, _ARGS
-    return kernel
+    return native.function(Path(__file__).with_name("rank.c"), "s2s_top_columns", _ARGS)
 
 
 @functools.cache

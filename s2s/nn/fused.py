@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from s2s.config import COMPILE_MODES
 from s2s.errors import ConfigError
+from s2s.nn import xent
 from s2s.nn.precision import autocast_dtype
 from s2s.runtime import compile_unavailable
 
@@ -116,6 +117,19 @@ def _loss_and_grad(
     return loss, torch.where(keep, grad, 0.0).to(logits.dtype)
 
 
+def _chunk_loss(fallback, z, target, eps, out, bias=None) -> torch.Tensor:
+    """A chunk's summed loss (its logits ``z`` plus ``bias``), their gradient written
+    into ``out``: by the native kernel where it applies (``s2s.nn.xent``), else by
+    ``fallback`` (``_loss_and_grad``)."""
+    loss = xent.loss_and_grad_into(z, target, eps, out, bias)
+    if loss is None:
+        if bias is not None:
+            z += bias
+        loss, grad = fallback(z, target, eps)
+        out.copy_(grad)
+    return loss
+
+
 @functools.cache
 def _compiled_loss_and_grad():
     return torch.compile(_loss_and_grad, dynamic=True)
@@ -123,7 +137,10 @@ def _compiled_loss_and_grad():
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """Forward: the summed loss, the gradients of rows, weight and bias computed chunk by
-    chunk and kept; backward: those gradients scaled by the incoming one."""
+    chunk and kept; backward: those gradients scaled by the incoming one.
+    ``loss_and_grad(z, target, eps, out, bias)``: a chunk's loss, the bias added to its
+    logits ``z`` (no ``addmm``: it copies the bias into every row before the product),
+    their gradient written into ``out``."""
 
     @staticmethod
     def forward(ctx, rows, weight, bias, target, label_smoothing, loss_and_grad, dtype):
@@ -132,32 +149,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(rows.device.type, enabled=False):
             x, w = rows.to(dtype), weight.to(dtype)
             b = None if bias is None else bias.to(dtype)
+            vocab = w.shape[0]
             grad_x = torch.empty_like(x) if want_x else None
-            grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
-            grad_b = torch.zeros(weight.shape[0], dtype=acc, device=w.device) if want_b else None
-            total = torch.zeros((), dtype=acc, device=w.device)
-            zbuf = x.new_empty(min(CHUNK, x.shape[0]), w.shape[0])
+            # half precision: each chunk's weight gradient made apart, summed in float32
             part = torch.empty(w.shape, dtype=dtype, device=w.device)
+            part = part if want_w and dtype != acc else None
+            start_w = torch.zeros if part is None else torch.empty  # the first part assigned
+            grad_w = start_w(weight.shape, dtype=acc, device=w.device) if want_w else None
+            grad_b = torch.zeros(vocab, dtype=acc, device=w.device) if want_b else None
+            total = torch.zeros((), dtype=acc, device=w.device)
+            zbuf = x.new_empty(min(CHUNK, x.shape[0]), vocab)
+            grads = torch.empty_like(zbuf)  # a chunk's gradient
             wt = w.t()
             ones = x.new_ones(1, zbuf.shape[0])
             for start in range(0, x.shape[0], CHUNK):
                 xc = x[start : start + CHUNK]
+                size = xc.shape[0]
                 # a short last chunk gets its own array: a view of zbuf would fail the
                 # compiled step's guard on its base's size (a second compilation)
-                z = zbuf if xc.shape[0] == zbuf.shape[0] else x.new_empty(xc.shape[0], w.shape[0])
-                if b is None:
-                    torch.mm(xc, wt, out=z)
-                else:
-                    torch.addmm(b, xc, wt, out=z)
-                loss, g = loss_and_grad(z, target[start : start + CHUNK], label_smoothing)
-                total += loss
+                z = zbuf if size == zbuf.shape[0] else x.new_empty(size, vocab)
+                torch.mm(xc, wt, out=z)  # the bias is added by loss_and_grad
+                g = grads[:size]
+                total += loss_and_grad(z, target[start : start + size], label_smoothing, g, b)
                 if grad_x is not None:
-                    torch.mm(g, w, out=grad_x[start : start + CHUNK])
-                if grad_w is not None:
+                    torch.mm(g, w, out=grad_x[start : start + size])
+                if part is not None:
                     torch.mm(g.t(), xc, out=part)
-                    grad_w += part  # half-precision products summed in float32
+                    xent.add_into(grad_w, part, assign=start == 0)
+                elif grad_w is not None:
+                    grad_w.addmm_(g.t(), xc)
                 if grad_b is not None:
-                    grad_b += ones[:, : g.shape[0]].mm(g).squeeze(0)  # column sums
+                    grad_b += ones[:, :size].mm(g).squeeze(0)  # column sums
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.dtypes = (rows.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total
@@ -202,17 +224,20 @@ def linear_cross_entropy(
     else:
         (weight, bias), hooked = output, False
         output = functools.partial(F.linear, weight=weight, bias=bias)
-    if rows.shape[0] <= PLAIN_ROWS or dtype == torch.float16 or hooked:
+    # with the native kernel the chunked form is faster at any size
+    plain = rows.shape[0] <= PLAIN_ROWS and not xent.usable(rows.device, dtype)
+    if plain or dtype == torch.float16 or hooked:
         # fp16: the plain way's gradient carries the loss scale (no underflow); hooks on
         # the output layer (activation histograms) see its whole output as before
         return token_loss(output(rows), target, label_smoothing)
     params = [p for p in (weight, bias) if p is not None]
     if torch.is_grad_enabled() and (rows.requires_grad or any(p.requires_grad for p in params)):
-        fn = (
+        fallback = (
             _compiled_loss_and_grad()
             if token_loss.compiled
             else functools.partial(_loss_and_grad, in_place=True)
         )
+        fn = functools.partial(_chunk_loss, fallback)
         return _LinearCrossEntropy.apply(rows, weight, bias, target, label_smoothing, fn, dtype)
     chunks = zip(rows.split(CHUNK), target.split(CHUNK))
     return sum(token_loss(output(r), t, label_smoothing) for r, t in chunks)

@@ -98,3 +98,14 @@ def _build(cc: str, source: Path, target: Path) -> None:
     finally:
         if os.path.exists(scratch):
             os.unlink(scratch)
+
+
+def function(source: Path, name: str, argtypes: list, restype=ctypes.c_int):
+    """The C function ``name`` of the library built from ``source``, its argument and
+    result types set; None where the library is not built."""
+    lib = load(source)
+    if lib is None:
+        return None
+    fn = getattr(lib, name)
+    fn.restype, fn.argtypes = restype, argtypes
+    return fn

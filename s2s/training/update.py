@@ -162,9 +162,7 @@ class Updater:
             finite = bool(torch.stack([q.grad.isfinite().all() for q in params]).all())
             if finite:
                 torch.nn.utils.clip_grad_value_(params, s.clip_grad_value)
-        norm = torch.nn.utils.clip_grad_norm_(params, s.clip_grad_norm or float("inf"))
-        # one host-device synchronisation for both (on a GPU each costs a wait)
-        total, norm = torch.stack([summed.to(norm.device), norm.double()]).tolist()
+        total, norm = self._clip_norm(params, summed)
         if not (finite and math.isfinite(total) and math.isfinite(norm)):
             return self._nonfinite(micro, step, total, tokens)
         if histograms:
@@ -175,6 +173,21 @@ class Updater:
         if before is not None:
             self._report_update_ratios(before, float(norm), step + 1)
         return Outcome(total, tokens)
+
+    def _clip_norm(self, params: list, summed: torch.Tensor) -> tuple[float, float]:
+        """``clip_grad_norm_`` by ``train.clip_grad_norm``, and the summed loss and the
+        gradients' norm as floats, read in one host-device synchronisation. The factor
+        is applied only where it is below 1 (``clip_grad_norm_`` multiplies every
+        gradient by 1 otherwise: a pass over all of them per update), and not where the
+        norm is not finite (the gradients stay as they were for the guard to name)."""
+        norm = torch.nn.utils.get_total_norm([q.grad for q in params])
+        limit = self.s.clip_grad_norm
+        factor = limit / (norm + 1e-6) if limit else torch.ones_like(norm)  # as clip_grad_norm_
+        found = torch.stack([summed.to(norm.device), norm.double(), factor.double()])
+        total, value, below = found.tolist()
+        if below < 1.0 and math.isfinite(value):
+            torch.nn.utils.clip_grads_with_norm_(params, limit, norm)
+        return total, value
 
     def _accumulate(
         self, micro: list, step: int, histograms: bool, ghost: bool = False
