@@ -146,6 +146,20 @@ def test_the_output_layer_loss_runs_through_the_kernel_at_any_size(monkeypatch, 
         assert (a - b).norm() < 0.02 * b.norm()
 
 
+def test_the_first_use_may_come_inside_a_training_step():
+    """The kernel's check (once per process) run first from inside the autograd
+    Function's forward pass, under bf16 autocast, as in `s2s train`: it passes there."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler here: the PyTorch form is the only one")  # CI has gcc
+    xent._kernel.cache_clear()
+    layer = torch.nn.Linear(8, 30)
+    x = torch.randn(2000, 8, requires_grad=True)  # more rows than PLAIN_ROWS
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fused.linear_cross_entropy(x, layer, torch.randint(30, (2000,)), 0.1)
+    loss.backward()
+    assert xent._kernel() is not None and x.grad is not None
+
+
 def test_without_the_kernel_small_outputs_take_the_plain_way(monkeypatch):
     monkeypatch.setattr(xent, "_kernel", lambda: None)
     calls = []

@@ -135,21 +135,27 @@ def _fits_bias(bias: torch.Tensor, z: torch.Tensor) -> bool:
 
 
 def _agrees(kernel) -> bool:
-    """The kernel's loss and gradient equal PyTorch's cross-entropy (evaluated in
-    float64) on random bf16 and float32 logits, an ignored row included, within float32
-    rounding (and bf16's, for the gradient it writes in bf16)."""
+    """The kernel's loss and gradient equal PyTorch's cross-entropy and softmax less the
+    smoothed one-hot (evaluated in float64) on random bf16 and float32 logits, an
+    ignored row included, within float32 rounding (and bf16's, for the gradient it
+    writes in bf16). No autograd: the check may first run inside an autograd Function's
+    forward, or under autocast."""
     gen = torch.Generator().manual_seed(0)
+    eps = 0.1
     for dtype in DTYPES:
         z = (torch.randn(7, 300, generator=gen) * 3).to(dtype)
         target = torch.randint(0, 300, (7,), generator=gen)
         target[2] = -100
-        wide = z.double().requires_grad_()
-        want_loss = torch.nn.functional.cross_entropy(
-            wide, target, reduction="sum", label_smoothing=0.1
-        )
-        (want,) = torch.autograd.grad(want_loss, [wide])
+        with torch.autocast(z.device.type, enabled=False):
+            wide = z.double()
+            want_loss = torch.nn.functional.cross_entropy(
+                wide, target, reduction="sum", label_smoothing=eps
+            )
+            onehot = torch.nn.functional.one_hot(target.clamp(min=0), 300).double()
+            want = torch.softmax(wide, -1) - (1 - eps) * onehot - eps / 300
+            want[2] = 0.0
         got = torch.empty_like(z)
-        loss = _call(kernel, z, target, 0.1, got)
+        loss = _call(kernel, z, target, eps, got)
         if loss is None or not torch.isclose(loss.double(), want_loss, rtol=1e-5, atol=1e-4):
             return False
         tol = 1e-6 if dtype == torch.float32 else 4e-3
