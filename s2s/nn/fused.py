@@ -14,11 +14,13 @@ when a C++ compiler is found on CPU, or Triton on CUDA; else eager, said once).
 a kernel for every bf16 shape it sees (docs/speed.md, memory).
 
 ``linear_cross_entropy`` runs the output layer and the loss together; over more than
-PLAIN_ROWS rows ``CHUNK`` rows at a time, computing the gradients of the rows, weight and
-bias in the same pass, so that the (tokens, vocabulary) logits and their gradient never
-exist whole: the largest transient of a training step (docs/speed.md, memory). The same
-value and gradients as the token loss of ``output(rows)`` (in float32 and float64; under
-bf16 autocast the weight's gradient is summed over the chunks in float32).
+PLAIN_ROWS rows (at any size where the C loss kernel ``xent.c`` is built) ``CHUNK`` rows
+at a time, computing the gradients of the rows, weight and bias in the same pass, so that
+the (tokens, vocabulary) logits and their gradient never exist whole: the largest
+transient of a training step (docs/speed.md, memory). Each chunk's loss and gradient come
+from that kernel where it applies (``s2s.nn.xent``), else from ``_loss_and_grad``. The
+same value and gradients as the token loss of ``output(rows)`` (in float32 and float64;
+under bf16 autocast the weight's gradient is summed over the chunks in float32).
 """
 
 from __future__ import annotations
@@ -152,8 +154,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             vocab = w.shape[0]
             grad_x = torch.empty_like(x) if want_x else None
             # half precision: each chunk's weight gradient made apart, summed in float32
-            part = torch.empty(w.shape, dtype=dtype, device=w.device)
-            part = part if want_w and dtype != acc else None
+            part = None
+            if want_w and dtype != acc:
+                part = torch.empty(w.shape, dtype=dtype, device=w.device)
             start_w = torch.zeros if part is None else torch.empty  # the first part assigned
             grad_w = start_w(weight.shape, dtype=acc, device=w.device) if want_w else None
             grad_b = torch.zeros(vocab, dtype=acc, device=w.device) if want_b else None
