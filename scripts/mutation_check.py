@@ -491,8 +491,8 @@ MUTANTS = [
     ),
     m(
         "rank-kernel-exp-off",
-        "the C ranking kernel's exp (its log-normaliser)",
-        "s2s/decoding/rank.c",
+        "the C kernels' exp (the ranking's log-normaliser)",
+        "s2s/runtime/native_math.h",
         "p = p * r + 5.0000001201e-1f;",
         "p = p * r + 5.01e-1f;",
         "test_native.py",

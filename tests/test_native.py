@@ -132,6 +132,36 @@ def test_the_library_is_built_once_and_kept(monkeypatch, tmp_path):
         native.load.cache_clear()
 
 
+def test_a_change_to_the_shared_header_builds_anew(monkeypatch, tmp_path):
+    """The build is keyed by the kernels' shared header too: another header, another
+    library (a kernel never runs on a stale copy of the shared code)."""
+    if native.compiler() is None:
+        pytest.skip("no C compiler here")  # CI has gcc
+    monkeypatch.setenv("S2S_CACHE_DIR", str(tmp_path / "cache"))
+    header = tmp_path / "include" / "native_math.h"
+    header.parent.mkdir()
+    header.write_text(native.HEADER.read_text() + "/* changed */\n")
+    native.load.cache_clear()
+    try:
+        assert native.load(SOURCE) is not None
+        monkeypatch.setattr(native, "HEADER", header)
+        native.load.cache_clear()
+        assert native.load(SOURCE) is not None
+        assert len(list((tmp_path / "cache" / "native").glob("rank-*.so"))) == 2
+    finally:
+        native.load.cache_clear()
+
+
+def test_a_kernel_that_disagrees_with_pytorch_is_not_used(caplog):
+    kernel = object()
+    with caplog.at_level(logging.WARNING, logger="s2s.runtime.native"):
+        assert native.checked(kernel, lambda k: k is kernel, "test") is kernel
+        assert caplog.text == ""
+        assert native.checked(kernel, lambda k: False, "test") is None
+    assert "the native test kernel disagrees with PyTorch's: not used" in caplog.text
+    assert native.checked(None, lambda k: pytest.fail("checked nothing"), "test") is None
+
+
 def test_no_compiler_a_failed_build_or_s2s_native_0_give_none(monkeypatch, tmp_path, caplog):
     """Where the kernel cannot be had, load says why (a log line, no exception) and
     returns None, and nothing half-built is left in the cache."""

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 from pathlib import Path
 
 import torch
 
 from s2s.runtime import native
-
-log = logging.getLogger(__name__)
 
 ROW_BLOCK = 128  # rows of logits at a time in a step's work over the vocabulary
 HEAD_ROWS = 256  # rows of float32 CPU features through the output layer at a time
@@ -148,11 +145,7 @@ def _built_kernel():
 def _kernel():
     """The kernel, or None where it is not built or disagrees with the PyTorch path on a
     probe (checked once per process)."""
-    kernel = _built_kernel()
-    if kernel is not None and not _agrees(kernel):
-        log.warning("the native ranking kernel disagrees with PyTorch's: not used")
-        return None
-    return kernel
+    return native.checked(_built_kernel(), _agrees, "ranking")
 
 
 def _call(kernel, logits: torch.Tensor, k: int, blocked: int | None, normalise: bool):

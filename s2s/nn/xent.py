@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 from pathlib import Path
 
 import torch
 
 from s2s.runtime import native
-
-log = logging.getLogger(__name__)
 
 _ARGS = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int] + [ctypes.c_int64] * 3
 _ARGS += [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
@@ -71,11 +68,7 @@ def _built_kernel():
 def _kernel():
     """The kernel, or None where it is not built or disagrees with the PyTorch form on a
     probe (checked once per process)."""
-    kernel = _built_kernel()
-    if kernel is not None and not _agrees(kernel):
-        log.warning("the native loss kernel disagrees with PyTorch's: not used")
-        return None
-    return kernel
+    return native.checked(_built_kernel(), _agrees, "loss")
 
 
 def usable(device: torch.device, dtype: torch.dtype) -> bool:

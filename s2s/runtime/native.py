@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import torch  # noqa: F401  (loaded first: its OpenMP runtime is the one a kernel uses)
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 FLAGS += ["-shared", "-fPIC"]
+HEADER = Path(__file__).with_name("native_math.h")  # shared by the kernels: -I this folder
 
 
 def compiler() -> str | None:
@@ -66,7 +68,7 @@ def load(source: Path) -> ctypes.CDLL | None:
     if cc is None:
         log.debug("no C compiler found: %s not built", source.name)
         return None
-    code = source.read_bytes()
+    code = source.read_bytes() + HEADER.read_bytes()
     key = hashlib.sha256(b"\0".join([code, cc.encode(), " ".join(FLAGS).encode()]))
     key.update(_cpu_key().encode())
     target = cache_dir() / f"{source.stem}-{key.hexdigest()[:16]}.so"
@@ -89,7 +91,7 @@ def _build(cc: str, source: Path, target: Path) -> None:
     os.close(fd)
     try:
         subprocess.run(
-            [cc, *FLAGS, "-o", scratch, str(source), "-lm"],
+            [cc, *FLAGS, "-I", str(HEADER.parent), "-o", scratch, str(source), "-lm"],
             check=True,
             capture_output=True,
             timeout=120,
@@ -98,6 +100,15 @@ def _build(cc: str, source: Path, target: Path) -> None:
     finally:
         if os.path.exists(scratch):
             os.unlink(scratch)
+
+
+def checked(kernel, agrees: Callable[[Any], bool], what: str):
+    """``kernel``, or None where it is None or ``agrees(kernel)`` is false (said once in
+    a warning): each kernel is checked against its PyTorch path once per process."""
+    if kernel is not None and not agrees(kernel):
+        log.warning("the native %s kernel disagrees with PyTorch's: not used", what)
+        return None
+    return kernel
 
 
 def function(source: Path, name: str, argtypes: list, restype=ctypes.c_int):
