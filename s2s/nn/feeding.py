@@ -12,7 +12,9 @@ for a single-layer LSTM decoder with additive or multiplicative attention:
   recurrent product are one matrix multiply per position (their weights side by side);
 - the positions are split once (``unbind``: one gradient copy back, not one per position);
 - with ``compiled`` the step (LSTM gates, attention, combination) is one torch.compile'd
-  graph per position, its element-wise work fused, forward and backward.
+  graph per position, its element-wise work fused, forward and backward;
+- with additive attention, where its C kernel is built, the whole loop runs by hand
+  forward and backward instead (``s2s.nn.feedloop``: no autograd per position).
 
 Same values and gradients as the generic loop up to rounding (``tests/test_feeding.py``);
 docs/speed.md has the measurements.
@@ -25,6 +27,7 @@ import functools
 import torch
 from torch import nn
 
+from s2s.nn import feedloop
 from s2s.nn.attention import AdditiveAttention, MultiplicativeAttention
 from s2s.nn.precision import autocast_dtype
 
@@ -108,6 +111,10 @@ def teacher_forced(
     if isinstance(att, AdditiveAttention):
         step = additive_step
         fixed += [cast(att.query_proj.weight), cast(att.v.weight)]
+        # the whole loop by hand, its element-wise work in C, where that kernel is built
+        out = feedloop.run(pre.transpose(0, 1), h, c, feed, *fixed)
+        if out is not None:
+            return out.transpose(0, 1)
     else:
         step = multiplicative_step
     first, *rest = pre.unbind(1)

@@ -34,4 +34,15 @@ static inline float bf16_value(uint16_t v) {
     return c.f;
 }
 
+/* float32 -> bf16, rounding to nearest even (as PyTorch's conversion); NaN stays NaN */
+static inline uint16_t to_bf16(float f) {
+    union {
+        float f;
+        uint32_t u;
+    } c = {f};
+    if ((c.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((c.u >> 16) | 0x40u);
+    c.u += 0x7fffu + ((c.u >> 16) & 1u);
+    return (uint16_t)(c.u >> 16);
+}
+
 #endif
