@@ -226,6 +226,35 @@ def test_clipping_by_norm_equals_pytorchs_and_leaves_unclipped_gradients_alone(l
         assert sum(float(p.grad.pow(2).sum()) for p in mine) == pytest.approx(limit**2, rel=1e-5)
 
 
+def test_clipping_inside_fused_adams_step_equals_clipping_before_it(
+    tmp_path, tiny_corpus, monkeypatch
+):
+    """With fused Adam the clipping factor goes into its step (``grad_scale``): the same
+    update, and the same gradients left, as scaling the gradients before the step; the
+    factor is not kept for the next update."""
+    from test_tricks import make_trainer, updated
+
+    import s2s.training.update as update
+
+    results = {}
+    for explicit in (False, True):
+        if explicit:
+            monkeypatch.setattr(update, "_fused", lambda optimizer: False)
+        options = dict(optimizer="adam", lr=0.01, clip_grad_norm=0.01, label_smoothing=0.0)
+        trainer = make_trainer(tmp_path, tiny_corpus, f"run{explicit}", **options)
+        optimizer = trainer.updater.optimizer
+        assert optimizer.param_groups[0]["fused"]
+        delta, _ = updated(trainer)
+        assert getattr(optimizer, "grad_scale", None) is None
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}
+        norm = math.sqrt(sum(float(g.pow(2).sum()) for g in grads.values()))
+        assert norm == pytest.approx(0.01, rel=1e-4)  # clipped, either way
+        results[explicit] = delta, grads
+    for got, want in zip(results[False], results[True]):
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-9, msg=name)
+
+
 def test_clipping_by_norm_keeps_non_finite_gradients_for_the_guard():
     import types
 

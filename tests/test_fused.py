@@ -202,3 +202,21 @@ def test_only_the_gradients_asked_for_are_computed(monkeypatch):
     wx, wb = torch.autograd.grad(want, [x, layer.bias])
     assert torch.allclose(gx, wx) and torch.allclose(gb, wb)
     assert saved[0][1] is None  # no weight gradient made for a frozen weight
+
+
+def test_its_gradients_are_scaled_in_place_once_and_a_second_backward_is_refused():
+    """The backward pass scales the gradients made in the forward pass in place (no copy
+    of the weight gradient per update): the first backward is right, a second one
+    through the same graph (retain_graph) fails loudly instead of scaling them twice."""
+    torch.manual_seed(0)
+    x = torch.randn(600, 16, requires_grad=True)
+    lin = torch.nn.Linear(16, 50)
+    target = torch.randint(0, 50, (600,))
+    loss = fused.linear_cross_entropy(x, lin, target) * 0.5
+    loss.backward(retain_graph=True)
+    ref = torch.nn.functional.cross_entropy(x @ lin.weight.t() + lin.bias, target, reduction="sum")
+    want = torch.autograd.grad(ref * 0.5, [x, lin.weight, lin.bias])
+    for got, w in zip([x.grad, lin.weight.grad, lin.bias.grad], want):
+        torch.testing.assert_close(got, w, rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="inplace"):
+        loss.backward()

@@ -75,6 +75,12 @@ def _ptr(t: torch.Tensor | None):
     return None if t is None else t.data_ptr()
 
 
+def _ptrs(t: torch.Tensor) -> list[int]:
+    """The address of each t[i] (t contiguous)."""
+    base, step = t.data_ptr(), t.stride(0) * t.element_size()
+    return [base + i * step for i in range(t.shape[0])]
+
+
 class _Loop(torch.autograd.Function):
     """h~ of every position (T, B, N) from the gates' input part ``pre`` (T, B, 4H; the
     embeddings' product and both biases), the start state, and the attention's inputs."""
@@ -99,15 +105,22 @@ class _Loop(torch.autograd.Function):
         X[0, :, :N] = feed0
         X[0, :, N:] = h0
         C[0] = c0
+        # each position's views and addresses taken once, outside the loop
+        gates_in, xs, outs = pre.unbind(0), X.unbind(0), out.unbind(0)
+        h_of, q_of = Y[:, :, :H].unbind(0), Q.unbind(0)
+        w_rec_t, w_q_t, w_c_t, ys = w_rec.t(), w_q.t(), w_c.t(), Y.unbind(0)
+        p_c, p_act, p_w = _ptrs(C), _ptrs(act), _ptrs(W)
+        p_x, p_y, p_q, p_out = _ptrs(X), _ptrs(Y), _ptrs(Q), _ptrs(out)
+        x_size, y_size, el = N + H, H + D, X.element_size()
+        p_g, fixed = _ptr(gates), (_ptr(P), _ptr(v32), _ptr(neg), _ptr(K))
         for t in range(T):
-            torch.addmm(pre[t], X[t], w_rec.t(), out=gates)
-            k.lstm_fwd(B, H, bf, _ptr(gates), G, _ptr(C[t]), _ptr(C[t + 1]), _ptr(act[t]),
-                       _ptr(Y[t]), H + D, _ptr(X[t + 1, :, N:]), N + H)  # fmt: skip
-            torch.mm(Y[t, :, :H], w_q.t(), out=Q[t])
-            k.attn_fwd(B, S, A, D, bf, _ptr(Q[t]), A, _ptr(P), _ptr(v32), _ptr(neg), _ptr(K),
-                       _ptr(W[t]), _ptr(Y[t, :, H:]), H + D)  # fmt: skip
-            torch.addmm(b_c, Y[t], w_c.t(), out=out[t])
-            k.out_fwd(B, N, bf, _ptr(out[t]), _ptr(X[t + 1, :, :N]), N + H, tanh)
+            torch.addmm(gates_in[t], xs[t], w_rec_t, out=gates)
+            k.lstm_fwd(B, H, bf, p_g, G, p_c[t], p_c[t + 1], p_act[t], p_y[t], y_size,
+                       p_x[t + 1] + N * el, x_size)  # fmt: skip
+            torch.mm(h_of[t], w_q_t, out=q_of[t])
+            k.attn_fwd(B, S, A, D, bf, p_q[t], A, *fixed, p_w[t], p_y[t] + H * el, y_size)
+            torch.addmm(b_c, ys[t], w_c_t, out=outs[t])
+            k.out_fwd(B, N, bf, p_out[t], p_x[t + 1], x_size, tanh)
         ctx.save_for_backward(X, Y, Q, out, act, C, W, P, K, v32, w_rec, w_c, w_q)
         ctx.tanh, ctx.dtypes = tanh, (dt, prepared.dtype, keys.dtype, v.dtype, v.shape)
         return out
@@ -124,19 +137,22 @@ class _Loop(torch.autograd.Function):
         DG, DA, DQ = X.new_empty(T, B, 4 * H), X.new_empty(T, B, N), X.new_empty(T, B, A)
         dY, dX, dh = X.new_empty(B, H + D), X.new_empty(B, N + H), X.new_empty(B, H)
         dP, dK, dv, dc = torch.zeros_like(P), torch.zeros_like(K), torch.zeros(A), torch.zeros(B, H)
+        p_grad, p_da, p_dq, p_dg = _ptrs(grad), _ptrs(DA), _ptrs(DQ), _ptrs(DG)
+        p_out, p_w, p_q, p_act, p_c = _ptrs(out), _ptrs(W), _ptrs(Q), _ptrs(act), _ptrs(C)
+        das, dqs, dgs, el = DA.unbind(0), DQ.unbind(0), DG.unbind(0), X.element_size()
+        fixed = (_ptr(P), _ptr(v32), _ptr(K), _ptr(dP), _ptr(dK), _ptr(dv))
+        p_dx, p_dy, p_dh, p_dc, dh_of = _ptr(dX), _ptr(dY), _ptr(dh), _ptr(dc), dY[:, :H]
         for t in reversed(range(T)):
             last = t == T - 1
-            k.out_bwd(B, N, bf, _ptr(grad[t]), N, None if last else _ptr(dX), N + H,
-                      _ptr(out[t]), _ptr(DA[t]), ctx.tanh)  # fmt: skip
-            torch.mm(DA[t], w_c, out=dY)
-            k.attn_bwd(B, S, A, D, bf, _ptr(dY[:, H:]), H + D, _ptr(W[t]), _ptr(Q[t]), A,
-                       _ptr(P), _ptr(v32), _ptr(K), _ptr(dP), _ptr(dK), _ptr(dv),
-                       _ptr(DQ[t]), A)  # fmt: skip
-            torch.addmm(dY[:, :H], DQ[t], w_q, out=dh)
-            k.lstm_bwd(B, H, bf, _ptr(dh), H, None if last else _ptr(dX[:, N:]), N + H,
-                       _ptr(act[t]), _ptr(C[t + 1]), _ptr(C[t]), _ptr(dc), _ptr(DG[t]),
-                       4 * H)  # fmt: skip
-            torch.mm(DG[t], w_rec, out=dX)
+            k.out_bwd(B, N, bf, p_grad[t], N, None if last else p_dx, N + H, p_out[t], p_da[t],
+                      ctx.tanh)  # fmt: skip
+            torch.mm(das[t], w_c, out=dY)
+            k.attn_bwd(B, S, A, D, bf, p_dy + H * el, H + D, p_w[t], p_q[t], A, *fixed,
+                       p_dq[t], A)  # fmt: skip
+            torch.addmm(dh_of, dqs[t], w_q, out=dh)
+            k.lstm_bwd(B, H, bf, p_dh, H, None if last else p_dx + N * el, N + H, p_act[t],
+                       p_c[t + 1], p_c[t], p_dc, p_dg[t], 4 * H)  # fmt: skip
+            torch.mm(dgs[t], w_rec, out=dX)
         rows = T * B
         d_w_rec = DG.view(rows, -1).t() @ X[:T].view(rows, -1)
         d_w_c = DA.view(rows, -1).t() @ Y.view(rows, -1)

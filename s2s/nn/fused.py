@@ -190,9 +190,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_total):
+        # scaled in place: the gradients are this Function's own, made in its forward (a
+        # copy of the output layer's weight gradient cost a fresh 8 MB per update). A
+        # second backward (retain_graph) is refused by autograd: they were modified.
         grads = []
         for grad, dtype in zip(ctx.saved_tensors, ctx.dtypes):
-            grads.append(None if grad is None else (grad * grad_total.to(grad.dtype)).to(dtype))
+            grads.append(None if grad is None else grad.mul_(grad_total.to(grad.dtype)).to(dtype))
         return (*grads, None, None, None, None)
 
 

@@ -162,8 +162,9 @@ class Updater:
             finite = bool(torch.stack([q.grad.isfinite().all() for q in params]).all())
             if finite:
                 torch.nn.utils.clip_grad_value_(params, s.clip_grad_value)
-        total, norm = self._clip_norm(params, summed)
+        total, norm = self._clip_norm(params, summed, in_step=not histograms)
         if not (finite and math.isfinite(total) and math.isfinite(norm)):
+            self.optimizer.grad_scale = None  # no step: clipping's factor is not kept
             return self._nonfinite(micro, step, total, tokens)
         if histograms:
             self._histograms(step + 1)
@@ -174,19 +175,27 @@ class Updater:
             self._report_update_ratios(before, float(norm), step + 1)
         return Outcome(total, tokens)
 
-    def _clip_norm(self, params: list, summed: torch.Tensor) -> tuple[float, float]:
+    def _clip_norm(
+        self, params: list, summed: torch.Tensor, in_step: bool = False
+    ) -> tuple[float, float]:
         """``clip_grad_norm_`` by ``train.clip_grad_norm``, and the summed loss and the
         gradients' norm as floats, read in one host-device synchronisation. The factor
         is applied only where it is below 1 (``clip_grad_norm_`` multiplies every
         gradient by 1 otherwise: a pass over all of them per update), and not where the
-        norm is not finite (the gradients stay as they were for the guard to name)."""
+        norm is not finite (the gradients stay as they were for the guard to name).
+        ``in_step``: where the optimizer is PyTorch's fused Adam (no loss scaler), the
+        gradients are divided by 1 / factor inside its step instead (its ``grad_scale``,
+        which it also writes back into them): one pass over them fewer per update."""
         norm = torch.nn.utils.get_total_norm([q.grad for q in params])
         limit = self.s.clip_grad_norm
         factor = limit / (norm + 1e-6) if limit else torch.ones_like(norm)  # as clip_grad_norm_
         found = torch.stack([summed.to(norm.device), norm.double(), factor.double()])
         total, value, below = found.tolist()
         if below < 1.0 and math.isfinite(value):
-            torch.nn.utils.clip_grads_with_norm_(params, limit, norm)
+            if in_step and self.scaler is None and _fused(self.optimizer):
+                self.optimizer.grad_scale = ((norm + 1e-6) / limit).float()
+            else:
+                torch.nn.utils.clip_grads_with_norm_(params, limit, norm)
         return total, value
 
     def _accumulate(
@@ -237,6 +246,7 @@ class Updater:
             self.scaler.update()
         else:
             self.optimizer.step()
+            self.optimizer.grad_scale = None  # (clipping's, where _clip_norm set one)
         if self.s.max_norm > 0:
             with torch.no_grad():  # rows of embeddings and output layers
                 for weight in self.task.row_normed():
@@ -300,3 +310,11 @@ class Updater:
                     high,
                     "high" if ratio > high else "low",
                 )
+
+
+def _fused(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` is PyTorch's Adam or AdamW with its fused kernel on every
+    parameter group (which reads ``grad_scale``)."""
+    return isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW) and all(
+        group.get("fused") for group in optimizer.param_groups
+    )
