@@ -189,7 +189,14 @@ def main() -> None:
     for shape, ours, theirs in pairs:
         s2s, onmt = train_time.get(ours), train_time.get(theirs)
         if s2s and onmt:
-            print(f"{shape}: s2s training wall time / OpenNMT-py's = {s2s / onmt:.2f}")
+            line = f"{shape}: s2s training wall time / OpenNMT-py's = {s2s / onmt:.2f}"
+            # s2s's wall holds its tokenizer's training and its vocabulary; OpenNMT-py's
+            # vocabulary is built by onmt_build_vocab before onmt_train (its own log)
+            vocab = out / theirs / "vocab.log"
+            if vocab.exists():
+                prep = time_v(vocab)[0]
+                line += f" ({s2s / (onmt + prep):.3f} with onmt_build_vocab's {prep:.1f} s)"
+            print(line)
     for search in ("greedy", "beam5"):
         new, old = decoding(out, "s2s-default", search), decoding(out, "old-default", search)
         up_new, up_old = startup(out, "s2s-default"), startup(out, "old-default")
