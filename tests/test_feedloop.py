@@ -5,10 +5,9 @@ disagrees with PyTorch's loop is not used."""
 
 import pytest
 import torch
-from test_feeding import feeding_model, run
+from test_feeding import assert_equals_the_generic_loop, feeding_model, run
 from test_model import toy_batch
 
-import s2s.nn.feeding as feeding
 from s2s.nn import feedloop
 from s2s.runtime import native
 
@@ -35,12 +34,7 @@ def test_the_kernel_loop_equals_the_generic_loop(shape, sizes, monkeypatch):
     model = feeding_model(shape)
     batch = toy_batch(seed=7, batch=batch_size, src_len=src_len, tgt_len=tgt_len)
     assert used_the_kernel(model, batch)
-    want, want_grads = run(model, batch, monkeypatch, generic=True)
-    got, got_grads = run(model, batch)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    assert got_grads.keys() == want_grads.keys()
-    for name, g in want_grads.items():
-        torch.testing.assert_close(got_grads[name], g, rtol=1e-4, atol=1e-6, msg=name)
+    assert_equals_the_generic_loop(model, batch, monkeypatch)
 
 
 @needs_kernel
@@ -84,11 +78,12 @@ def test_a_kernel_that_disagrees_is_not_used():
 
 
 def test_where_the_kernel_is_not_built_the_step_function_runs(monkeypatch):
-    monkeypatch.setattr(feedloop, "kernels", lambda: None)
     model = feeding_model("additive")
     batch = toy_batch(seed=3)
-    assert not used_the_kernel(model, batch)
-    want, want_grads = run(model, batch, monkeypatch, generic=True)
-    got, got_grads = run(model, batch)
+    with monkeypatch.context() as patch:
+        patch.setattr(feedloop, "kernels", lambda: None)
+        assert not used_the_kernel(model, batch)
+        got, _ = run(model, batch)
+    assert used_the_kernel(model, batch)
+    want, _ = run(model, batch, monkeypatch, generic=True)  # (undoes every patch)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    assert feeding.supported(model.decoder)

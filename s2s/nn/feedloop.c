@@ -42,6 +42,19 @@ static inline float sigmoid_f(float x) {
     return x < 0.0f ? e * r : r;
 }
 
+/* out[j] = a[row * sa + j] + b[row * sb + j] for j < n (mm; b may be NULL) */
+static inline __attribute__((always_inline)) void row_sum(float *out, const void *a,
+                                                          int64_t sa, const void *b,
+                                                          int64_t sb, int64_t row, int64_t n,
+                                                          const int bf) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; j++) out[j] = ld(a, row * sa + j, bf);
+    if (b != NULL) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) out[j] += ld(b, row * sb + j, bf);
+    }
+}
+
 #define ROWS(n)                                                   \
     int64_t _t = omp_get_thread_num(), _n = omp_get_num_threads(); \
     int64_t begin = (n) * _t / _n, end = (n) * (_t + 1) / _n;
@@ -103,12 +116,7 @@ static inline __attribute__((always_inline)) void lstm_bwd_rows(
         const float *a = act + b * 4 * H, *cb = c + b * H, *pb = c_prev + b * H;
         float *dcb = dc + b * H;
         const int64_t g0 = b * gs;
-#pragma omp simd
-        for (int64_t j = 0; j < H; j++) dh[j] = ld(dh1, b * s1 + j, bf);
-        if (dh2 != NULL) {
-#pragma omp simd
-            for (int64_t j = 0; j < H; j++) dh[j] += ld(dh2, b * s2 + j, bf);
-        }
+        row_sum(dh, dh1, s1, dh2, s2, b, H, bf);
 #pragma omp simd
         for (int64_t j = 0; j < H; j++) {
             float i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
@@ -292,12 +300,7 @@ static inline __attribute__((always_inline)) void out_bwd_rows(
     int64_t begin, int64_t end, int64_t N, const int bf, const void *dy, int64_t ys,
     const void *dfeed, int64_t fs, const void *y, void *d, int tanh, float *g) {
     for (int64_t b = begin; b < end; b++) {
-#pragma omp simd
-        for (int64_t j = 0; j < N; j++) g[j] = ld(dy, b * ys + j, bf);
-        if (dfeed != NULL) {
-#pragma omp simd
-            for (int64_t j = 0; j < N; j++) g[j] += ld(dfeed, b * fs + j, bf);
-        }
+        row_sum(g, dy, ys, dfeed, fs, b, N, bf);
 #pragma omp simd
         for (int64_t j = 0; j < N; j++) {
             float t = ld(y, b * N + j, bf);
