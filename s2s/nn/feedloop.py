@@ -43,10 +43,11 @@ class _Kernels:
 
     def __init__(self, functions: dict):
         self._fns = functions
+        for name, fn in functions.items():
+            setattr(self, name, self._checked(name, fn))
 
-    def __getattr__(self, name: str):
-        fn = self._fns[name]
-
+    @staticmethod
+    def _checked(name: str, fn):
         def call(*args):
             if fn(*args, torch.get_num_threads()):
                 raise RuntimeError(f"{name} refused its arguments {args}")
