@@ -87,3 +87,9 @@ def test_where_the_kernel_is_not_built_the_step_function_runs(monkeypatch):
     assert used_the_kernel(model, batch)
     want, _ = run(model, batch, monkeypatch, generic=True)  # (undoes every patch)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_refusing_kernel_call_raises_naming_it():
+    kernels = feedloop._Kernels({"attn_fwd": lambda *args: 1})
+    with pytest.raises(RuntimeError, match="attn_fwd refused"):
+        kernels.attn_fwd(1, 2)

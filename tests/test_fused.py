@@ -220,3 +220,22 @@ def test_its_gradients_are_scaled_in_place_once_and_a_second_backward_is_refused
         torch.testing.assert_close(got, w, rtol=1e-4, atol=1e-5)
     with pytest.raises(RuntimeError, match="inplace"):
         loss.backward()
+
+
+def test_where_the_kernel_takes_every_chunk_torch_compile_is_not_set_up():
+    """The compiled PyTorch form is the kernel's fallback: made at its first use, so a
+    training that never needs it does not pay torch.compile's set-up (about 1.2 s)."""
+    if compile_unavailable(torch.device("cpu")) or not xent.usable(
+        torch.device("cpu"), torch.float32
+    ):
+        pytest.skip("needs the C loss kernel and a C++ compiler")
+    fused._compiled_loss_and_grad.cache_clear()
+    token_loss = TokenLoss("auto")
+    assert token_loss.compiled
+    x = torch.randn(600, 16, requires_grad=True)
+    loss = fused.linear_cross_entropy(
+        x, torch.nn.Linear(16, 50), torch.randint(0, 50, (600,)), token_loss=token_loss
+    )
+    loss.backward()
+    assert x.grad is not None
+    assert fused._compiled_loss_and_grad.cache_info().currsize == 0
