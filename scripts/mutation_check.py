@@ -522,6 +522,14 @@ MUTANTS = [
         "test_xent.py test_fused.py",
     ),
     m(
+        "xent-kernel-bias-gradient-unsmoothed",
+        "the C loss kernel's column sums (the bias's gradient): label smoothing's share",
+        "s2s/nn/xent.c",
+        "for (int64_t j = 0; j < cols; j++) cs[j] += buf[j] * inv - off;",
+        "for (int64_t j = 0; j < cols; j++) cs[j] += buf[j] * inv;",
+        "test_xent.py",
+    ),
+    m(
         "feedloop-forget-gate-gradient",
         "the input-feeding loop's C backward: the forget gate's gradient takes the last c",
         "s2s/nn/feedloop.c",

@@ -119,16 +119,19 @@ def _loss_and_grad(
     return loss, torch.where(keep, grad, 0.0).to(logits.dtype)
 
 
-def _chunk_loss(fallback, z, target, eps, out, bias=None) -> torch.Tensor:
+def _chunk_loss(fallback, z, target, eps, out, bias=None, colsum=None) -> torch.Tensor:
     """A chunk's summed loss (its logits ``z`` plus ``bias``), their gradient written
-    into ``out``: by the native kernel where it applies (``s2s.nn.xent``), else by
+    into ``out`` and its column sums added into ``colsum`` where given (the bias's
+    gradient): by the native kernel where it applies (``s2s.nn.xent``), else by
     ``fallback`` (``_loss_and_grad``)."""
-    loss = xent.loss_and_grad_into(z, target, eps, out, bias)
+    loss = xent.loss_and_grad_into(z, target, eps, out, bias, colsum)
     if loss is None:
         if bias is not None:
             z += bias
         loss, grad = fallback(z, target, eps)
         out.copy_(grad)
+        if colsum is not None:
+            colsum += out.sum(0, dtype=colsum.dtype)
     return loss
 
 
@@ -146,9 +149,10 @@ def _compiled_fallback(z: torch.Tensor, target: torch.Tensor, eps: float):
 class _LinearCrossEntropy(torch.autograd.Function):
     """Forward: the summed loss, the gradients of rows, weight and bias computed chunk by
     chunk and kept; backward: those gradients scaled by the incoming one.
-    ``loss_and_grad(z, target, eps, out, bias)``: a chunk's loss, the bias added to its
-    logits ``z`` (no ``addmm``: it copies the bias into every row before the product),
-    their gradient written into ``out``."""
+    ``loss_and_grad(z, target, eps, out, bias, colsum)``: a chunk's loss, the bias added
+    to its logits ``z`` (no ``addmm``: it copies the bias into every row before the
+    product), their gradient written into ``out`` and its column sums added into
+    ``colsum`` (the bias's gradient; None where there is no bias)."""
 
     @staticmethod
     def forward(ctx, rows, weight, bias, target, label_smoothing, loss_and_grad, dtype):
@@ -170,7 +174,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
             zbuf = x.new_empty(min(CHUNK, x.shape[0]), vocab)
             grads = torch.empty_like(zbuf)  # a chunk's gradient
             wt = w.t()
-            ones = x.new_ones(1, zbuf.shape[0])
             for start in range(0, x.shape[0], CHUNK):
                 xc = x[start : start + CHUNK]
                 size = xc.shape[0]
@@ -179,7 +182,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 z = zbuf if size == zbuf.shape[0] else x.new_empty(size, vocab)
                 torch.mm(xc, wt, out=z)  # the bias is added by loss_and_grad
                 g = grads[:size]
-                total += loss_and_grad(z, target[start : start + size], label_smoothing, g, b)
+                total += loss_and_grad(
+                    z, target[start : start + size], label_smoothing, g, b, grad_b
+                )
                 if grad_x is not None:
                     torch.mm(g, w, out=grad_x[start : start + size])
                 if part is not None:
@@ -187,8 +192,6 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     xent.add_into(grad_w, part, assign=start == 0)
                 elif grad_w is not None:
                     grad_w.addmm_(g.t(), xc)
-                if grad_b is not None:
-                    grad_b += ones[:, :size].mm(g).squeeze(0)  # column sums
         ctx.save_for_backward(grad_x, grad_w, grad_b)
         ctx.dtypes = (rows.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total

@@ -64,7 +64,7 @@ static void load_row(const job_t *job, int64_t row, float *buf, float *max, floa
     *sum = total;
 }
 
-static void rows_loss(const job_t *job, int64_t begin, int64_t end, float *buf) {
+static void rows_loss(const job_t *job, int64_t begin, int64_t end, float *buf, float *cs) {
     int64_t cols = job->cols;
     float eps = job->eps, off = eps / (float)cols;
     for (int64_t row = begin; row < end; row++) {
@@ -101,6 +101,10 @@ static void rows_loss(const job_t *job, int64_t begin, int64_t end, float *buf) 
 #pragma omp simd
             for (int64_t j = 0; j < cols; j++) g32[j] = buf[j] * inv - off;
         }
+        if (cs != NULL) { /* the column sums: the bias's gradient */
+#pragma omp simd
+            for (int64_t j = 0; j < cols; j++) cs[j] += buf[j] * inv - off;
+        }
     }
 }
 
@@ -109,11 +113,12 @@ static void rows_loss(const job_t *job, int64_t begin, int64_t end, float *buf) 
    targets (a row whose target is outside [0, cols) is
    ignored): each row's loss, (1 - eps) (lse - z[target]) + eps (lse - mean z), into
    `loss` (rows, float32), and the gradient of the summed loss into `grad` (rows x cols,
-   contiguous, the logits' dtype). Rows are shared among `threads` OpenMP threads.
-   Returns 0, or 1 for arguments out of range. */
+   contiguous, the logits' dtype); where `colsum` is not NULL, the gradient's column sums
+   (before rounding to the logits' dtype) are added into it (cols, float32). Rows are
+   shared among `threads` OpenMP threads. Returns 0, or 1 for arguments out of range. */
 int s2s_xent_grad(const void *z, const void *bias, int bf16, int64_t rows, int64_t cols,
                   int64_t stride, const int64_t *target, float eps, float *loss, void *grad,
-                  int threads) {
+                  float *colsum, int threads) {
     if (rows < 0 || cols < 1 || stride < cols) return 1;
     job_t job = {z, bias, grad, target, bf16, cols, stride, eps, loss};
     if (threads > rows) threads = rows > 0 ? (int)rows : 1;
@@ -123,12 +128,18 @@ int s2s_xent_grad(const void *z, const void *bias, int bf16, int64_t rows, int64
     {
         int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
         float *buf = malloc(sizeof(float) * (size_t)cols);
-        if (buf == NULL) {
+        float *cs = colsum == NULL ? NULL : calloc((size_t)cols, sizeof(float));
+        if (buf == NULL || (colsum != NULL && cs == NULL)) {
             failed = 1;
         } else {
-            rows_loss(&job, rows * t / n, rows * (t + 1) / n, buf);
-            free(buf);
+            rows_loss(&job, rows * t / n, rows * (t + 1) / n, buf, cs);
+            if (cs != NULL) {
+#pragma omp critical
+                for (int64_t j = 0; j < cols; j++) colsum[j] += cs[j];
+            }
         }
+        free(buf);
+        free(cs);
     }
     return failed ? 1 : 0;
 }

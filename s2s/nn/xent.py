@@ -19,7 +19,8 @@ import torch
 from s2s.runtime import native
 
 _ARGS = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int] + [ctypes.c_int64] * 3
-_ARGS += [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+_ARGS += [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+_ARGS += [ctypes.c_int]
 DTYPES = (torch.bfloat16, torch.float32)
 
 
@@ -76,7 +77,7 @@ def usable(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype in DTYPES and _kernel() is not None
 
 
-def _call(kernel, z, target, eps: float, out, bias=None):
+def _call(kernel, z, target, eps: float, out, bias=None, colsum=None):
     rows, cols = z.shape
     losses = torch.empty(rows)
     target = target.to(torch.long).contiguous()
@@ -91,6 +92,7 @@ def _call(kernel, z, target, eps: float, out, bias=None):
         eps,
         losses.data_ptr(),
         out.data_ptr(),
+        None if colsum is None else colsum.data_ptr(),
         _threads(),
     )
     return None if status else losses.sum()
@@ -102,12 +104,15 @@ def loss_and_grad_into(
     eps: float,
     out: torch.Tensor,
     bias: torch.Tensor | None = None,
+    colsum: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """The summed label-smoothed cross-entropy of logits ``z`` (rows, columns), plus
     ``bias`` (columns,) where given, against ``target`` (rows whose target is negative
     ignored), float32, its gradient with respect to the logits written into ``out``
-    (contiguous, ``z``'s shape and dtype); None where the kernel does not apply (``out``
-    then untouched)."""
+    (contiguous, ``z``'s shape and dtype) and, where ``colsum`` (columns, float32,
+    contiguous) is given, that gradient's column sums added into it (the bias's
+    gradient); None where the kernel does not apply (``out`` and ``colsum`` then
+    untouched)."""
     fits = (
         z.device.type == "cpu"
         and z.dtype in DTYPES
@@ -118,9 +123,19 @@ def loss_and_grad_into(
         and out.is_contiguous()
         and target.shape == z.shape[:1]
         and (bias is None or _fits_bias(bias, z))
+        and (colsum is None or _fits_colsum(colsum, z))
     )
     kernel = _kernel() if fits else None
-    return None if kernel is None else _call(kernel, z, target, eps, out, bias)
+    return None if kernel is None else _call(kernel, z, target, eps, out, bias, colsum)
+
+
+def _fits_colsum(colsum: torch.Tensor, z: torch.Tensor) -> bool:
+    return (
+        colsum.dtype == torch.float32
+        and colsum.device.type == "cpu"
+        and colsum.shape == z.shape[1:]
+        and colsum.is_contiguous()
+    )
 
 
 def _fits_bias(bias: torch.Tensor, z: torch.Tensor) -> bool:
@@ -147,9 +162,11 @@ def _agrees(kernel) -> bool:
             onehot = torch.nn.functional.one_hot(target.clamp(min=0), 300).double()
             want = torch.softmax(wide, -1) - (1 - eps) * onehot - eps / 300
             want[2] = 0.0
-        got = torch.empty_like(z)
-        loss = _call(kernel, z, target, eps, got)
+        got, sums = torch.empty_like(z), torch.ones(300)
+        loss = _call(kernel, z, target, eps, got, colsum=sums)
         if loss is None or not torch.isclose(loss.double(), want_loss, rtol=1e-5, atol=1e-4):
+            return False
+        if not torch.allclose(sums.double(), 1 + want.sum(0), rtol=1e-5, atol=1e-5):
             return False
         tol = 1e-6 if dtype == torch.float32 else 4e-3
         if not torch.allclose(got.double(), want, rtol=tol, atol=1e-6):
