@@ -123,20 +123,26 @@ int s2s_xent_grad(const void *z, const void *bias, int bf16, int64_t rows, int64
     job_t job = {z, bias, grad, target, bf16, cols, stride, eps, loss};
     if (threads > rows) threads = rows > 0 ? (int)rows : 1;
     if (threads < 1) threads = 1;
-    int failed = 0;
-#pragma omp parallel num_threads(threads) reduction(| : failed)
+    int failed = 0; /* shared: colsum is added to only when no thread failed, so that
+                       the caller's fallback, which sums again, never counts twice */
+#pragma omp parallel num_threads(threads)
     {
         int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
         float *buf = malloc(sizeof(float) * (size_t)cols);
         float *cs = colsum == NULL ? NULL : calloc((size_t)cols, sizeof(float));
         if (buf == NULL || (colsum != NULL && cs == NULL)) {
+#pragma omp atomic write
             failed = 1;
         } else {
             rows_loss(&job, rows * t / n, rows * (t + 1) / n, buf, cs);
-            if (cs != NULL) {
+        }
+#pragma omp barrier
+        int seen;
+#pragma omp atomic read
+        seen = failed;
+        if (!seen && cs != NULL) {
 #pragma omp critical
-                for (int64_t j = 0; j < cols; j++) colsum[j] += cs[j];
-            }
+            for (int64_t j = 0; j < cols; j++) colsum[j] += cs[j];
         }
         free(buf);
         free(cs);
