@@ -461,8 +461,6 @@ MUTANTS = [
         'done = (fin_score[:, K - 1] > float("-inf")) | (fin_score[:, nbest - 1] >= bound)',
         'done = fin_score[:, K - 1] > float("-inf")',
         "test_search.py test_decoding.py test_formulas.py",
-        equivalent="the bound only ends a sentence's search early, when no live hypothesis "
-        "can beat its N-th best finished one; searching on returns the same n-best, slower",
     ),
     m(
         "search-beam-ranks-k-tokens",
@@ -488,6 +486,38 @@ MUTANTS = [
         "if (n == k && !(segmax[s] > top[k - 1])) continue;",
         "if (n == k) continue;",
         "test_native.py",
+    ),
+    m(
+        "refine-normaliser-kept",
+        "rescored bf16 log-probabilities move with the normaliser's first-order change",
+        "s2s/decoding/ranking.py",
+        "delta -= (values.exp() * delta).sum(dim=1, keepdim=True)",
+        "pass",
+        "test_refine.py",
+    ),
+    m(
+        "refine-too-few-candidates",
+        "rescoring looks beyond the k best by the rounded logits",
+        "s2s/decoding/ranking.py",
+        "*top_log_probs(logits, k + REFINE, blocked), k)",
+        "*top_log_probs(logits, k, blocked), k)",
+        "test_refine.py",
+    ),
+    m(
+        "refine-bias-dropped",
+        "rescored logits include the output layer's bias",
+        "s2s/decoding/ranking.py",
+        "        exact += head.bias[ids].float()",
+        "        pass",
+        "test_refine.py",
+    ),
+    m(
+        "rescore-kernel-last-term",
+        "the C rescoring kernel sums every product",
+        "s2s/decoding/rank.c",
+        "for (int64_t e = 0; e < h; e++) s += bf16_value(v[e]) * bf16_value(x[e]);",
+        "for (int64_t e = 0; e < h - 1; e++) s += bf16_value(v[e]) * bf16_value(x[e]);",
+        "test_refine.py",
     ),
     m(
         "rank-kernel-exp-off",

@@ -28,16 +28,24 @@ log = logging.getLogger(__name__)
 
 
 class PackedLinear(nn.Module):
-    """``nn.Linear``'s forward with the weight in oneDNN's layout (inference only)."""
+    """``nn.Linear``'s forward with the weight in oneDNN's layout (inference only): a
+    module holding a ``Product``, whose weight and bias it shows as its own."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
-        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.product = Product(linear.weight, linear.bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.product.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.product.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return self.product(x)
 
 
 def _packable(linear: nn.Module) -> bool:
@@ -68,15 +76,28 @@ def _works(dtype: torch.dtype = torch.bfloat16) -> bool:
     return torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+class Product:
+    """``F.linear(x, weight, bias)`` as a function of x, with ``weight`` and ``bias``
+    readable (search rescores a few columns of a bf16 layer from them,
+    ``s2s.decoding.ranking``) and the weight packed once where ``pack_linears`` would
+    pack a layer holding it (the same values), and with ``float32`` a float32 CPU weight
+    too (the same values up to rounding)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, *, float32: bool = False):
+        self.weight, self.bias = weight.detach(), None if bias is None else bias.detach()
+        dtypes = (torch.bfloat16, torch.float32) if float32 else (torch.bfloat16,)
+        packs = weight.device.type == "cpu" and weight.dtype in dtypes and _works(weight.dtype)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight) if packs else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
 def packed_product(weight: torch.Tensor, bias: torch.Tensor | None, *, float32: bool = False):
-    """``F.linear(x, weight, bias)`` as a function of x, with the weight packed once
-    where ``pack_linears`` would pack a layer holding it (the same values), and with
-    ``float32`` a float32 CPU weight too (the same values up to rounding)."""
-    dtypes = (torch.bfloat16, torch.float32) if float32 else (torch.bfloat16,)
-    if weight.device.type == "cpu" and weight.dtype in dtypes and _works(weight.dtype):
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach())
-        return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
-    return lambda x: F.linear(x, weight, bias)
+    """A ``Product`` of ``weight`` and ``bias`` (see there)."""
+    return Product(weight, bias, float32=float32)
 
 
 class PackedHead:

@@ -131,3 +131,35 @@ int s2s_top_columns(const void *x, int bf16, int normalise, int64_t rows, int64_
     }
     return 0;
 }
+
+/* Float32 logits of chosen columns from a bf16 output layer: for each of `rows` rows and
+   its `n` columns `ids` (rows x n), out = the dot product of the weight's row `id`
+   (`wrows` rows, `wstride` apart) with the row's bf16 features (`fstride` apart), `h`
+   terms multiplied and summed in float32, as a product with a float32 result gives them
+   (the sum's order aside). The bias is the caller's. Returns 0, 1 for arguments out of
+   range, or 2 where an id is not a row of the weight (its value then NaN). */
+int s2s_rescore(const uint16_t *w, int64_t wrows, int64_t wstride, const uint16_t *f,
+                int64_t fstride, const int64_t *ids, int64_t rows, int64_t n, int64_t h,
+                float *out, int threads) {
+    if (rows < 0 || n < 1 || h < 1 || wstride < h || fstride < h) return 1;
+    int bad = 0;
+    if (threads < 1) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(| : bad)
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *x = f + r * fstride;
+        for (int64_t j = 0; j < n; j++) {
+            int64_t id = ids[r * n + j];
+            if (id < 0 || id >= wrows) {
+                out[r * n + j] = NAN;
+                bad = 1;
+                continue;
+            }
+            const uint16_t *v = w + id * wstride;
+            float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+            for (int64_t e = 0; e < h; e++) s += bf16_value(v[e]) * bf16_value(x[e]);
+            out[r * n + j] = s;
+        }
+    }
+    return bad ? 2 : 0;
+}

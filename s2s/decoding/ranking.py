@@ -11,6 +11,13 @@ Where a C compiler is found, a kernel built on this machine (``rank.c``, through
 ``s2s.runtime.native``) does each row's ranking in one pass instead: about 3x faster over
 a beam batch (docs/speed.md, thirty-sixth session). It is checked against the PyTorch
 path once per process, and that path stays for every other case.
+
+A bf16 output layer gives bf16 logits, rounded to 8 bits: near-ties between the best
+tokens are decided by the rounding, and greedy search chose another token than float32
+decoding in 7% of the test sentences (docs/speed.md, thirty-ninth session). Where the
+layer's weight is at hand (``refinable``), each row's best REFINE + k candidates by the
+bf16 logits are rescored from the same bf16 weight and features with float32 sums and a
+float32 result, as a float32-output product would give them, and ranked again by those.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from s2s.runtime import native
 ROW_BLOCK = 128  # rows of logits at a time in a step's work over the vocabulary
 HEAD_ROWS = 256  # rows of float32 CPU features through the output layer at a time
 SEGMENT = 64  # a row's top-k first picks its best segments of this many columns
+REFINE = 2  # candidates beyond the k wanted, rescored in float32 from bf16 logits
 
 
 def fast_topk(x: torch.Tensor, k: int):
@@ -93,15 +101,58 @@ def _head_blocks(out):
     return (out.head(block) for block in features.split(HEAD_ROWS))
 
 
+def refinable(out) -> bool:
+    """Whether a step's logits come from a bf16 or fp16 layer whose ``weight`` (and
+    ``bias``) search can read: a layer of the model, or a shortlist's rows of one."""
+    features = getattr(out, "features", None)
+    weight = getattr(getattr(out, "head", None), "weight", None)
+    return (
+        features is not None
+        and isinstance(weight, torch.Tensor)
+        and weight.dtype in (torch.bfloat16, torch.float16)
+        and features.dtype == weight.dtype
+    )
+
+
+def exact_logits(out, ids: torch.Tensor) -> torch.Tensor:
+    """float32 logits of the columns ``ids`` (rows, n) of a refinable step: the layer's
+    weight rows and the features as they are, multiplied and summed in float32 (by
+    rank.c's ``s2s_rescore`` where it is built and checked)."""
+    head, features = out.head, out.features
+    exact = _native_rescore(head.weight, features, ids)
+    if exact is None:
+        rows = head.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, -1).float()
+        exact = (rows * features.float().unsqueeze(1)).sum(-1)
+    if head.bias is not None:
+        exact += head.bias[ids].float()
+    return exact
+
+
+def refined(out, logits, values, ids, k: int, *, normalised: bool = True):
+    """The ``k`` best of candidates ``ids`` with their ``values`` (log-probabilities, or
+    with ``normalised`` False the logits, from the rounded ``logits``), each value moved
+    by its float32 logit's difference from its rounded one, then ranked again (best
+    first). Log-probabilities also move by the normaliser's change to first order: the
+    candidates' probabilities times their differences (they hold nearly all the mass)."""
+    delta = exact_logits(out, ids) - logits.gather(1, ids).float()
+    if normalised:
+        delta -= (values.exp() * delta).sum(dim=1, keepdim=True)
+    values, order = (values + delta).sort(dim=1, descending=True, stable=True)
+    return values[:, :k].contiguous(), ids.gather(1, order[:, :k])
+
+
 def step_top_log_probs(out, k: int, blocked: int | None = None):
     """``top_log_probs`` of a search step's logits (``out``: a ``StepOutput``, or any
-    object with ``logits``), the output layer run a block of rows at a time where it can.
-    Ids are the vocabulary's, also where the step scores a shortlist (``out.vocab``)."""
+    object with ``logits``), the output layer run a block of rows at a time where it can,
+    and a bf16 layer's best candidates rescored in float32 (``refined``). Ids are the
+    vocabulary's, also where the step scores a shortlist (``out.vocab``)."""
     vocab = getattr(out, "vocab", None)
     if vocab is not None and blocked is not None:
         blocked = _column(vocab, blocked)
-    blocks = _head_blocks(out)
-    if blocks is None:
+    if refinable(out):
+        logits = out.logits
+        values, ids = refined(out, logits, *top_log_probs(logits, k + REFINE, blocked), k)
+    elif (blocks := _head_blocks(out)) is None:
         values, ids = top_log_probs(out.logits, k, blocked)
     else:
         found = [top_log_probs(logits, k, blocked) for logits in blocks]
@@ -111,9 +162,14 @@ def step_top_log_probs(out, k: int, blocked: int | None = None):
 
 def step_argmax(out) -> torch.Tensor:
     """Each row's most probable token (rows,): the argmax of the log-softmax, never
-    written out; the output layer a block of rows at a time where it can."""
-    blocks = _head_blocks(out)
-    if blocks is None:
+    written out; the output layer a block of rows at a time where it can, a bf16 layer's
+    best candidates rescored in float32 (the token ``step_top_log_probs(out, 1)`` picks)."""
+    if refinable(out):
+        logits = out.logits
+        found = _native_top(logits, 1 + REFINE, None, normalise=False)
+        values, ids = found if found is not None else fast_topk(logits, 1 + REFINE)
+        best = refined(out, logits, values.float(), ids, 1, normalised=False)[1].squeeze(1)
+    elif (blocks := _head_blocks(out)) is None:
         best = _argmax(out.logits)
     else:
         best = torch.cat([_argmax(logits) for logits in blocks])
@@ -195,3 +251,59 @@ def _agrees(kernel) -> bool:
         if not (same and close and same_best and 7 not in ids.flatten().tolist()):
             return False
     return True
+
+
+_RESCORE_ARGS = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+_RESCORE_ARGS += [ctypes.c_int64, ctypes.c_void_p] + [ctypes.c_int64] * 3
+_RESCORE_ARGS += [ctypes.c_void_p, ctypes.c_int]
+
+
+def _built_rescore():
+    """rank.c's ``s2s_rescore`` as built, unchecked; None where it is not built."""
+    return native.function(Path(__file__).with_name("rank.c"), "s2s_rescore", _RESCORE_ARGS)
+
+
+@functools.cache
+def _rescore_kernel():
+    """``s2s_rescore``, or None where it is not built or disagrees with PyTorch on a
+    probe (checked once per process)."""
+    return native.checked(_built_rescore(), _rescores, "rescoring")
+
+
+def _rescore_call(kernel, weight: torch.Tensor, features: torch.Tensor, ids: torch.Tensor):
+    ids = ids.contiguous()
+    out = torch.empty(ids.shape)
+    rows, h = features.shape[0], weight.shape[1]
+    args = (weight.data_ptr(), weight.shape[0], weight.stride(0), features.data_ptr())
+    args += (features.stride(0), ids.data_ptr(), rows, ids.shape[1], h, out.data_ptr())
+    return None if kernel(*args, torch.get_num_threads()) else out
+
+
+def _native_rescore(weight: torch.Tensor, features: torch.Tensor, ids: torch.Tensor):
+    """``s2s_rescore``'s float32 logits, or None where it does not apply: bf16 CPU
+    operands with rows of contiguous elements, features (rows, h) as ids (rows, n)."""
+    usable = (
+        weight.dtype == features.dtype == torch.bfloat16
+        and weight.device.type == features.device.type == ids.device.type == "cpu"
+        and weight.dim() == features.dim() == ids.dim() == 2
+        and weight.stride(1) == features.stride(1) == 1
+        and weight.shape[1] == features.shape[1]
+        and ids.shape[0] == features.shape[0]
+        and ids.dtype == torch.long
+    )
+    kernel = _rescore_kernel() if usable else None
+    return None if kernel is None else _rescore_call(kernel, weight, features, ids)
+
+
+def _rescores(kernel) -> bool:
+    """The kernel's values equal float64 sums of the same bf16 products (to float32
+    rounding), and an id outside the weight is refused."""
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(50, 37, generator=gen).to(torch.bfloat16)
+    features = torch.randn(6, 37, generator=gen).to(torch.bfloat16)
+    ids = torch.randint(0, 50, (6, 4), generator=gen)
+    got = _rescore_call(kernel, weight, features, ids)
+    want = (weight.double()[ids] * features.double().unsqueeze(1)).sum(-1)
+    ids[2, 1] = 50
+    refused = _rescore_call(kernel, weight, features, ids) is None
+    return got is not None and torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5) and refused
