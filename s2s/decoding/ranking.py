@@ -23,7 +23,6 @@ float32 result, as a float32-output product would give them, and ranked again by
 from __future__ import annotations
 
 import ctypes
-import functools
 from pathlib import Path
 
 import torch
@@ -192,16 +191,11 @@ _ARGS = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int] + [ctypes.c_int64] * 5
 _ARGS += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 
 
-def _built_kernel():
-    """``s2s_top_columns`` of rank.c as built, unchecked; None where it is not built."""
-    return native.function(Path(__file__).with_name("rank.c"), "s2s_top_columns", _ARGS)
-
-
-@functools.cache
-def _kernel():
-    """The kernel, or None where it is not built or disagrees with the PyTorch path on a
-    probe (checked once per process)."""
-    return native.checked(_built_kernel(), _agrees, "ranking")
+# rank.c's ``s2s_top_columns`` as built, and where it agrees with the PyTorch path on a
+# probe (``_agrees``, checked once per process)
+_built_kernel, _kernel = native.kernel(
+    Path(__file__).with_name("rank.c"), "s2s_top_columns", _ARGS, lambda k: _agrees(k), "ranking"
+)
 
 
 def _call(kernel, logits: torch.Tensor, k: int, blocked: int | None, normalise: bool):
@@ -258,16 +252,14 @@ _RESCORE_ARGS += [ctypes.c_int64, ctypes.c_void_p] + [ctypes.c_int64] * 3
 _RESCORE_ARGS += [ctypes.c_void_p, ctypes.c_int]
 
 
-def _built_rescore():
-    """rank.c's ``s2s_rescore`` as built, unchecked; None where it is not built."""
-    return native.function(Path(__file__).with_name("rank.c"), "s2s_rescore", _RESCORE_ARGS)
-
-
-@functools.cache
-def _rescore_kernel():
-    """``s2s_rescore``, or None where it is not built or disagrees with PyTorch on a
-    probe (checked once per process)."""
-    return native.checked(_built_rescore(), _rescores, "rescoring")
+# rank.c's ``s2s_rescore`` as built, and where it agrees with float64 sums (``_rescores``)
+_built_rescore, _rescore_kernel = native.kernel(
+    Path(__file__).with_name("rank.c"),
+    "s2s_rescore",
+    _RESCORE_ARGS,
+    lambda k: _rescores(k),
+    "rescoring",
+)
 
 
 def _rescore_call(kernel, weight: torch.Tensor, features: torch.Tensor, ids: torch.Tensor):

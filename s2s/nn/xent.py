@@ -60,16 +60,11 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _built_kernel():
-    """``s2s_xent_grad`` of xent.c as built, unchecked; None where it is not built."""
-    return native.function(Path(__file__).with_name("xent.c"), "s2s_xent_grad", _ARGS)
-
-
-@functools.cache
-def _kernel():
-    """The kernel, or None where it is not built or disagrees with the PyTorch form on a
-    probe (checked once per process)."""
-    return native.checked(_built_kernel(), _agrees, "loss")
+# xent.c's ``s2s_xent_grad`` as built, and where it agrees with the PyTorch form on a
+# probe (``_agrees``, checked once per process)
+_built_kernel, _kernel = native.kernel(
+    Path(__file__).with_name("xent.c"), "s2s_xent_grad", _ARGS, lambda k: _agrees(k), "loss"
+)
 
 
 def usable(device: torch.device, dtype: torch.dtype) -> bool:

@@ -120,3 +120,19 @@ def function(source: Path, name: str, argtypes: list, restype=ctypes.c_int):
     fn = getattr(lib, name)
     fn.restype, fn.argtypes = restype, argtypes
     return fn
+
+
+def kernel(source: Path, name: str, argtypes: list, agrees: Callable[[Any], bool], what: str):
+    """``(built, checked)`` for the C function ``name`` of ``source``: ``built()`` is the
+    function as built, unchecked (None where it is not built); ``checked()`` is it where
+    it also passes ``agrees`` (see ``checked``), computed once per process
+    (``checked.cache_clear()`` forgets), else None."""
+
+    def built():
+        return function(source, name, argtypes)
+
+    @functools.cache
+    def checked_once():
+        return checked(built(), agrees, what)
+
+    return built, checked_once
